@@ -66,10 +66,22 @@ def test_dual_network_matches_seed_table():
     net = m.create_dual_input_network((32, 32), 3, 0.0)
     got = model_rows(net)
     expected = seed_table("## Dual-input classifier")
-    assert [r[0] for r in got] == ["input1", "input2", "inception_tower", "concatenate", "D3",
-                                   "output"]
+    assert [r[0] for r in got] == [
+        "input1",
+        "input2",
+        "inception_tower",
+        "concatenate",
+        "D3",
+        "output",
+    ]
     assert [r[0] for r in expected] == [
-        "input1", "input2", "the sub-network", "concatenate", "D3", "output"]
+        "input1",
+        "input2",
+        "the sub-network",
+        "concatenate",
+        "D3",
+        "output",
+    ]
     for (_, _, tshape, tparams), (_, _, shape, params) in zip(expected, got):
         assert (tshape, tparams) == (shape, params)
     assert net.count_params() == 1_092_761
@@ -151,8 +163,10 @@ def test_multi_output_total_loss_is_weighted_sum():
         loss_weights=weights,
     )
     rng = np.random.default_rng(3)
-    x = {"input1": rng.random((8, 32, 32, 3), "float32"),
-         "input2": rng.random((8, 32, 32, 3), "float32")}
+    x = {
+        "input1": rng.random((8, 32, 32, 3), "float32"),
+        "input2": rng.random((8, 32, 32, 3), "float32"),
+    }
     y = rng.integers(0, 2, (8, 1)).astype("float32")
     # Expected total from the weights before the step, computed independently.
     pred = net(x)
@@ -172,8 +186,10 @@ def test_instrumentation_a_matches_trained_b():
     assert model_b.count_params() == 1_092_761
     model_b.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     rng = np.random.default_rng(4)
-    x = {"input1": rng.random((16, 32, 32, 3), "float32"),
-         "input2": rng.random((16, 32, 32, 3), "float32")}
+    x = {
+        "input1": rng.random((16, 32, 32, 3), "float32"),
+        "input2": rng.random((16, 32, 32, 3), "float32"),
+    }
     y = rng.integers(0, 2, (16, 1)).astype("float32")
     before = model_a(x)["output"].numpy()
     for _ in range(3):
@@ -183,14 +199,24 @@ def test_instrumentation_a_matches_trained_b():
     assert np.abs(after_b - before).max() > 1e-5  # training B changed A's prediction too
     np.testing.assert_allclose(seen["output"].numpy(), after_b, rtol=1e-6, atol=1e-7)
     expected_shapes = {
-        "convA_i1": (16, 16, 10), "convB0_i1": (32, 32, 10), "convB1_i1": (16, 16, 10),
-        "convC0_i1": (32, 32, 10), "convC1_i1": (16, 16, 10), "convD0_i1": (16, 16, 10),
-        "concatenate_i1": (16, 16, 40), "convA_i2": (8, 8, 40), "convB0_i2": (16, 16, 40),
-        "convB1_i2": (8, 8, 40), "convC0_i2": (16, 16, 40), "convC1_i2": (8, 8, 40),
-        "convD0_i2": (8, 8, 40), "concatenate_i2": (8, 8, 160),
+        "convA_i1": (16, 16, 10),
+        "convB0_i1": (32, 32, 10),
+        "convB1_i1": (16, 16, 10),
+        "convC0_i1": (32, 32, 10),
+        "convC1_i1": (16, 16, 10),
+        "convD0_i1": (16, 16, 10),
+        "concatenate_i1": (16, 16, 40),
+        "convA_i2": (8, 8, 40),
+        "convB0_i2": (16, 16, 40),
+        "convB1_i2": (8, 8, 40),
+        "convC0_i2": (16, 16, 40),
+        "convC1_i2": (8, 8, 40),
+        "convD0_i2": (8, 8, 40),
+        "concatenate_i2": (8, 8, 160),
     }
-    assert set(seen) == {"output"} | {f"{i}/{n}" for i in ("input1", "input2")
-                                      for n in expected_shapes}
+    assert set(seen) == {"output"} | {
+        f"{i}/{n}" for i in ("input1", "input2") for n in expected_shapes
+    }
     for key, value in seen.items():
         if key != "output":
             assert value.shape[1:] == expected_shapes[key.split("/")[1]], key
@@ -208,8 +234,12 @@ def test_instrumentation_a_matches_trained_b():
     ],
 )
 def test_module_bad_arguments(kwargs, fragment):
-    args = {"nfilters": (10, (10, 10), (10, 10), 10), "activation": "elu",
-            "lambda_regularization": 0.0, "name": "i1"}
+    args = {
+        "nfilters": (10, (10, 10), (10, 10), 10),
+        "activation": "elu",
+        "lambda_regularization": 0.0,
+        "name": "i1",
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=re.escape(fragment)):
         m.inception_module(keras.Input((32, 32, 3)), **args)

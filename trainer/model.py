@@ -121,9 +121,9 @@ def inception_module(
 
     conv_b0 = conv(b0, 1, 1, "convB0")(input_tensor)
     conv_c0 = conv(c0, 1, 1, "convC0")(input_tensor)
-    max_tensor = layers.MaxPooling2D(
-        pool_size=3, strides=1, padding="same", name=f"MAX_{name}"
-    )(input_tensor)
+    max_tensor = layers.MaxPooling2D(pool_size=3, strides=1, padding="same", name=f"MAX_{name}")(
+        input_tensor
+    )
     conv_a = conv(a, 1, branch_strides, "convA")(input_tensor)
     conv_b1 = conv(b1, 3, branch_strides, "convB1")(conv_b0)
     conv_c1 = conv(c1, 5, branch_strides, "convC1")(conv_c0)
@@ -141,7 +141,9 @@ def _check_image(image_size, n_channels, n_modules: int, strides: int) -> tuple[
     try:
         height, width = (int(v) for v in image_size)
     except (TypeError, ValueError):
-        raise ValueError(f"image_size={image_size!r} is invalid: expected (height, width).") from None
+        raise ValueError(
+            f"image_size={image_size!r} is invalid: expected (height, width)."
+        ) from None
     if not isinstance(n_channels, int) or n_channels < 1:
         raise ValueError(f"n_channels={n_channels!r} is invalid: it must be an integer >= 1.")
     reduction = strides**n_modules
@@ -245,9 +247,7 @@ def _dual_head(dense1, dense2, activation, lambda_regularization, auxiliary_outp
         return output
     # An auxiliary classifier straight on the joined embeddings (as GoogLeNet's side heads):
     # a second named output, so compiling takes a loss dict and loss_weights.
-    aux = _dense(1, "sigmoid", lambda_regularization, "aux_output", dtype="float32")(
-        concatenation
-    )
+    aux = _dense(1, "sigmoid", lambda_regularization, "aux_output", dtype="float32")(concatenation)
     return {"output": output, "aux_output": aux}
 
 

@@ -1,0 +1,8 @@
+"""Paired-image TFRecords: schema, writers (synthetic, convert), verify and the tf.data reader.
+
+Command line: ``python -m trainer.data synthetic|convert|verify``.
+"""
+
+from trainer.data.schema import DataError
+
+__all__ = ["DataError"]

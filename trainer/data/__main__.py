@@ -1,0 +1,97 @@
+"""``python -m trainer.data synthetic|convert|verify``: the data tools' command line.
+
+Thin: parses arguments, calls the module that does the work, turns user errors into one
+sentence and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.data import DataError
+
+EXIT_USAGE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one sentence and exit 1 (DESIGN.md), not argparse's exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m trainer.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    syn = sub.add_parser("synthetic", help="write the built-in learnable pair set")
+    syn.add_argument("--output_dir", required=True)
+    syn.add_argument("--num_train", type=int, default=16384)
+    syn.add_argument("--num_eval", type=int, default=1024)
+    syn.add_argument("--image_size", type=int, default=32)
+    syn.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
+    syn.add_argument("--num_shards", type=int, default=4)
+    syn.add_argument("--gzip", action="store_true")
+    syn.add_argument("--seed", type=int, default=0)
+
+    conv = sub.add_parser("convert", help="CSV of image_a_path,image_b_path,label to TFRecords")
+    conv.add_argument("--pairs", required=True, help="CSV of training pairs (or all pairs)")
+    conv.add_argument("--output_dir", required=True)
+    conv.add_argument("--eval_pairs", help="CSV of eval pairs (else --eval_fraction of --pairs)")
+    conv.add_argument("--eval_fraction", type=float, default=0.1)
+    conv.add_argument("--num_shards", type=int, default=4)
+    conv.add_argument("--encoding", choices=("keep", "raw", "png", "jpeg"), default="keep")
+    conv.add_argument("--image_size", type=int, help="resize to SIZE x SIZE (re-encodes)")
+    conv.add_argument("--gzip", action="store_true")
+    conv.add_argument("--seed", type=int, default=0, help="seed of the train/eval split")
+
+    ver = sub.add_parser("verify", help="read every record; report counts and the first bad one")
+    ver.add_argument("data_dir")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "synthetic":
+            from trainer.data.synthetic import write_synthetic
+
+            info = write_synthetic(
+                args.output_dir,
+                args.num_train,
+                args.num_eval,
+                args.image_size,
+                3,
+                args.encoding,
+                args.num_shards,
+                args.gzip,
+                args.seed,
+            )
+            print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+        elif args.command == "convert":
+            from trainer.data.convert import convert
+
+            info = convert(
+                args.pairs,
+                args.output_dir,
+                args.eval_pairs,
+                args.eval_fraction,
+                args.num_shards,
+                args.encoding,
+                args.image_size,
+                args.gzip,
+                args.seed,
+            )
+            print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+        else:
+            from trainer.data.verify import verify_folder
+
+            return verify_folder(args.data_dir, sys.stdout)
+    except (DataError, ValueError, FileExistsError, FileNotFoundError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

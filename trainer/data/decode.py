@@ -1,0 +1,103 @@
+"""Parses, checks and decodes batches of serialized pairs: one function for reader and verify.
+
+``parse_pair_batch`` runs inside tf.data (graph) and eagerly (verify's record-by-record scan),
+so a record that the reader rejects is the record that ``verify`` names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from trainer.data import schema
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """What every record of a dataset must hold."""
+
+    height: int
+    width: int
+    channels: int
+    encoding: str
+    num_classes: int = 2
+
+    @classmethod
+    def from_info(cls, info: schema.DatasetInfo) -> ImageSpec:
+        return cls(info.height, info.width, info.channels, info.encoding, info.num_classes)
+
+
+def _check(condition, message: str):
+    """An assertion whose error message starts with ``message`` (verify shows that part)."""
+    return tf.debugging.Assert(tf.reduce_all(condition), [message])
+
+
+def _decode_images(images, spec: ImageSpec):
+    """Decodes a vector of encoded images to uint8 [n, h, w, c]."""
+    h, w, c = spec.height, spec.width, spec.channels
+    if spec.encoding == "raw":
+        lengths_ok = tf.equal(tf.strings.length(images), h * w * c)
+        with tf.control_dependencies(
+            [_check(lengths_ok, f"raw image bytes are not {h}x{w}x{c} uint8")]
+        ):
+            flat = tf.io.decode_raw(images, tf.uint8)
+        return tf.reshape(flat, [-1, h, w, c])
+
+    def decode_one(data):
+        image = tf.io.decode_image(data, channels=c, expand_animations=False)
+        size_ok = tf.reduce_all(tf.equal(tf.shape(image)[:2], [h, w]))
+        with tf.control_dependencies([_check(size_ok, f"image size is not {h}x{w}")]):
+            return tf.ensure_shape(tf.identity(image), [h, w, c])
+
+    return tf.map_fn(
+        decode_one,
+        images,
+        fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8),
+        parallel_iterations=16,
+    )
+
+
+def parse_pair_batch(serialized, spec: ImageSpec):
+    """Serialized records [n] -> (image_a uint8 [n,h,w,c], image_b uint8, label int32 [n]).
+
+    Raises (inside tf.data: when the iterator reaches the batch) InvalidArgumentError whose
+    message starts with what is wrong: a missing key, a non-image, a wrong size or encoding,
+    a label out of range.
+    """
+    f = tf.io.parse_example(serialized, schema.FEATURES)
+    checks = [
+        _check(
+            tf.equal(f["encoding"], spec.encoding),
+            f"encoding differs from the dataset's {spec.encoding!r}",
+        ),
+        _check(
+            tf.logical_and(
+                tf.logical_and(
+                    tf.equal(f["height"], spec.height), tf.equal(f["width"], spec.width)
+                ),
+                tf.equal(f["channels"], spec.channels),
+            ),
+            f"height/width/channels are not {spec.height}/{spec.width}/{spec.channels}",
+        ),
+        _check(
+            tf.logical_and(f["label"] >= 0, f["label"] < spec.num_classes),
+            f"label is outside [0, {spec.num_classes - 1}]",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        n = tf.shape(f["image_a"])[0]
+        # Both images of every pair go through one decode map.
+        both = _decode_images(tf.concat([f["image_a"], f["image_b"]], axis=0), spec)
+    return both[:n], both[n:], tf.cast(f["label"], tf.int32)
+
+
+def error_reason(error: tf.errors.OpError) -> str:
+    """The first line of a TF error message, without TF's boilerplate."""
+    text = error.message.strip()
+    for marker in ("assertion failed: [", "Assertion failed: ["):
+        if marker in text:
+            text = text.split(marker, 1)[1].split("]", 1)[0]
+            break
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line.replace("[[{{node", "").strip().rstrip(".")

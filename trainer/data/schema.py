@@ -1,0 +1,132 @@
+"""The paired-image record schema, shard file names and ``dataset.json`` (see DESIGN.md).
+
+Everything that knows how a record or a dataset folder looks lives here, so the writer, the
+reader and ``verify`` cannot drift apart. Paths go through tf.io.gfile (local, gs://, ram://).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+import re
+
+import tensorflow as tf
+
+ENCODINGS = ("raw", "png", "jpeg")
+
+
+class DataError(ValueError):
+    """A bad record or data folder; the message names the file (and record index)."""
+
+
+SPLITS = ("train", "eval")
+METADATA_FILE = "dataset.json"
+SHARD_RE = re.compile(r"^(train|eval)-(\d{5})-of-(\d{5})\.tfrecord(\.gz)?$")
+
+FEATURES = {
+    "image_a": tf.io.FixedLenFeature([], tf.string),
+    "image_b": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "height": tf.io.FixedLenFeature([], tf.int64),
+    "width": tf.io.FixedLenFeature([], tf.int64),
+    "channels": tf.io.FixedLenFeature([], tf.int64),
+    "encoding": tf.io.FixedLenFeature([], tf.string),
+    "pair_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def shard_name(split: str, index: int, count: int, gzip: bool) -> str:
+    """``train-00003-of-00016.tfrecord[.gz]``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if gzip else "")
+
+
+def join(directory: str, name: str) -> str:
+    """Joins without os.path, so gs:// and ram:// paths keep their scheme."""
+    return (
+        posixpath.join(directory.rstrip("/") or "/", name)
+        if "://" not in directory
+        else (directory.rstrip("/") + "/" + name)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What ``dataset.json`` says of a dataset folder."""
+
+    height: int
+    width: int
+    channels: int
+    encoding: str
+    compression: str  # "" or "GZIP"
+    counts: dict  # split -> number of pairs
+    files: dict  # shard file name -> number of pairs
+    label_names: tuple = ("different", "follows")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def read_info(directory: str) -> DatasetInfo:
+    """Reads ``dataset.json``; a clear error if the folder is missing it (half written?)."""
+    path = join(directory, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: {directory} is not a finished dataset folder (convert or "
+            "synthetic writes dataset.json last; rerun it)."
+        )
+    with tf.io.gfile.GFile(path, "r") as f:
+        raw = json.load(f)
+    raw["label_names"] = tuple(raw.get("label_names", ("different", "follows")))
+    return DatasetInfo(**raw)
+
+
+def write_info(directory: str, info: DatasetInfo) -> None:
+    """Writes ``dataset.json`` through a temporary name, so it appears whole or not at all."""
+    path = join(directory, METADATA_FILE)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(info.to_json())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def split_files(directory: str, split: str) -> list[str]:
+    """The shard files of one split in a dataset folder, sorted."""
+    names = tf.io.gfile.listdir(directory)
+    return sorted(join(directory, n) for n in names if SHARD_RE.match(n) and n.startswith(split))
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def encode_pair(
+    image_a: bytes,
+    image_b: bytes,
+    label: int,
+    height: int,
+    width: int,
+    channels: int,
+    encoding: str,
+    pair_id: str = "",
+) -> bytes:
+    """One serialized tf.train.Example holding a pair."""
+    feature = {
+        "image_a": _bytes(image_a),
+        "image_b": _bytes(image_b),
+        "label": _int(label),
+        "height": _int(height),
+        "width": _int(width),
+        "channels": _int(channels),
+        "encoding": _bytes(encoding.encode()),
+        "pair_id": _bytes(pair_id.encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
