@@ -7,6 +7,7 @@ so a record that the reader rejects is the record that ``verify`` names.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import tensorflow as tf
 
@@ -93,11 +94,17 @@ def parse_pair_batch(serialized, spec: ImageSpec):
 
 
 def error_reason(error: tf.errors.OpError) -> str:
-    """The first line of a TF error message, without TF's boilerplate."""
+    """The reason inside a TF error message, without TF's boilerplate (graph or eager)."""
     text = error.message.strip()
-    for marker in ("assertion failed: [", "Assertion failed: ["):
+    for marker in ("Summarized data: b'", "assertion failed: ["):
         if marker in text:
-            text = text.split(marker, 1)[1].split("]", 1)[0]
+            return text.split(marker, 1)[1].split("'" if marker.endswith("'") else "]", 1)[0]
+    for line in text.splitlines():
+        found = re.search(r"\w+Error: (.*)", line)
+        if found:
+            text = found.group(1)
             break
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text)
     line = text.splitlines()[0] if text else type(error).__name__
     return line.replace("[[{{node", "").strip().rstrip(".")

@@ -88,7 +88,9 @@ def _interleaved(files, shard: Shard, source: Source, config: ReaderConfig, cycl
     )
     if shard.stride > 1:
         ds = ds.shard(shard.stride, shard.offset)
-    return ds
+    # A cut-off file ends quietly in TFRecordDataset: fail loudly instead, since a short
+    # epoch would shift every later batch (and a resumed run's position).
+    return ds.apply(tf.data.experimental.assert_cardinality(shard.records_per_epoch))
 
 
 def _skip_filter(bad_keys: list, readable: dict, compression: str):
@@ -184,7 +186,8 @@ def skip_plan_for(source: Source, shard: Shard):
     """
     bad_keys, readable, skipped, good = [], {}, [], 0
     for path in shard.files:
-        report = verify.scan_file(path, source.spec, source.compression)
+        declared = source.counts[source.files.index(path)]
+        report = verify.scan_file(path, source.spec, source.compression, declared=declared)
         for i, reason in sorted(report.bad.items()):
             bad_keys.append(f"{path}#{i}")
             skipped.append(f"{path} record {i}: {reason}")

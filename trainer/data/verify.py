@@ -29,8 +29,14 @@ def _records(path: str, compression: str):
     return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
-def scan_file(path: str, spec: decode.ImageSpec, compression: str, stop_at_first=False):
-    """Reads one shard record by record; returns its FileReport."""
+def scan_file(
+    path: str, spec: decode.ImageSpec, compression: str, stop_at_first=False, declared=None
+):
+    """Reads one shard record by record; returns its FileReport.
+
+    TFRecordDataset ends quietly at a cut-off last record, so a file that yields fewer
+    records than ``declared`` (dataset.json's count) is reported as truncated there.
+    """
     report = FileReport(path=path, bytes=tf.io.gfile.stat(path).length)
     iterator = iter(_records(path, compression).batch(256))
     index = 0
@@ -57,6 +63,9 @@ def scan_file(path: str, spec: decode.ImageSpec, compression: str, stop_at_first
                         return report
         index += int(batch.shape[0])
     report.records = index
+    if report.truncated_at is None and declared is not None and index < declared:
+        report.truncated_at = index
+        report.truncated_reason = f"the file ends after {index} of its {declared} records"
     return report
 
 
@@ -88,10 +97,11 @@ def first_problem(report: FileReport) -> str | None:
     return min(candidates)[1] if candidates else None
 
 
-def locate_first_bad(files, spec: decode.ImageSpec, compression: str) -> str | None:
-    """The first bad record over ``files`` (in order), as one sentence; None if all are good."""
-    for path in files:
-        problem = first_problem(scan_file(path, spec, compression, stop_at_first=True))
+def locate_first_bad(source) -> str | None:
+    """The first bad record of a Source (file order), as one sentence; None if all are good."""
+    for path, declared in zip(source.files, source.counts):
+        report = scan_file(path, source.spec, source.compression, True, declared)
+        problem = first_problem(report)
         if problem:
             return problem
     return None
@@ -108,7 +118,7 @@ def verify_folder(data: str, out) -> int:
                 continue
             raise
         for path, declared in zip(source.files, source.counts):
-            report = scan_file(path, source.spec, source.compression)
+            report = scan_file(path, source.spec, source.compression, declared=declared)
             reports.append(report)
             bad = len(report.bad) + (report.truncated_at is not None)
             out.write(
@@ -116,7 +126,7 @@ def verify_folder(data: str, out) -> int:
                 + (f", {bad} bad" if bad else "")
                 + "\n"
             )
-            if report.truncated_at is None and report.records != declared:
+            if report.records > declared:
                 problems.append(
                     f"{path} holds {report.records} records, dataset.json says {declared}"
                 )

@@ -1,0 +1,341 @@
+"""Paired TFRecords: round trip, order, sharding, resume position, bad data, the CLI."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import datagen
+from trainer.data import DataError, decode, reader, schema, synthetic, verify
+from trainer.data.source import open_source
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png", "jpeg"])
+def test_round_trip_pixels_and_labels(tmp_path, encoding):
+    datagen.write_pairs(str(tmp_path), 10, 3, encoding)
+    source = open_source(str(tmp_path))
+    assert source.counts == (3, 3, 4) and source.spec.encoding == encoding
+    seen = []
+    for inputs, label in reader.eval_dataset(source, 4):
+        for a, b, y in zip(inputs["input1"].numpy(), inputs["input2"].numpy(), label.numpy()):
+            i = datagen.pair_id(a)
+            want_a, want_b = datagen.pair_pixels(i)
+            tol = 0 if encoding != "jpeg" else 8 / 255  # JPEG is lossy
+            np.testing.assert_allclose(a, want_a / 255.0, atol=tol + 1e-6)
+            np.testing.assert_allclose(b, want_b / 255.0, atol=tol + 1e-6)
+            assert y == i % 2
+            seen.append(i)
+    assert sorted(seen) == list(range(10))  # every pair once
+
+
+def test_same_seed_same_order_and_epochs_differ(tmp_path):
+    datagen.write_pairs(str(tmp_path), 48, 4)
+    source = open_source(str(tmp_path))
+    cfg = reader.ReaderConfig(batch_size=8, seed=5, shuffle_buffer=16)
+    first = datagen.ids_of(reader.train_dataset(source, cfg)[0], 12)
+    again = datagen.ids_of(reader.train_dataset(source, cfg)[0], 12)
+    other = datagen.ids_of(
+        reader.train_dataset(source, reader.ReaderConfig(8, seed=6, shuffle_buffer=16))[0], 12
+    )
+    assert first == again
+    assert first != other
+    epoch0, epoch1 = sum(first[:6], []), sum(first[6:], [])
+    assert sorted(epoch0) == sorted(epoch1) == list(range(48))
+    assert epoch0 != epoch1  # reshuffled each epoch
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("num_files", [6, 2])  # file-level, then record-level sharding
+def test_sharding_covers_every_record_once_per_epoch(tmp_path, workers, num_files):
+    datagen.write_pairs(str(tmp_path), 30, num_files)
+    source = open_source(str(tmp_path))
+    cfg = reader.ReaderConfig(batch_size=1, seed=3)
+    for epoch in range(2):
+        seen = []
+        for w in range(workers):
+            shard = reader.worker_shard(source, w, workers)
+            assert shard.stride == (1 if num_files >= workers else workers)
+            n = shard.records_per_epoch
+            ds, _ = reader.train_dataset(source, cfg, w, workers, start_step=epoch * n)
+            seen += sum(datagen.ids_of(ds, n), [])
+        assert sorted(seen) == list(range(30)), f"epoch {epoch}"
+
+
+@pytest.mark.parametrize("options", [{}, {"augment": True}, {"cache": True}])
+def test_resume_at_step_k_matches_uninterrupted(tmp_path, options):
+    datagen.write_pairs(str(tmp_path), 40, 4)
+    source = open_source(str(tmp_path))
+    cfg = reader.ReaderConfig(batch_size=6, seed=11, shuffle_buffer=32, **options)
+
+    def batches(start, count):
+        ds, _ = reader.train_dataset(source, cfg, 1, 2, start_step=start)
+        return [(x["input1"].numpy(), x["input2"].numpy(), y.numpy()) for x, y in ds.take(count)]
+
+    straight = batches(0, 12)  # 20 records per worker: crosses three epoch boundaries
+    for k in (1, 3, 7):
+        resumed = batches(k, 12 - k)
+        for (a1, b1, y1), (a2, b2, y2) in zip(straight[k:], resumed):
+            np.testing.assert_array_equal(a1, a2)
+            np.testing.assert_array_equal(b1, b2)
+            np.testing.assert_array_equal(y1, y2)
+
+
+def test_augmentation_is_identical_for_both_images(tmp_path):
+    size = datagen.SIZE
+    rec = []
+    for i in range(16):
+        img = np.random.default_rng(i).integers(0, 255, (size, size, 3), np.uint8)
+        rec.append(schema.encode_pair(img.tobytes(), img.tobytes(), 0, size, size, 3, "raw"))
+    datagen.write_pairs(str(tmp_path), 16, 2, records=rec)
+    source = open_source(str(tmp_path))
+    plain, _ = reader.train_dataset(source, reader.ReaderConfig(16, seed=2))
+    aug, _ = reader.train_dataset(source, reader.ReaderConfig(16, seed=2, augment=True))
+    (xp, _), (xa, _) = next(iter(plain)), next(iter(aug))
+    np.testing.assert_array_equal(xa["input1"], xa["input2"])  # same transform on both
+    assert not np.allclose(xa["input1"], xp["input1"])  # and it did transform
+
+
+def test_cache_reads_files_once(tmp_path):
+    files = datagen.write_pairs(str(tmp_path), 12, 2)
+    source = open_source(str(tmp_path))
+    ds, _ = reader.train_dataset(source, reader.ReaderConfig(4, seed=1, cache=True))
+    first = datagen.ids_of(ds, 3)  # one whole epoch fills the cache
+    it = iter(ds)
+    for path in files:
+        os.remove(path)
+    rest = datagen.ids_of(ds, 9)  # later epochs come from memory, not the deleted files
+    assert sorted(sum(rest[3:6], [])) == list(range(12))
+    del it, first
+
+
+# ---- bad data ---------------------------------------------------------------------------
+
+
+def _good_records(n, size=datagen.SIZE, encoding="raw"):
+    out = []
+    for i in range(n):
+        a, b = datagen.pair_pixels(i, size)
+        out.append(
+            schema.encode_pair(
+                datagen.writer.encode_image(a, encoding),
+                datagen.writer.encode_image(b, encoding),
+                i % 2,
+                size,
+                size,
+                3,
+                encoding,
+            )
+        )
+    return out
+
+
+def _example_without(key):
+    a, b = datagen.pair_pixels(0)
+    ex = tf.train.Example.FromString(
+        schema.encode_pair(a.tobytes(), b.tobytes(), 0, 8, 8, 3, "raw")
+    )
+    del ex.features.feature[key]
+    return ex.SerializeToString()
+
+
+BAD_RECORDS = {
+    "not_an_image": (
+        "png",
+        lambda: schema.encode_pair(b"hello", b"world", 0, 8, 8, 3, "png"),
+        "Unknown image file format",
+    ),
+    "wrong_size": (
+        "png",
+        lambda: _good_records(1, size=6, encoding="png")[0],
+        "height/width/channels are not 8/8/3",
+    ),
+    "pixels_smaller_than_declared": (
+        "png",
+        lambda: schema.encode_pair(
+            *(datagen.writer.encode_image(np.zeros((6, 6, 3), np.uint8), "png"),) * 2,
+            0,
+            8,
+            8,
+            3,
+            "png",
+        ),
+        "image size is not 8x8",
+    ),
+    "raw_wrong_length": (
+        "raw",
+        lambda: schema.encode_pair(b"\0" * 10, b"\0" * 192, 0, 8, 8, 3, "raw"),
+        "raw image bytes are not 8x8x3 uint8",
+    ),
+    "missing_key": ("raw", lambda: _example_without("image_b"), "image_b"),
+    "label_out_of_range": (
+        "raw",
+        lambda: schema.encode_pair(b"\0" * 192, b"\0" * 192, 5, 8, 8, 3, "raw"),
+        "label is outside [0, 1]",
+    ),
+}
+
+
+def _dataset_with_bad_record(tmp_path, encoding, bad, at=5):
+    records = _good_records(8, encoding=encoding)
+    records[at] = bad
+    return datagen.write_pairs(str(tmp_path), 8, 1, encoding=encoding, records=records)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_bad_record_is_named_by_file_and_index(tmp_path, case):
+    encoding, make, reason = BAD_RECORDS[case]
+    (path,) = _dataset_with_bad_record(tmp_path, encoding, make())
+    source = open_source(str(tmp_path))
+    ds, _ = reader.train_dataset(source, reader.ReaderConfig(8, seed=0))
+    with pytest.raises(tf.errors.OpError):
+        next(iter(ds))
+    problem = verify.locate_first_bad(source)
+    assert problem.startswith(f"{path} record 5: ")
+    assert reason in problem
+
+
+def _corrupt(path, how):
+    data = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:  # flip bytes inside a record body: its CRC no longer matches
+        middle = len(data) // 2
+        data[middle : middle + 4] = bytes(x ^ 0xFF for x in data[middle : middle + 4])
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_truncated_or_corrupt_file_is_named(tmp_path, how):
+    paths = datagen.write_pairs(str(tmp_path), 12, 2)
+    _corrupt(paths[1], how)
+    source = open_source(str(tmp_path))
+    problem = verify.locate_first_bad(source)
+    assert problem.startswith(f"{paths[1]} record ")
+    index = int(problem.split(" record ")[1].split(":")[0])
+    assert 2 <= index <= 4  # the file holds records 0..5; the damage is past its first third
+    assert "truncated or corrupt" in problem or "ends after" in problem
+    ds, _ = reader.train_dataset(source, reader.ReaderConfig(4, seed=0))
+    with pytest.raises(tf.errors.OpError):  # the reader refuses it too, never a short epoch
+        datagen.ids_of(ds, 6)
+
+
+def test_skip_corrupt_counts_and_skips_exactly(tmp_path):
+    records = _good_records(10)
+    records[2] = schema.encode_pair(b"\0", b"\0", 0, 8, 8, 3, "raw")
+    records[7] = schema.encode_pair(b"\0" * 192, b"\0" * 192, 9, 8, 8, 3, "raw")
+    datagen.write_pairs(str(tmp_path), 10, 2, records=records)
+    source = open_source(str(tmp_path))
+    ds, skipped = reader.train_dataset(source, reader.ReaderConfig(1, seed=0, skip_corrupt=True))
+    assert len(skipped) == 2
+    assert "record 2: raw image bytes" in skipped[0] and "record 2: label" in skipped[1]
+    ids = sum(datagen.ids_of(ds, 16), [])
+    assert sorted(ids[:8]) == [0, 1, 3, 4, 5, 6, 8, 9]  # one epoch = the 8 good pairs
+    assert sorted(ids[8:16]) == [0, 1, 3, 4, 5, 6, 8, 9]
+
+
+def test_skip_corrupt_with_truncated_file(tmp_path):
+    paths = datagen.write_pairs(str(tmp_path), 12, 2)
+    _corrupt(paths[1], "truncated")
+    source = open_source(str(tmp_path))
+    ds, skipped = reader.train_dataset(source, reader.ReaderConfig(1, seed=0, skip_corrupt=True))
+    readable = verify.scan_file(paths[1], source.spec, "", declared=6).truncated_at
+    assert len(skipped) == 1 and f"records {readable} onwards" in skipped[0]
+    per_epoch = 6 + readable
+    ids = sum(datagen.ids_of(ds, 2 * per_epoch), [])
+    expected = list(range(6)) + list(range(6, 6 + readable))
+    assert sorted(ids[:per_epoch]) == sorted(ids[per_epoch:]) == expected
+
+
+def test_empty_pattern_and_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="no files match .*nothing-\\*"):
+        open_source(str(tmp_path / "nothing-*"))
+    with pytest.raises(DataError, match="does not exist"):
+        open_source(str(tmp_path / "absent"))
+    (tmp_path / "half").mkdir()
+    with pytest.raises(DataError, match="dataset.json does not exist"):
+        open_source(str(tmp_path / "half"))
+
+
+def test_parse_works_eagerly_and_in_tf_data(tmp_path):
+    recs = _good_records(4, encoding="png")
+    spec = decode.ImageSpec(8, 8, 3, "png")
+    eager = decode.parse_pair_batch(tf.constant(recs), spec)
+    graph = next(
+        iter(
+            tf.data.Dataset.from_tensors(tf.constant(recs)).map(
+                lambda s: decode.parse_pair_batch(s, spec)
+            )
+        )
+    )
+    for e, g in zip(eager, graph):
+        np.testing.assert_array_equal(e.numpy(), g.numpy())
+
+
+# ---- synthetic set ----------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_and_balanced(tmp_path):
+    a = synthetic.make_pair(32, 3, seed=4, index=17)
+    b = synthetic.make_pair(32, 3, seed=4, index=17)
+    c = synthetic.make_pair(32, 3, seed=5, index=17)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0])
+    kinds = [synthetic.make_pair(16, 3, 0, i)[3] for i in range(400)]
+    labels = [synthetic.make_pair(16, 3, 0, i)[2] for i in range(400)]
+    assert 0.4 < np.mean(labels) < 0.6
+    assert set(kinds) == set(synthetic.KINDS)
+
+
+def test_synthetic_follows_means_shape_moves_down():
+    for i in range(40):
+        a, b, label, kind = synthetic.make_pair(32, 3, 1, i)
+        if kind == "different":
+            continue
+        # The shape's colour is >= 128 in every channel; the noise is < 96.
+        rows = [np.nonzero((img >= 128).all(-1).any(1))[0].mean() for img in (a, b)]
+        assert (rows[1] > rows[0]) == (label == 1), (i, kind, rows)
+
+
+# ---- command line -----------------------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.data", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path):
+    out = tmp_path / "syn"
+    r = _cli(
+        "synthetic",
+        "--output_dir",
+        str(out),
+        "--num_train",
+        "40",
+        "--num_eval",
+        "8",
+        "--image_size",
+        "16",
+        "--encoding",
+        "png",
+        "--num_shards",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr
+    info = schema.read_info(str(out))
+    assert info.counts == {"train": 40, "eval": 8} and info.height == 16
+    r = _cli("verify", str(out))
+    assert r.returncode == 0 and "total: 4 files, 48 records" in r.stdout
+    _corrupt(str(out / "train-00001-of-00002.tfrecord"), "truncated")
+    r = _cli("verify", str(out))
+    assert r.returncode == 1
+    assert "first bad record: " + str(out / "train-00001-of-00002.tfrecord") + " record" in r.stdout
+    r = _cli("synthetic", "--output_dir", str(out), "--num_train", "4")
+    assert r.returncode == 1 and "already holds a dataset" in r.stderr
+    r = _cli("synthetic", "--output_dir", str(tmp_path / "x"), "--num_train", "lots")
+    assert r.returncode == 1 and "invalid int value: 'lots'" in r.stderr
+    assert not (tmp_path / "x").exists()
