@@ -19,6 +19,7 @@ setup(
         "absl-py>=2.1",
         "numpy>=1.26",
         "google-cloud-storage>=2.18",
+        "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
     ],
     extras_require={
         "test": [

@@ -71,9 +71,10 @@ def worker_shard(source: Source, worker_index: int, num_workers: int) -> Shard:
     return Shard(source.files, mine, num_workers, worker_index)
 
 
-def _epoch_seed(seed: int, epoch, salt: int):
-    """A per-epoch int64 seed (works for a Python int or a tensor epoch)."""
-    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 7919 + salt
+def _record_seed(seed: int, salt: int) -> int:
+    """The record shuffle's seed. A Python int: tf.data refuses a tensor seed in traced code.
+    The same seed every epoch still gives a new order, since the epoch's file order differs."""
+    return (seed * 1_000_003 + salt * 7919) % (2**31 - 1)
 
 
 def _interleaved(files, shard: Shard, source: Source, config: ReaderConfig, cycle: int):
@@ -139,7 +140,7 @@ def _epoch_records(source, shard, config, epoch, shuffle: bool, skip_plan=None):
         if shard.stride > 1:
             ds = ds.shard(shard.stride, shard.offset)
     if shuffle:
-        ds = ds.shuffle(config.shuffle_buffer, seed=_epoch_seed(config.seed, epoch, shard.offset))
+        ds = ds.shuffle(config.shuffle_buffer, seed=_record_seed(config.seed, shard.offset))
     return ds
 
 
@@ -228,18 +229,7 @@ def train_dataset(
 
     spec = source.spec
     if config.cache:
-        decoded = (
-            _epoch_records(source, shard, config, 0, shuffle=False, skip_plan=plan)
-            .batch(256)
-            .map(lambda s: parse_batch(s, spec), num_parallel_calls=AUTOTUNE)
-            .unbatch()
-            .cache()
-        )
-        ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-            lambda e: decoded.shuffle(
-                config.shuffle_buffer, seed=_epoch_seed(config.seed, e, shard.offset)
-            )
-        )
+        ds = _cached_epochs(source, shard, config, plan, per_epoch, first_epoch)
         ds = ds.skip(offset).batch(config.batch_size, drop_remainder=True)
         ds = ds.map(_to_model_inputs, num_parallel_calls=AUTOTUNE)
     else:
@@ -255,6 +245,33 @@ def train_dataset(
         )
     ds = ds.prefetch(AUTOTUNE).with_options(_options(config.deterministic))
     return ds, skipped
+
+
+def _cached_epochs(source, shard, config, plan, per_epoch: int, first_epoch: int):
+    """--cache: the worker's shard is decoded into memory once; each epoch is a stateless
+    permutation of it (tf.random.experimental.index_shuffle keyed by seed, epoch, worker)."""
+    decoded = (
+        _epoch_records(source, shard, config, 0, shuffle=False, skip_plan=plan)
+        .batch(256)
+        .map(lambda s: parse_batch(s, source.spec), num_parallel_calls=AUTOTUNE)
+    )
+    parts = [tf.concat(t, 0) for t in zip(*[tuple(b) for b in decoded])]
+    image_a, image_b, label = parts
+    n = int(label.shape[0])
+    if n != per_epoch:
+        raise DataError(f"worker shard holds {n} readable records, expected {per_epoch}.")
+
+    def epoch_elements(epoch):
+        # index_shuffle takes a 2-element seed (it pads it to the op's 3).
+        key = tf.stack([tf.cast(_record_seed(config.seed, shard.offset), tf.int64), epoch])
+
+        def pick(i):
+            j = tf.random.experimental.index_shuffle(i, key, tf.cast(n - 1, tf.int64))
+            return image_a[j], image_b[j], label[j]
+
+        return tf.data.Dataset.range(n).map(pick)
+
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_elements)
 
 
 def parse_batch(serialized, spec: decode.ImageSpec):

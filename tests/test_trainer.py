@@ -1,0 +1,303 @@
+"""The trainer end to end: real processes, real TFRecords, real checkpoints and SavedModels."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.data.synthetic import make_pair, write_synthetic
+
+PY = sys.executable
+
+
+def run_trainer(*flags, cwd=None, env=None, timeout=300):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [PY, "-m", "trainer", *flags],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A small 16x16 synthetic set shared by the tests of this module."""
+    path = str(tmp_path_factory.mktemp("data") / "syn")
+    write_synthetic(path, num_train=512, num_eval=64, image_size=16, num_shards=4, seed=3)
+    return path
+
+
+def small_flags(data, model_dir, *extra):
+    return [
+        f"--data_dir={data}",
+        f"--model_dir={model_dir}",
+        "--global_batch_size=16",
+        "--log_every_steps=1",
+        "--eval_every_steps=1000",
+        *extra,
+    ]
+
+
+def read_checkpoint(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    }
+
+
+def test_main_job_without_flags_learns_and_exports(tmp_path):
+    """The README's main command: no flags at all, built-in synthetic data."""
+    r = run_trainer(cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    acc = float(re.search(r"eval: accuracy ([\d.]+)", r.stdout).group(1))
+    assert acc >= 0.9, r.stdout
+    export = tmp_path / "runs/default/export"
+    assert (export / "saved_model.pb").exists()
+    assert "exported SavedModel: runs/default/export" in r.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "runs/default/checkpoints")).endswith("-600")
+
+
+def test_exact_resume_is_bitwise_equal(small_data, tmp_path):
+    common = ["--deterministic", "--checkpoint_every_steps=4", "--augment"]
+    straight = run_trainer(*small_flags(small_data, tmp_path / "a", "--train_steps=8", *common))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    half = run_trainer(*small_flags(small_data, tmp_path / "b", "--train_steps=4", *common))
+    assert half.returncode == 0, half.stderr[-3000:]
+    rest = run_trainer(*small_flags(small_data, tmp_path / "b", "--train_steps=8", *common))
+    assert rest.returncode == 0 and "at step 4" in rest.stderr, rest.stderr[-3000:]
+    a = read_checkpoint(str(tmp_path / "a/checkpoints/ckpt-8"))
+    b = read_checkpoint(str(tmp_path / "b/checkpoints/ckpt-8"))
+    assert a.keys() == b.keys() and len(a) > 40  # model, optimizer slots, step, position
+    assert any("optimizer" in k for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    four = read_checkpoint(str(tmp_path / "b/checkpoints/ckpt-4"))
+    assert any(not np.array_equal(four[k], a[k]) for k in a)  # steps 5..8 did change things
+
+
+def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
+    flags = small_flags(
+        small_data, tmp_path / "m", "--train_steps=100000", "--checkpoint_every_steps=100000"
+    )
+    proc = subprocess.Popen([PY, "-m", "trainer", *flags], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait for real training progress
+        if re.search(r"step [3-9]/100000", line):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    step = int(re.search(r"stopped by a signal at step (\d+)", err).group(1))
+    assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")).endswith(f"-{step}")
+    r = run_trainer(*small_flags(small_data, tmp_path / "m", f"--train_steps={step + 2}"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"at step {step}" in r.stderr and f"step {step + 1}/{step + 2}" in r.stderr
+
+
+def test_truncated_newest_checkpoint_and_changed_flags(small_data, tmp_path):
+    model_dir = tmp_path / "m"
+    r = run_trainer(
+        *small_flags(small_data, model_dir, "--train_steps=6", "--checkpoint_every_steps=3")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (data,) = (model_dir / "checkpoints").glob("ckpt-6.data-*")
+    data.write_bytes(data.read_bytes()[:1000])  # cut off mid-write
+    r = run_trainer(*small_flags(small_data, model_dir, "--train_steps=7"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ckpt-6 is unreadable" in r.stderr and "ckpt-3 at step 3" in r.stderr
+    before = sorted(os.listdir(model_dir / "checkpoints"))
+    r = run_trainer(*small_flags(small_data, model_dir, "--train_steps=9", "--activation=relu"))
+    assert r.returncode == 1
+    assert "activation: saved 'elu', now 'relu'" in r.stderr
+    assert sorted(os.listdir(model_dir / "checkpoints")) == before  # nothing written
+
+
+def _png(image):
+    return tf.io.encode_png(image).numpy()
+
+
+def test_serving_signature_matches_in_process_model(small_data, tmp_path):
+    model_dir, export = tmp_path / "m", tmp_path / "export"
+    r = run_trainer(
+        *small_flags(small_data, model_dir, "--train_steps=5", f"--export_dir={export}")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    from trainer import checkpoint
+    from trainer.config import ModelConfig
+    from trainer.train import build_model
+
+    saved = json.loads((model_dir / "config.json").read_text())
+    model = build_model(ModelConfig(**{**saved, "image_size": tuple(saved["image_size"])}))
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(checkpoint.checkpoint_dir(str(model_dir)))
+    ).expect_partial()
+    pairs = [make_pair(16, 3, 99, i)[:2] for i in range(4)]
+    x1 = np.stack([a for a, _ in pairs]).astype("float32") / 255
+    x2 = np.stack([b for _, b in pairs]).astype("float32") / 255
+    expected = model({"input1": x1, "input2": x2}).numpy()[:, 0]
+    for i, (a, b) in enumerate(pairs):
+        (tmp_path / f"a{i}.png").write_bytes(_png(a))
+        (tmp_path / f"b{i}.png").write_bytes(_png(b))
+    # A fresh process that cannot import this package: only TensorFlow and the SavedModel.
+    script = (
+        "import sys, json; sys.modules['trainer'] = None\n"
+        "import tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(export)!r})\n"
+        "f = m.signatures['serving_default']\n"
+        f"read = lambda p: open({str(tmp_path)!r} + '/' + p, 'rb').read()\n"
+        "a = tf.constant([read(f'a{i}.png') for i in range(4)])\n"
+        "b = tf.constant([read(f'b{i}.png') for i in range(4)])\n"
+        "out = f(input1=a, input2=b)['probability'].numpy()[:, 0].tolist()\n"
+        "emb = m.signatures['embedding'](image=tf.zeros([2, 16, 16, 3]))['embedding'].shape\n"
+        "print(json.dumps({'p': out, 'emb': list(emb), 'sigs': sorted(m.signatures)}))\n"
+    )
+    r = subprocess.run(
+        [PY, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(got["p"], expected, atol=1e-5)
+    assert got["emb"] == [2, 100]
+    assert got["sigs"] == ["embedding", "serving_default", "serving_float"]
+    cli = subprocess.run(
+        ["saved_model_cli", "show", "--dir", str(export), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": os.path.dirname(PY) + ":" + os.environ["PATH"]},
+    )
+    assert cli.returncode == 0 and "serving_default" in cli.stdout and "DT_STRING" in cli.stdout
+    # predict CLI on the same files prints the same probability.
+    p = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer.predict",
+            f"--saved_model={export}",
+            str(tmp_path / "a0.png"),
+            str(tmp_path / "b0.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert abs(float(p.stdout.strip()) - expected[0]) < 1e-5
+    # inspect writes a grid of both towers' activations.
+    grid = tmp_path / "grid.png"
+    i = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer.inspect",
+            f"--model_dir={model_dir}",
+            f"--output={grid}",
+            str(tmp_path / "a0.png"),
+            str(tmp_path / "b0.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert i.returncode == 0, i.stderr[-2000:]
+    assert abs(float(i.stdout.split()[1].rstrip(";")) - expected[0]) < 1e-5
+    img = tf.io.decode_png(grid.read_bytes()).numpy()
+    assert img.shape[0] == 28 * 34  # 14 layers x 2 inputs, 32 px cells + borders
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--global_batch_size=-4"], "--global_batch_size=-4 is invalid"),
+        (
+            ["--strategy=mirrored", "--devices_per_worker=2", "--global_batch_size=5"],
+            "--global_batch_size=5 does not divide over 2 replicas",
+        ),
+        (["--strategy=turbo"], "flag --strategy=turbo"),
+        (["--learning_rate=0"], "--learning_rate=0.0 is invalid"),
+        (["--activation=wobble"], "activation='wobble'"),
+    ],
+)
+def test_bad_flags_exit_1_and_write_nothing(small_data, tmp_path, flags, message):
+    model_dir = tmp_path / "never"
+    r = run_trainer(f"--data_dir={small_data}", f"--model_dir={model_dir}", *flags)
+    assert r.returncode == 1
+    assert message in r.stderr, r.stderr[-2000:]
+    assert not model_dir.exists()
+
+
+def test_missing_data_dir(tmp_path):
+    model_dir = tmp_path / "never"
+    r = run_trainer(f"--data_dir={tmp_path / 'nope'}", f"--model_dir={model_dir}")
+    assert r.returncode == 1
+    assert f"data_dir {tmp_path / 'nope'} does not exist" in r.stderr
+    assert not model_dir.exists()
+
+
+def test_corrupt_training_record_is_named(small_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(small_data, data)
+    shard = data / "train-00002-of-00004.tfrecord"
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 8] = b"\xff" * 8
+    shard.write_bytes(bytes(raw))
+    r = run_trainer(*small_flags(str(data), tmp_path / "m", "--train_steps=40"))
+    assert r.returncode == 1
+    assert f"bad training data: {shard} record " in r.stderr, r.stderr[-2000:]
+
+
+def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(small_data, tmp_path):
+    r = run_trainer(
+        *small_flags(small_data, tmp_path / "m", "--train_steps=2", "--checkpoint_every_steps=1")
+    )
+    assert r.returncode == 0
+    r = run_trainer(
+        *small_flags(
+            small_data,
+            tmp_path / "m",
+            "--train_steps=200",
+            "--learning_rate=1e30",
+            "--checkpoint_every_steps=1000",
+        )
+    )
+    assert r.returncode == 1
+    assert "the loss became nan" in r.stderr.lower() or "the loss became inf" in r.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")).endswith("-2")
+
+
+def test_ram_filesystem_paths_in_process(tmp_path):
+    """data_dir, model_dir and export_dir on a non-local TF filesystem (as gs:// would be)."""
+    from trainer.config import Config, DataConfig, ModelConfig, TrainConfig
+    from trainer.main import train_and_evaluate
+
+    write_synthetic("ram://d", num_train=64, num_eval=16, image_size=16, num_shards=2)
+    cfg = Config(
+        mode="train",
+        strategy="one_device",
+        export_dir="ram://m/export",
+        devices_per_worker=0,
+        model=ModelConfig("elu", 0.0, "branch", "flatten", "float32"),
+        data=DataConfig("ram://d", 0, False, False, False, 64, False),
+        train=TrainConfig("ram://m", 16, 3, 1e-3, "false", 2, 2, 100, 1, 0, False),
+    )
+    assert train_and_evaluate(cfg) == 0
+    assert tf.io.gfile.exists("ram://m/config.json")
+    assert tf.train.latest_checkpoint("ram://m/checkpoints").endswith("ckpt-3")
+    loaded = tf.saved_model.load("ram://m/export")
+    out = loaded.signatures["serving_float"](
+        input1=tf.zeros([1, 16, 16, 3]), input2=tf.zeros([1, 16, 16, 3])
+    )
+    assert 0.0 < float(out["probability"][0, 0]) < 1.0
+    assert not (tmp_path / "ram:").exists() and not os.path.exists("ram:")

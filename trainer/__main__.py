@@ -1,0 +1,35 @@
+"""``python -m trainer`` / ``trainer``: parse flags, build the Config, run. No logic here."""
+
+import sys
+
+from absl import app, flags
+
+
+def _main(argv):
+    from trainer import config
+    from trainer.main import EXIT_USAGE, train_and_evaluate
+
+    if len(argv) > 1:
+        sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
+        return EXIT_USAGE
+    try:
+        cfg = config.from_flags()
+    except config.ConfigError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    return train_and_evaluate(cfg)
+
+
+def run():
+    """Console-script entry point."""
+    import trainer.config  # noqa: F401  (defines the flags before absl parses argv)
+
+    try:
+        app.run(_main)
+    except flags.Error as e:  # pragma: no cover - absl prints its own message
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

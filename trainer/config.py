@@ -1,0 +1,196 @@
+"""The trainer's absl flags, collected once into a frozen Config that each part gets a slice of.
+
+Only this module reads FLAGS; the rest of the trainer receives plain dataclasses. Checks of
+values a user can get wrong live here too, each raising ConfigError with one sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import flags
+
+from trainer import model as model_lib
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+MODES = ("train", "export")
+JIT = ("auto", "true", "false")
+
+_F = flags
+_F.DEFINE_string(
+    "data_dir",
+    "",
+    "Dataset folder or file pattern (local or gs://); empty: the "
+    "built-in synthetic pair set, generated once into a cache.",
+)
+_F.DEFINE_string(
+    "model_dir",
+    "runs/default",
+    "Checkpoints, config.json and TensorBoard logs "
+    "(local or gs://). Training resumes from here by itself.",
+)
+_F.DEFINE_string("export_dir", "", "Where the SavedModel goes (default: <model_dir>/export).")
+_F.DEFINE_enum("mode", "train", MODES, "train (then export), or export the latest checkpoint.")
+_F.DEFINE_enum(
+    "strategy",
+    "auto",
+    STRATEGIES,
+    "tf.distribute strategy; auto: multi_worker "
+    "with TF_CONFIG or Indexed-Job variables, mirrored with >1 GPU, else one device.",
+)
+_F.DEFINE_integer("global_batch_size", 64, "Pairs per step over all replicas.")
+_F.DEFINE_integer("train_steps", 600, "Total optimizer steps.")
+_F.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+_F.DEFINE_string("activation", "elu", "Activation of the convolutions and dense layers.")
+_F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
+_F.DEFINE_enum(
+    "stride_placement",
+    "branch",
+    model_lib.STRIDE_PLACEMENTS,
+    "branch: the seed's code; after: stride after each module.",
+)
+_F.DEFINE_enum(
+    "head", "flatten", model_lib.HEADS, "Tower head: the seed's Flatten or global max pooling."
+)
+_F.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    JIT,
+    "XLA on the per-replica forward/backward pass; auto: on with GPUs, off on CPU.",
+)
+_F.DEFINE_enum("precision", "float32", PRECISIONS, "Keras dtype policy.")
+_F.DEFINE_integer("checkpoint_every_steps", 200, "Save every N steps (and at the end).")
+_F.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in <model_dir>/checkpoints.")
+_F.DEFINE_integer("eval_every_steps", 200, "Evaluate every N steps (and at the end).")
+_F.DEFINE_integer("log_every_steps", 50, "Progress line every N steps.")
+_F.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
+_F.DEFINE_boolean("deterministic", False, "Bitwise-reproducible ops and input order.")
+_F.DEFINE_boolean("augment", False, "Random flip/brightness, identical on both images.")
+_F.DEFINE_boolean("cache", False, "Keep decoded training pairs in memory after epoch 1.")
+_F.DEFINE_boolean("skip_corrupt", False, "Skip (and report) corrupt records instead of failing.")
+_F.DEFINE_integer("shuffle_buffer", 4096, "Serialized records in the shuffle buffer.")
+_F.DEFINE_integer(
+    "devices_per_worker",
+    0,
+    "Split this host's CPU into N logical devices "
+    "(MirroredStrategy without GPUs); 0: leave devices as they are.",
+)
+
+FLAGS = flags.FLAGS
+
+
+class ConfigError(ValueError):
+    """A flag value the user must change; the message is one sentence naming it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Model-defining values: a checkpoint only restores into the same ones."""
+
+    activation: str
+    lambda_regularization: float
+    stride_placement: str
+    head: str
+    precision: str
+    image_size: tuple = (32, 32)  # filled from the dataset
+    channels: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    data_dir: str
+    seed: int
+    augment: bool
+    cache: bool
+    skip_corrupt: bool
+    shuffle_buffer: int
+    deterministic: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str
+    global_batch_size: int
+    train_steps: int
+    learning_rate: float
+    jit_compile: str
+    checkpoint_every_steps: int
+    keep_checkpoints: int
+    eval_every_steps: int
+    log_every_steps: int
+    seed: int
+    deterministic: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    mode: str
+    strategy: str
+    export_dir: str
+    devices_per_worker: int
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+
+def _positive(name: str, value: int, allow_zero=False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(
+            f"--{name}={value} is invalid: it must be {'>= 0' if allow_zero else '> 0'}."
+        )
+
+
+def from_flags(f=FLAGS) -> Config:
+    """Reads the parsed flags once; raises ConfigError for values no run can use."""
+    for name in (
+        "global_batch_size",
+        "train_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_every_steps",
+        "log_every_steps",
+        "shuffle_buffer",
+    ):
+        _positive(name, getattr(f, name))
+    _positive("devices_per_worker", f.devices_per_worker, allow_zero=True)
+    if not f.learning_rate > 0:
+        raise ConfigError(f"--learning_rate={f.learning_rate} is invalid: it must be > 0.")
+    if not f.lambda_regularization >= 0:
+        raise ConfigError(
+            f"--lambda_regularization={f.lambda_regularization} is invalid: it must be >= 0."
+        )
+    try:
+        model_lib._check_activation(f.activation)
+    except ValueError as e:
+        raise ConfigError(f"--{e}") from None
+    if not f.model_dir:
+        raise ConfigError("--model_dir is empty: give a local path or gs://bucket/path.")
+    model = ModelConfig(
+        f.activation, f.lambda_regularization, f.stride_placement, f.head, f.precision
+    )
+    data = DataConfig(
+        f.data_dir, f.seed, f.augment, f.cache, f.skip_corrupt, f.shuffle_buffer, f.deterministic
+    )
+    train = TrainConfig(
+        f.model_dir,
+        f.global_batch_size,
+        f.train_steps,
+        f.learning_rate,
+        f.jit_compile,
+        f.checkpoint_every_steps,
+        f.keep_checkpoints,
+        f.eval_every_steps,
+        f.log_every_steps,
+        f.seed,
+        f.deterministic,
+    )
+    export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
+    return Config(f.mode, f.strategy, export_dir, f.devices_per_worker, model, data, train)
+
+
+def default_cache_dir() -> str:
+    """Where the built-in synthetic set is generated once."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "inception-pair-trainer")

@@ -1,0 +1,86 @@
+"""SavedModel export: encoded-image serving, float-image and embedding signatures.
+
+The exported graph decodes, resizes and scales inside, so a client sends PNG/JPEG bytes and
+needs neither this package nor Keras: ``tf.saved_model.load`` or ``saved_model_cli`` suffice.
+Export copies the weights into a fresh float32 model built outside any distribution strategy.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from trainer.config import ModelConfig
+
+
+def _float_copy(model: keras.Model, model_cfg: ModelConfig, build) -> keras.Model:
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clean = build(model_cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clean.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in model.get_weights()])
+    return clean
+
+
+def _decoder(height: int, width: int, channels: int):
+    def decode(data):
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
+        return tf.ensure_shape(image / 255.0, [height, width, channels])
+
+    def decode_batch(images):
+        return tf.map_fn(
+            decode, images, fn_output_signature=tf.TensorSpec([height, width, channels], tf.float32)
+        )
+
+    return decode_batch
+
+
+def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: str, build):
+    """Writes the SavedModel to ``export_dir``; returns the float32 model it exported."""
+    clean = _float_copy(model, model_cfg, build)
+    (h, w), c = model_cfg.image_size, model_cfg.channels
+    tower = clean.get_layer("inception_tower")
+    decode_batch = _decoder(h, w, c)
+    image_spec = tf.TensorSpec([None, h, w, c], tf.float32)
+
+    archive = keras.export.ExportArchive()
+    archive.track(clean)
+
+    def serve_bytes(input1, input2):
+        prob = clean({"input1": decode_batch(input1), "input2": decode_batch(input2)})
+        return {"probability": prob}
+
+    def serve_float(input1, input2):
+        return {"probability": clean({"input1": input1, "input2": input2})}
+
+    def embed(image):
+        return {"embedding": tower(image)}
+
+    archive.add_endpoint(
+        "serving_default",
+        tf.function(serve_bytes),
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="input1"),
+            tf.TensorSpec([None], tf.string, name="input2"),
+        ],
+    )
+    archive.add_endpoint(
+        "serving_float",
+        tf.function(serve_float),
+        input_signature=[
+            tf.TensorSpec(image_spec.shape, tf.float32, "input1"),
+            tf.TensorSpec(image_spec.shape, tf.float32, "input2"),
+        ],
+    )
+    archive.add_endpoint(
+        "embedding",
+        tf.function(embed),
+        input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, "image")],
+    )
+    # TF logs every renamed signature input at INFO; they are internal names, not news.
+    tf.get_logger().setLevel("ERROR")
+    archive.write_out(export_dir, verbose=False)
+    return clean

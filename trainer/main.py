@@ -1,0 +1,128 @@
+"""``train_and_evaluate(config)``: data source, strategy, training run, export.
+
+Called by ``python -m trainer`` after the flags became a Config. Returns the process exit
+status (0 done, 1 bad input or divergence, 75 preempted: retry the group).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import tensorflow as tf
+from absl import logging
+
+from trainer import checkpoint, distribute
+from trainer.config import Config, ConfigError, default_cache_dir
+from trainer.data import DataError
+from trainer.data.source import open_source
+
+EXIT_OK, EXIT_USAGE, EXIT_RETRY = 0, 1, 75
+SYNTHETIC_VERSION = "synthetic-v1-32px"
+
+
+def synthetic_data_dir() -> str:
+    """The built-in synthetic set, generated once (atomically) into the user's cache."""
+    from trainer.data.synthetic import write_synthetic
+
+    final = os.path.join(default_cache_dir(), SYNTHETIC_VERSION)
+    if os.path.exists(os.path.join(final, "dataset.json")):
+        return final
+    os.makedirs(default_cache_dir(), exist_ok=True)
+    tmp = f"{final}.tmp-{os.getpid()}"
+    logging.info("generating the built-in synthetic pair set into %s (once)", final)
+    write_synthetic(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another worker finished first: use theirs
+        tf.io.gfile.rmtree(tmp)
+    return final
+
+
+def _sources(data_dir: str):
+    data_dir = data_dir or synthetic_data_dir()
+    train = open_source(data_dir, "train")
+    try:
+        evaluation = open_source(data_dir, "eval")
+    except DataError:
+        logging.warning("no eval split in %s: evaluating on the training split", data_dir)
+        evaluation = train
+    return data_dir, train, evaluation
+
+
+def train_and_evaluate(config: Config) -> int:
+    """Runs config.mode; returns the exit status. Raises nothing a user caused."""
+    from trainer.train import Preempted, Trainer, TrainingDiverged, build_model
+
+    try:
+        distribute.split_cpu(config.devices_per_worker)
+        strategy, name, index, workers, gpus = distribute.make_strategy(config.strategy)
+        data_dir, train_src, eval_src = _sources(config.data.data_dir)
+        spec = train_src.spec
+        model_cfg = config.model.__class__(
+            **{
+                **config.model.__dict__,
+                "image_size": (spec.height, spec.width),
+                "channels": spec.channels,
+            }
+        )
+        replicas = strategy.num_replicas_in_sync
+        if config.train.global_batch_size % replicas:
+            raise ConfigError(
+                f"--global_batch_size={config.train.global_batch_size} does not divide over "
+                f"{replicas} replicas: use a multiple of {replicas}."
+            )
+        checkpoint.check_model_config(config.train.model_dir, model_cfg, index == 0)
+        if config.train.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        tf.keras.utils.set_random_seed(config.train.seed)
+        logging.info(
+            "strategy %s: %d replicas, worker %d of %d, data %s",
+            name,
+            strategy.num_replicas_in_sync,
+            index,
+            workers,
+            data_dir,
+        )
+        trainer = Trainer(
+            strategy,
+            model_cfg,
+            config.train,
+            config.data,
+            train_src,
+            eval_src,
+            index,
+            workers,
+            jit=distribute.use_jit(config.train.jit_compile, gpus),
+        )
+        if config.mode == "export":
+            if (
+                trainer.restore() == 0
+                and checkpoint.latest_checkpoint_step(config.train.model_dir) is None
+            ):
+                raise ConfigError(f"--mode=export: {config.train.model_dir} has no checkpoint.")
+        else:
+            from trainer.train import StopSignal
+
+            with StopSignal() as stop:
+                metrics = trainer.fit(stop)
+            print(
+                f"eval: accuracy {metrics['accuracy']:.4f} auc {metrics['auc']:.4f} "
+                f"loss {metrics['loss']:.4f} on {metrics['pairs']} pairs"
+            )
+        if index == 0:
+            from trainer.export import export_saved_model
+
+            export_saved_model(trainer.model, model_cfg, config.export_dir, build_model)
+            print(f"checkpoints: {checkpoint.checkpoint_dir(config.train.model_dir)}")
+            print(f"exported SavedModel: {config.export_dir}")
+        return EXIT_OK
+    except (ConfigError, DataError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    except Preempted as e:
+        sys.stderr.write(f"{e} Exit {EXIT_RETRY}: rerun to resume.\n")
+        return EXIT_RETRY

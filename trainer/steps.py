@@ -1,0 +1,99 @@
+"""The compiled per-step functions: distributed train step and eval step, and metric maths.
+
+The per-replica forward/backward pass may be XLA-compiled; the gradient all-reduce and the
+optimizer update (inside Keras' ``optimizer.apply``) stay outside it, because XLA cannot
+compile collectives on CPU (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+AUC_BINS = 200
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, loss_scale: bool):
+    """Returns train_step(iterator, stop) -> [loss, reg, correct, count, stop] summed over
+    replicas. ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns in
+    the same step that one of them was asked to stop."""
+    num_replicas = strategy.num_replicas_in_sync
+
+    def forward_backward(inputs, labels):
+        with tf.GradientTape() as tape:
+            pred = model(inputs, training=True)
+            y = tf.cast(tf.reshape(labels, [-1, 1]), pred.dtype)
+            per_example = keras.losses.binary_crossentropy(y, pred)
+            loss = tf.reduce_sum(per_example) / global_batch
+            # Each replica adds 1/num_replicas of the penalty; the all-reduce sums it once.
+            reg = tf.add_n(model.losses) / num_replicas if model.losses else tf.zeros([])
+            total = loss + tf.cast(reg, loss.dtype)
+            scaled = optimizer.scale_loss(total) if loss_scale else total
+        grads = tape.gradient(scaled, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32))
+        return grads, loss, tf.cast(reg, tf.float32), correct
+
+    if jit:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(inputs, labels, stop):
+        grads, loss, reg, correct = forward_backward(inputs, labels)
+        optimizer.apply(grads, model.trainable_variables)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
+
+    @tf.function
+    def train_step(iterator, stop):
+        inputs, labels = next(iterator)
+        out = strategy.run(replica_step, args=(inputs, labels, stop))
+        return strategy.reduce(SUM, out, axis=None)
+
+    return train_step
+
+
+def make_eval_step(strategy, model):
+    """Returns eval_step(batch) -> [bce sum, correct, weight, pos hist..., neg hist...]."""
+
+    def replica_eval(inputs, labels, weights):
+        pred = tf.cast(model(inputs, training=False)[:, 0], tf.float32)
+        y = tf.cast(labels, tf.float32)
+        bce = keras.losses.binary_crossentropy(y[:, None], pred[:, None])
+        correct = tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32)
+        bins = tf.clip_by_value(tf.cast(pred * AUC_BINS, tf.int32), 0, AUC_BINS - 1)
+        pos = tf.math.unsorted_segment_sum(weights * y, bins, AUC_BINS)
+        neg = tf.math.unsorted_segment_sum(weights * (1 - y), bins, AUC_BINS)
+        sums = tf.stack(
+            [tf.reduce_sum(bce * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)]
+        )
+        return tf.concat([sums, pos, neg], 0)
+
+    @tf.function
+    def eval_step(iterator):
+        inputs, labels, weights = next(iterator)
+        return strategy.reduce(SUM, strategy.run(replica_eval, (inputs, labels, weights)), None)
+
+    return eval_step
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC from prediction histograms of positives and negatives (trapezoids)."""
+    tp = np.concatenate([[0.0], np.cumsum(pos[::-1])])
+    fp = np.concatenate([[0.0], np.cumsum(neg[::-1])])
+    if tp[-1] == 0 or fp[-1] == 0:
+        return float("nan")
+    tpr, fpr = tp / tp[-1], fp / fp[-1]
+    return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def eval_metrics(total: np.ndarray) -> dict:
+    """Loss, accuracy and AUC from the summed eval vector."""
+    bce, correct, weight = total[:3]
+    pos, neg = total[3 : 3 + AUC_BINS], total[3 + AUC_BINS :]
+    return {
+        "loss": float(bce / max(weight, 1)),
+        "accuracy": float(correct / max(weight, 1)),
+        "auc": auc_from_histograms(pos, neg),
+        "pairs": int(weight),
+    }

@@ -1,0 +1,317 @@
+"""The training run: build under a strategy, restore, loop, checkpoint, evaluate, stop cleanly.
+
+Exit contract (DESIGN.md): returns normally when done; raises Preempted (exit 75) after saving
+when SIGTERM arrived; raises TrainingDiverged (exit 1) on a NaN/Inf loss, keeping the last good
+checkpoint; raises DataError naming the bad record when the input fails.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from trainer import model as model_lib
+from trainer import steps as steps_lib
+from trainer.checkpoint import Checkpointer
+from trainer.config import ModelConfig, TrainConfig
+from trainer.data import reader, verify
+from trainer.data.schema import DataError, join
+
+
+class Preempted(Exception):
+    """SIGTERM (or a lost peer) stopped the run after a checkpoint: retry the group."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or Inf."""
+
+
+class StopSignal:
+    """Remembers SIGTERM/SIGINT so the loop can finish the step, save and exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("signal %d: stopping after this step and saving a checkpoint", signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_model(model_cfg: ModelConfig):
+    return model_lib.create_dual_input_network(
+        model_cfg.image_size,
+        model_cfg.channels,
+        model_cfg.lambda_regularization,
+        model_cfg.activation,
+        stride_placement=model_cfg.stride_placement,
+        head=model_cfg.head,
+    )
+
+
+def _build(strategy, model_cfg: ModelConfig, learning_rate: float):
+    keras.mixed_precision.set_global_policy(model_cfg.precision)
+    with strategy.scope():
+        model = build_model(model_cfg)
+        optimizer = keras.optimizers.Adam(learning_rate)
+        if model_cfg.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)  # slots exist before a restore
+    return model, optimizer
+
+
+def _eval_plan(source, per_replica_batch: int, replicas_per_worker: int, num_workers: int):
+    """Batches every worker runs, so all take part in the same number of collective steps."""
+    largest = max(
+        reader.worker_shard(source, w, num_workers).records_per_epoch for w in range(num_workers)
+    )
+    batches = math.ceil(largest / per_replica_batch)
+    return math.ceil(batches / replicas_per_worker) * replicas_per_worker
+
+
+def _eval_input(source, batch: int, worker: int, workers: int, num_batches: int, spec):
+    """This worker's eval batches with weights, padded with weight-0 pairs to num_batches."""
+    real = reader.eval_dataset(source, batch, worker, workers).map(
+        lambda x, y: (x, y, tf.ones_like(y, tf.float32))
+    )
+    zeros = tf.zeros([batch, spec.height, spec.width, spec.channels])
+    pad = tf.data.Dataset.from_tensors(
+        ({"input1": zeros, "input2": zeros}, tf.zeros([batch], tf.int32), tf.zeros([batch]))
+    ).repeat()
+    return real.concatenate(pad).take(num_batches)
+
+
+class Trainer:
+    """One training run of the dual-input model under ``strategy``."""
+
+    def __init__(
+        self,
+        strategy,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        data_cfg,
+        train_source,
+        eval_source,
+        worker_index=0,
+        num_workers=1,
+        jit=False,
+    ):
+        self.strategy, self.cfg, self.data_cfg = strategy, train_cfg, data_cfg
+        self.model_cfg = model_cfg
+        self.train_source, self.eval_source = train_source, eval_source
+        self.worker_index, self.num_workers = worker_index, num_workers
+        self.is_chief = worker_index == 0
+        replicas = strategy.num_replicas_in_sync  # divisibility checked in trainer.main
+        self.per_replica_batch = train_cfg.global_batch_size // replicas
+        self.replicas_per_worker = replicas // num_workers
+        self.model, self.optimizer = _build(strategy, model_cfg, train_cfg.learning_rate)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
+        ckpt = tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            step=self.step,
+            examples_seen=self.examples_seen,
+        )
+        self.checkpointer = Checkpointer(
+            train_cfg.model_dir, ckpt, train_cfg.keep_checkpoints, worker_index
+        )
+        self.train_step = steps_lib.make_train_step(
+            strategy,
+            self.model,
+            self.optimizer,
+            train_cfg.global_batch_size,
+            jit,
+            loss_scale=model_cfg.precision == "mixed_float16",
+        )
+        self.eval_step = steps_lib.make_eval_step(strategy, self.model)
+        self.writer = (
+            tf.summary.create_file_writer(join(train_cfg.model_dir, "tensorboard"))
+            if self.is_chief
+            else tf.summary.create_noop_writer()
+        )
+        self.skipped = []
+
+    # -- input ------------------------------------------------------------------------------
+    def _train_iterator(self):
+        # The stream position is a pure function of the pairs seen (see trainer.data.reader).
+        per_step = self.per_replica_batch * self.strategy.num_replicas_in_sync
+        start = int(self.examples_seen.numpy()) // per_step * self.replicas_per_worker
+        rc = reader.ReaderConfig(
+            batch_size=self.per_replica_batch,
+            seed=self.data_cfg.seed,
+            shuffle_buffer=self.data_cfg.shuffle_buffer,
+            augment=self.data_cfg.augment,
+            cache=self.data_cfg.cache,
+            skip_corrupt=self.data_cfg.skip_corrupt,
+        )
+
+        def dataset_fn(ctx):
+            ds, skipped = reader.train_dataset(
+                self.train_source,
+                rc,
+                ctx.input_pipeline_id,
+                ctx.num_input_pipelines,
+                start_step=start,
+            )
+            self.skipped = skipped
+            return ds
+
+        dist = self.strategy.distribute_datasets_from_function(dataset_fn)
+        if self.skipped:
+            logging.warning(
+                "skipping %d corrupt records or file tails: %s",
+                len(self.skipped),
+                "; ".join(self.skipped[:10]),
+            )
+        return iter(dist)
+
+    def _data_error(self, error: tf.errors.OpError, source) -> Exception:
+        problem = verify.locate_first_bad(source)
+        if problem:
+            return DataError(f"bad training data: {problem} (use --skip_corrupt to skip it).")
+        return error
+
+    # -- phases -----------------------------------------------------------------------------
+    def restore(self) -> int:
+        path = self.checkpointer.restore_latest()
+        # The checkpoint holds the optimizer's learning rate too; the flag of this run wins.
+        self.optimizer.learning_rate.assign(self.cfg.learning_rate)
+        step = int(self.step.numpy())
+        if path:
+            logging.info("resumed from %s at step %d", path, step)
+        return step
+
+    def evaluate(self) -> dict:
+        spec = self.eval_source.spec
+        n = _eval_plan(
+            self.eval_source, self.per_replica_batch, self.replicas_per_worker, self.num_workers
+        )
+        dist = self.strategy.distribute_datasets_from_function(
+            lambda ctx: _eval_input(
+                self.eval_source,
+                self.per_replica_batch,
+                ctx.input_pipeline_id,
+                ctx.num_input_pipelines,
+                n,
+                spec,
+            )
+        )
+        it = iter(dist)
+        total = None
+        try:
+            for _ in range(n // self.replicas_per_worker):
+                out = self.eval_step(it).numpy()
+                total = out if total is None else total + out
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            raise self._data_error(e, self.eval_source) from None
+        return steps_lib.eval_metrics(total)
+
+    def save(self) -> None:
+        path = self.checkpointer.save(int(self.step.numpy()))
+        if self.is_chief:
+            logging.info("saved checkpoint %s", path)
+
+    def fit(self, stop: StopSignal) -> dict:
+        """Trains to cfg.train_steps; returns the final eval metrics."""
+        cfg = self.cfg
+        step = self.restore()
+        if step >= cfg.train_steps:
+            logging.info("step %d >= --train_steps=%d: nothing to train", step, cfg.train_steps)
+            return self.evaluate()
+        it = self._train_iterator()
+        logging.info(
+            "training steps %d..%d, global batch %d over %d replicas",
+            step,
+            cfg.train_steps,
+            cfg.global_batch_size,
+            self.strategy.num_replicas_in_sync,
+        )
+        window_start, window_steps = time.monotonic(), 0
+        last_saved = step if step > 0 else None
+        loss = acc = float("nan")
+        while step < cfg.train_steps:
+            try:
+                out = self.train_step(it, tf.constant(1.0 if stop.requested else 0.0)).numpy()
+            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+                raise self._data_error(e, self.train_source) from None
+            loss, acc = float(out[0]), float(out[2] / out[3])
+            if not math.isfinite(loss + float(out[1])):  # data loss plus L2 penalty
+                loss += float(out[1])
+                raise TrainingDiverged(
+                    f"the loss became {loss} at step {step + 1}; the last good checkpoint (step "
+                    f"{last_saved}) is kept: lower --learning_rate or use --precision=float32."
+                )
+            step += 1
+            self.step.assign(step)
+            self.examples_seen.assign_add(cfg.global_batch_size)
+            window_steps += 1
+            if out[4] > 0:
+                self.save()
+                raise Preempted(f"stopped by a signal at step {step}; checkpoint saved.")
+            if step % cfg.log_every_steps == 0 or step == cfg.train_steps:
+                elapsed = time.monotonic() - window_start
+                rate = window_steps * cfg.global_batch_size / max(elapsed, 1e-9)
+                eta = (cfg.train_steps - step) * cfg.global_batch_size / max(rate, 1e-9)
+                logging.info(
+                    "step %d/%d loss %.4f accuracy %.3f %.0f pairs/s ETA %.0fs",
+                    step,
+                    cfg.train_steps,
+                    loss,
+                    acc,
+                    rate,
+                    eta,
+                )
+                self._scalars(
+                    step,
+                    {
+                        "train/loss": loss,
+                        "train/accuracy": acc,
+                        "train/pairs_per_second": rate,
+                        "train/learning_rate": cfg.learning_rate,
+                    },
+                )
+                window_start, window_steps = time.monotonic(), 0
+            if step % cfg.checkpoint_every_steps == 0 or step == cfg.train_steps:
+                self.save()
+                last_saved = step
+            if step % cfg.eval_every_steps == 0 and step != cfg.train_steps:
+                self._log_eval(step, self.evaluate())
+        metrics = self.evaluate()
+        self._log_eval(step, metrics)
+        return metrics
+
+    def _log_eval(self, step: int, metrics: dict) -> None:
+        logging.info(
+            "eval at step %d: loss %.4f accuracy %.4f auc %.4f (%d pairs)",
+            step,
+            metrics["loss"],
+            metrics["accuracy"],
+            metrics["auc"],
+            metrics["pairs"],
+        )
+        self._scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "pairs"})
+
+    def _scalars(self, step: int, values: dict) -> None:
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        self.writer.flush()
+
+    def weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.model.weights]
