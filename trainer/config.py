@@ -78,6 +78,13 @@ _F.DEFINE_integer(
     "(MirroredStrategy without GPUs); 0: leave devices as they are.",
 )
 
+_F.DEFINE_integer(
+    "peer_timeout_seconds",
+    300,
+    "multi_worker: a lost or unreachable peer makes the others exit 75 after this long "
+    "instead of hanging.",
+)
+
 FLAGS = flags.FLAGS
 
 
@@ -133,6 +140,7 @@ class Config:
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
+    peer_timeout_seconds: int = 300
 
 
 def _positive(name: str, value: int, allow_zero=False) -> None:
@@ -155,6 +163,7 @@ def from_flags(f=FLAGS) -> Config:
     ):
         _positive(name, getattr(f, name))
     _positive("devices_per_worker", f.devices_per_worker, allow_zero=True)
+    _positive("peer_timeout_seconds", f.peer_timeout_seconds)
     if not f.learning_rate > 0:
         raise ConfigError(f"--learning_rate={f.learning_rate} is invalid: it must be > 0.")
     if not f.lambda_regularization >= 0:
@@ -187,7 +196,16 @@ def from_flags(f=FLAGS) -> Config:
         f.deterministic,
     )
     export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
-    return Config(f.mode, f.strategy, export_dir, f.devices_per_worker, model, data, train)
+    return Config(
+        f.mode,
+        f.strategy,
+        export_dir,
+        f.devices_per_worker,
+        model,
+        data,
+        train,
+        f.peer_timeout_seconds,
+    )
 
 
 def default_cache_dir() -> str:

@@ -10,7 +10,7 @@ import os
 
 import tensorflow as tf
 
-from trainer import tfconfig
+from trainer import rendezvous, tfconfig
 from trainer.config import STRATEGIES, ConfigError
 
 
@@ -45,7 +45,35 @@ def _local_devices() -> list[str]:
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
 
 
-def make_strategy(flag: str, env=None):
+def _configure_coordination(cluster: dict, timeout_s: int) -> None:
+    """Bounded peer-failure detection for MultiWorkerMirroredStrategy.
+
+    MWMS sets up TF's coordination service with its defaults only when none is configured;
+    configuring it first gives a registration timeout (a peer that never comes) and a
+    heartbeat timeout (a peer that dies) of ``timeout_s``, so the others fail instead of
+    hanging. Uses TF's context API, the only place these settings exist.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    spec = cluster["cluster"]
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=j, num_tasks=len(spec[j]))
+        for j in ("chief", "worker")
+        if j in spec
+    ]
+    leader = "/job:chief/replica:0/task:0" if "chief" in spec else "/job:worker/replica:0/task:0"
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=leader,
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=timeout_s * 1000,
+        heartbeat_timeout_in_ms=timeout_s * 1000,
+        shutdown_barrier_timeout_in_ms=timeout_s * 1000,
+    )
+
+
+def make_strategy(flag: str, env=None, peer_timeout_s: int = 300):
     """Returns (strategy, name, worker index, worker count, number of GPUs)."""
     env = os.environ if env is None else env
     try:
@@ -63,15 +91,20 @@ def make_strategy(flag: str, env=None):
             )
         os.environ["TF_CONFIG"] = json.dumps(cluster)
         index, count = tfconfig.task_of(cluster)
+        hosts = cluster["cluster"].get("chief", []) + cluster["cluster"].get("worker", [])
+        # TF would wait for a missing peer forever (see trainer.rendezvous): meet first.
+        rendezvous.meet(hosts, index, peer_timeout_s)
+        _configure_coordination(cluster, peer_timeout_s)
+        impl = tf.distribute.experimental.CommunicationImplementation
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
-                implementation=tf.distribute.experimental.CommunicationImplementation.RING
-                if num_gpus == 0
-                else tf.distribute.experimental.CommunicationImplementation.AUTO
+                implementation=impl.RING if num_gpus == 0 else impl.AUTO,
+                timeout_seconds=peer_timeout_s,  # a collective waiting on a lost peer fails
             )
         )
     elif name == "mirrored":
         devices = _local_devices()
+        # NCCL needs GPUs; on logical CPU devices reduce through one device.
         cross = None if num_gpus else tf.distribute.ReductionToOneDevice()
         strategy = tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross)
     elif name == "one_device":
@@ -79,3 +112,33 @@ def make_strategy(flag: str, env=None):
     else:
         strategy = tf.distribute.get_strategy()
     return strategy, name, index, count, num_gpus
+
+
+# Errors a collective or the coordination service raises when a peer is gone.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+    rendezvous.RendezvousTimeout,
+)
+
+
+# Errors a collective or the coordination service raises when a peer is gone.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+    rendezvous.RendezvousTimeout,
+)
+
+
+def is_multi_worker(flag: str, env=None) -> bool:
+    """Whether --strategy=flag will run multi-worker here (before TF touches a device)."""
+    env = os.environ if env is None else env
+    try:
+        cluster = tfconfig.derive_tf_config(env)
+    except ValueError:
+        return False
+    return flag == "multi_worker" or (flag == "auto" and cluster is not None)

@@ -56,8 +56,10 @@ def train_and_evaluate(config: Config) -> int:
 
     try:
         distribute.split_cpu(config.devices_per_worker)
-        strategy, name, index, workers, gpus = distribute.make_strategy(config.strategy)
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
+        strategy, name, index, workers, gpus = distribute.make_strategy(
+            config.strategy, peer_timeout_s=config.peer_timeout_seconds
+        )
         spec = train_src.spec
         model_cfg = config.model.__class__(
             **{
@@ -95,11 +97,9 @@ def train_and_evaluate(config: Config) -> int:
             workers,
             jit=distribute.use_jit(config.train.jit_compile, gpus),
         )
+        restored_step = trainer.restore()
         if config.mode == "export":
-            if (
-                trainer.restore() == 0
-                and checkpoint.latest_checkpoint_step(config.train.model_dir) is None
-            ):
+            if restored_step == 0:
                 raise ConfigError(f"--mode=export: {config.train.model_dir} has no checkpoint.")
         else:
             from trainer.train import StopSignal
@@ -125,4 +125,13 @@ def train_and_evaluate(config: Config) -> int:
         return EXIT_USAGE
     except Preempted as e:
         sys.stderr.write(f"{e} Exit {EXIT_RETRY}: rerun to resume.\n")
+        return EXIT_RETRY
+    except distribute.PEER_ERRORS as e:
+        reason = (
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+        )
+        sys.stderr.write(
+            f"error: lost contact with a peer worker ({reason}). Exit {EXIT_RETRY}: "
+            "restart the whole group to resume from the last checkpoint.\n"
+        )
         return EXIT_RETRY

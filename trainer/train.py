@@ -7,6 +7,7 @@ checkpoint; raises DataError naming the bad record when the input fails.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import time
@@ -228,9 +229,9 @@ class Trainer:
             logging.info("saved checkpoint %s", path)
 
     def fit(self, stop: StopSignal) -> dict:
-        """Trains to cfg.train_steps; returns the final eval metrics."""
+        """Trains from the restored step to cfg.train_steps; returns the final eval metrics."""
         cfg = self.cfg
-        step = self.restore()
+        step = int(self.step.numpy())
         if step >= cfg.train_steps:
             logging.info("step %d >= --train_steps=%d: nothing to train", step, cfg.train_steps)
             return self.evaluate()
@@ -294,6 +295,9 @@ class Trainer:
                 self._log_eval(step, self.evaluate())
         metrics = self.evaluate()
         self._log_eval(step, metrics)
+        logging.info(
+            "worker %d final weights sha256 %s", self.worker_index, self.weights_fingerprint()
+        )
         return metrics
 
     def _log_eval(self, step: int, metrics: dict) -> None:
@@ -313,5 +317,10 @@ class Trainer:
                 tf.summary.scalar(name, value)
         self.writer.flush()
 
-    def weights(self) -> list[np.ndarray]:
-        return [v.numpy() for v in self.model.weights]
+    def weights_fingerprint(self) -> str:
+        """SHA-256 of every model variable's bytes: equal on all workers when in sync."""
+        digest = hashlib.sha256()
+        for v in self.model.weights:
+            value = v.numpy() if not hasattr(v, "values") else v.values[0].numpy()
+            digest.update(np.ascontiguousarray(value).tobytes())
+        return digest.hexdigest()

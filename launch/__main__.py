@@ -1,0 +1,93 @@
+"""``launch local|k8s ...``: parse arguments, hand them to launch.local or launch.k8s.
+
+Trainer flags follow ``--`` and are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_USAGE = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one sentence, exit 1 (DESIGN.md), not argparse's exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Launcher arguments before ``--``, trainer flags after it."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="launch", description="Start trainer processes locally or on Kubernetes.")
+    sub = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    local = sub.add_parser("local", help="N trainer processes on loopback (MultiWorkerMirrored)")
+    local.add_argument("--workers", type=_positive_int, default=2)
+    local.add_argument(
+        "--devices_per_worker",
+        type=_nonnegative_int,
+        default=0,
+        help="split each worker's CPU into K logical devices (K replicas)",
+    )
+    local.add_argument("--max_restarts", type=_nonnegative_int, default=3)
+    local.add_argument(
+        "--grace_seconds",
+        type=float,
+        default=60.0,
+        help="how long stopped workers get to save before SIGKILL",
+    )
+    from launch import k8s_cli
+
+    k8s_cli.add_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, trainer_args = _split(argv)
+    args = parser().parse_args(own)
+    if args.target == "local":
+        from launch.local import LocalConfig, run
+
+        return run(
+            LocalConfig(
+                args.workers,
+                args.devices_per_worker,
+                args.max_restarts,
+                args.grace_seconds,
+                tuple(trainer_args),
+            )
+        )
+    from launch import k8s_cli
+
+    return k8s_cli.main(args, trainer_args)
+
+
+def run():
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

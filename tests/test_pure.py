@@ -1,0 +1,85 @@
+"""Pure functions: TF_CONFIG derivation, strategy and XLA choice, AUC from histograms."""
+
+import json
+
+import numpy as np
+import pytest
+
+from trainer import tfconfig
+
+
+def test_tf_config_used_as_is():
+    raw = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    env = {"TF_CONFIG": json.dumps(raw), "JOB_COMPLETION_INDEX": "0", "TRAINER_WORKER_HOSTS": "x:9"}
+    assert tfconfig.derive_tf_config(env) == raw
+    assert tfconfig.task_of(raw) == (1, 2)
+
+
+def test_indexed_job_variables_give_stable_dns_names():
+    env = {
+        "JOB_COMPLETION_INDEX": "2",
+        "TRAINER_JOB_NAME": "exp1",
+        "TRAINER_SERVICE": "exp1",
+        "TRAINER_NUM_WORKERS": "3",
+        "TRAINER_PORT": "2222",
+    }
+    assert tfconfig.derive_tf_config(env) == {
+        "cluster": {"worker": ["exp1-0.exp1:2222", "exp1-1.exp1:2222", "exp1-2.exp1:2222"]},
+        "task": {"type": "worker", "index": 2},
+    }
+
+
+def test_local_hosts_and_single_process():
+    env = {"JOB_COMPLETION_INDEX": "0", "TRAINER_WORKER_HOSTS": "localhost:5001,localhost:5002"}
+    cfg = tfconfig.derive_tf_config(env)
+    assert cfg["cluster"]["worker"] == ["localhost:5001", "localhost:5002"]
+    assert tfconfig.task_of(cfg) == (0, 2)
+    assert tfconfig.derive_tf_config({}) is None
+    assert tfconfig.derive_tf_config({"JOB_COMPLETION_INDEX": "0"}) is None  # an Indexed Job alone
+    assert tfconfig.task_of(None) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"TF_CONFIG": "{nope"}, "TF_CONFIG is not valid JSON"),
+        ({"JOB_COMPLETION_INDEX": "x", "TRAINER_WORKER_HOSTS": "a:1"}, "JOB_COMPLETION_INDEX='x'"),
+        ({"JOB_COMPLETION_INDEX": "3", "TRAINER_WORKER_HOSTS": "a:1,b:2"}, "worker index 3"),
+    ],
+)
+def test_bad_cluster_environment(env, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        tfconfig.derive_tf_config(env)
+
+
+def test_choose_strategy_and_jit():
+    from trainer.config import ConfigError
+    from trainer.distribute import choose_strategy, use_jit
+
+    assert choose_strategy("auto", has_cluster=True, num_gpus=0) == "multi_worker"
+    assert choose_strategy("auto", has_cluster=False, num_gpus=4) == "mirrored"
+    assert choose_strategy("auto", has_cluster=False, num_gpus=1) == "one_device"
+    assert choose_strategy("auto", has_cluster=False, num_gpus=0) == "one_device"
+    assert choose_strategy("mirrored", has_cluster=True, num_gpus=0) == "mirrored"
+    with pytest.raises(ConfigError, match="--strategy='fast' is unknown"):
+        choose_strategy("fast", False, 0)
+    assert use_jit("auto", 1) and not use_jit("auto", 0)
+    assert use_jit("true", 0) and not use_jit("false", 8)
+
+
+def test_auc_from_histograms_matches_pairwise_count():
+    from trainer.steps import AUC_BINS, auc_from_histograms
+
+    rng = np.random.default_rng(0)
+    pos_scores = rng.beta(4, 2, 300)
+    neg_scores = rng.beta(2, 4, 500)
+
+    def bins(scores):
+        return np.bincount(
+            np.minimum((scores * AUC_BINS).astype(int), AUC_BINS - 1), minlength=AUC_BINS
+        )
+
+    auc = auc_from_histograms(bins(pos_scores), bins(neg_scores))
+    exact = (pos_scores[:, None] > neg_scores[None, :]).mean()
+    assert abs(auc - exact) < 0.01
+    assert auc_from_histograms(bins(np.array([0.9])), bins(np.array([0.1]))) == 1.0
