@@ -27,7 +27,7 @@ def checkpoint_dir(model_dir: str) -> str:
 
 def _scratch_dir(model_dir: str, worker_index: int) -> str:
     # Non-chief workers must take part in a save (collectives) but their copy is discarded.
-    return join(model_dir, f".scratch/worker-{worker_index}")
+    return join(model_dir, f".scratch-worker-{worker_index}")
 
 
 def check_model_config(model_dir: str, model: ModelConfig, is_chief: bool) -> None:

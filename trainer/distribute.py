@@ -73,7 +73,7 @@ def _configure_coordination(cluster: dict, timeout_s: int) -> None:
     )
 
 
-def make_strategy(flag: str, env=None, peer_timeout_s: int = 300):
+def make_strategy(flag: str, env=None, peer_timeout_s: int = 300, devices_per_worker: int = 0):
     """Returns (strategy, name, worker index, worker count, number of GPUs)."""
     env = os.environ if env is None else env
     try:
@@ -88,6 +88,13 @@ def make_strategy(flag: str, env=None, peer_timeout_s: int = 300):
             raise ConfigError(
                 "--strategy=multi_worker needs TF_CONFIG or the Indexed Job variables "
                 f"({tfconfig.INDEX_VAR} and {tfconfig.HOSTS_VAR}); use `launch local` to set them."
+            )
+        if devices_per_worker > 1 and num_gpus == 0:
+            # TF's MultiWorkerMirroredStrategy uses exactly one CPU device per worker.
+            raise ConfigError(
+                f"--devices_per_worker={devices_per_worker} does not apply to multi_worker on "
+                "CPU (TensorFlow runs one CPU replica per worker): use it with "
+                "--strategy=mirrored on one host, or drop it."
             )
         os.environ["TF_CONFIG"] = json.dumps(cluster)
         index, count = tfconfig.task_of(cluster)

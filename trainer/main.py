@@ -58,7 +58,9 @@ def train_and_evaluate(config: Config) -> int:
         distribute.split_cpu(config.devices_per_worker)
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
         strategy, name, index, workers, gpus = distribute.make_strategy(
-            config.strategy, peer_timeout_s=config.peer_timeout_seconds
+            config.strategy,
+            peer_timeout_s=config.peer_timeout_seconds,
+            devices_per_worker=config.devices_per_worker,
         )
         spec = train_src.spec
         model_cfg = config.model.__class__(

@@ -1,0 +1,365 @@
+"""Distribution with the real strategies on CPU: real worker processes over loopback gRPC.
+
+MultiWorkerMirroredStrategy across `launch local` workers, MirroredStrategy over logical CPU
+devices, group restarts after kill -9, and bounded failure on an unreachable peer.
+"""
+
+import io
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from launch.local import LocalConfig, free_ports, run
+from trainer import checkpoint, rendezvous
+from trainer.data.synthetic import write_synthetic
+
+PY = sys.executable
+LOSS = re.compile(r"step (\d+)/\d+ loss ([\d.]+)")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data") / "syn")
+    write_synthetic(path, num_train=4096, num_eval=256, image_size=16, num_shards=4, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_file_data(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data1") / "syn")
+    write_synthetic(path, num_train=256, num_eval=32, image_size=16, num_shards=1, seed=6)
+    return path
+
+
+class Capture(io.TextIOBase):
+    """The launcher's output, kept for assertions and watched by kill threads."""
+
+    def __init__(self):
+        self.text = ""
+        self.lock = threading.Lock()
+
+    def write(self, s):
+        with self.lock:
+            self.text += s
+        return len(s)
+
+
+def trainer_flags(data, model_dir, *extra):
+    return (
+        "--data_dir=" + data,
+        f"--model_dir={model_dir}",
+        "--log_every_steps=1",
+        "--eval_every_steps=100000",
+        "--peer_timeout_seconds=20",
+        *extra,
+    )
+
+
+def losses(text, worker=None):
+    """{step: loss} from progress lines (of one worker's prefix when given)."""
+    out = {}
+    for line in text.splitlines():
+        if worker is not None and not line.startswith(f"[worker {worker}]"):
+            continue
+        m = LOSS.search(line)
+        if m:
+            out[int(m.group(1))] = float(m.group(2))
+    return out
+
+
+def test_two_workers_converge_with_identical_weights(data, tmp_path):
+    out = Capture()
+    rc = run(
+        LocalConfig(
+            2,
+            trainer_args=trainer_flags(
+                data,
+                tmp_path / "m",
+                "--train_steps=500",
+                "--global_batch_size=32",
+                "--log_every_steps=50",
+                "--checkpoint_every_steps=500",
+            ),
+        ),
+        out=out,
+    )
+    assert rc == 0, out.text[-3000:]
+    accs = re.findall(r"\[worker (\d)\] eval: accuracy ([\d.]+)", out.text)
+    assert sorted(w for w, _ in accs) == ["0", "1"]
+    assert all(float(a) >= 0.9 for _, a in accs), accs
+    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", out.text))
+    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
+    assert (tmp_path / "m/export/saved_model.pb").exists()  # the chief exported
+    assert not list((tmp_path / "m").glob(".scratch*"))  # the other worker left nothing behind
+
+
+def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
+    """Same global batch, same records per step: 1 file, no shuffle, record-level sharding."""
+    flags = (
+        "--train_steps=8",
+        "--global_batch_size=16",
+        "--shuffle_buffer=1",
+        "--checkpoint_every_steps=100",
+    )
+    single = Capture()
+    assert (
+        run(
+            LocalConfig(1, trainer_args=trainer_flags(one_file_data, tmp_path / "a", *flags)),
+            out=single,
+        )
+        == 0
+    ), single.text[-3000:]
+    double = Capture()
+    assert (
+        run(
+            LocalConfig(2, trainer_args=trainer_flags(one_file_data, tmp_path / "b", *flags)),
+            out=double,
+        )
+        == 0
+    ), double.text[-3000:]
+    one, two = losses(single.text), losses(double.text, worker=0)
+    assert sorted(one) == sorted(two) == list(range(1, 9))
+    # Stated tolerance: 2e-3 absolute per step (all-reduce changes the summation order).
+    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
+    assert len(set(one.values())) > 4  # the trajectory moves, so the comparison means something
+    assert losses(double.text, worker=1) == two
+
+
+def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):
+    flags = ["--train_steps=6", "--global_batch_size=16", "--checkpoint_every_steps=100"]
+    single = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer",
+            *trainer_flags(one_file_data, tmp_path / "a", "--strategy=one_device", *flags),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    mirrored = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer",
+            *trainer_flags(
+                one_file_data,
+                tmp_path / "b",
+                "--strategy=mirrored",
+                "--devices_per_worker=2",
+                *flags,
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0 and mirrored.returncode == 0, mirrored.stderr[-3000:]
+    assert "strategy mirrored: 2 replicas" in mirrored.stderr
+    one, two = losses(single.stderr), losses(mirrored.stderr)
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
+
+
+def _kill_after_random_steps(out: Capture, kills: list, rng: random.Random, max_kills: int):
+    """on_start hook: SIGKILL a random worker once the group trained a random few steps."""
+
+    def hook(group):
+        if len(kills) >= max_kills:
+            return
+        steps_needed = rng.randint(5, 12)  # past the first checkpoint (every 4 steps)
+
+        def killer():
+            start = len(out.text)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+                if len(LOSS.findall(out.text[start:])) >= 2 * steps_needed:
+                    victim = rng.randrange(len(group.pids))
+                    os.kill(group.pids[victim], signal.SIGKILL)
+                    kills.append((victim, steps_needed))
+                    return
+
+        threading.Thread(target=killer, daemon=True).start()
+
+    return hook
+
+
+@pytest.mark.parametrize("max_kills", [1, 3])
+def test_kill_9_restarts_group_and_finishes_exactly(data, tmp_path, max_kills):
+    out, kills = Capture(), []
+    model_dir = tmp_path / "m"
+    cfg = LocalConfig(
+        2,
+        max_restarts=max_kills + 1,
+        grace_seconds=10,
+        trainer_args=trainer_flags(
+            data,
+            model_dir,
+            "--train_steps=30",
+            "--global_batch_size=16",
+            "--checkpoint_every_steps=4",
+            "--keep_checkpoints=3",
+        ),
+    )
+    rc = run(
+        cfg,
+        out=out,
+        on_start=_kill_after_random_steps(out, kills, random.Random(max_kills), max_kills),
+    )
+    assert rc == 0, out.text[-4000:]
+    assert len(kills) == max_kills, kills
+    assert out.text.count("[launch] starting 2 workers") == max_kills + 1
+    assert "resumed from" in out.text
+    ckpt_dir = checkpoint.checkpoint_dir(str(model_dir))
+    assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-30")
+    kept = tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths
+    assert 1 <= len(kept) <= 3
+    assert all(checkpoint.readable(p) for p in kept)
+
+
+def test_worker_with_unreachable_peer_exits_75_in_time(data, tmp_path):
+    ports = free_ports(2)  # nobody listens on the second one
+    env = {
+        **os.environ,
+        "JOB_COMPLETION_INDEX": "0",
+        "TRAINER_WORKER_HOSTS": f"localhost:{ports[0]},localhost:{ports[1]}",
+    }
+    start = time.monotonic()
+    r = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer",
+            f"--data_dir={data}",
+            f"--model_dir={tmp_path}/m",
+            "--peer_timeout_seconds=8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - start
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert f"could not meet its peers within 8s (unreachable: ['localhost:{ports[1]}']" in r.stderr
+    assert 8 <= elapsed < 8 + 30  # the timeout, plus TensorFlow's start-up
+    assert not (tmp_path / "m").exists()
+
+
+def test_rendezvous_meets_three_peers_and_times_out_alone():
+    hosts = [f"localhost:{p}" for p in free_ports(3)]
+    took = [None] * 3
+
+    def worker(i, delay):
+        time.sleep(delay)
+        took[i] = rendezvous.meet(hosts, i, timeout=10)
+
+    threads = [threading.Thread(target=worker, args=(i, 0.5 * i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert all(t is not None and t < 10 for t in took)
+    assert took[0] >= 0.9  # worker 0 waited for the late worker 2
+    with pytest.raises(rendezvous.RendezvousTimeout, match="within 1s"):
+        rendezvous.meet([f"localhost:{p}" for p in free_ports(2)], 0, timeout=1)
+
+
+def test_bad_trainer_flag_stops_group_without_restart(data, tmp_path):
+    out = Capture()
+    rc = run(
+        LocalConfig(
+            2,
+            max_restarts=3,
+            trainer_args=trainer_flags(data, tmp_path / "m", "--global_batch_size=-2"),
+        ),
+        out=out,
+    )
+    assert rc == 1
+    assert out.text.count("[launch] starting") == 1
+    assert "--global_batch_size=-2 is invalid" in out.text
+
+
+def test_batch_that_does_not_divide_over_workers(data, tmp_path):
+    out = Capture()
+    rc = run(
+        LocalConfig(
+            2,
+            max_restarts=0,
+            trainer_args=trainer_flags(data, tmp_path / "m", "--global_batch_size=7"),
+        ),
+        out=out,
+    )
+    assert rc == 1
+    assert out.text.count("--global_batch_size=7 does not divide over 2 replicas") == 2
+
+
+def test_cpu_replicas_per_worker_are_refused_under_multi_worker(data, tmp_path):
+    out = Capture()
+    rc = run(
+        LocalConfig(
+            2,
+            devices_per_worker=2,
+            max_restarts=0,
+            trainer_args=trainer_flags(data, tmp_path / "m"),
+        ),
+        out=out,
+    )
+    assert rc == 1
+    assert "--devices_per_worker=2 does not apply to multi_worker on CPU" in out.text
+    assert not (tmp_path / "m").exists()
+
+
+def test_launcher_bad_arguments_and_ctrl_c(data, tmp_path):
+    r = subprocess.run(
+        [PY, "-m", "launch", "local", "--workers", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1 and "--workers: 0 is not a positive integer" in r.stderr
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "launch",
+            "local",
+            "--workers",
+            "2",
+            "--grace_seconds",
+            "30",
+            "--",
+            *trainer_flags(
+                data,
+                tmp_path / "m",
+                "--train_steps=100000",
+                "--checkpoint_every_steps=100000",
+                "--global_batch_size=16",
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(r"\[worker 1\].*step [3-9]/100000", line):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text[-3000:]
+    assert "interrupted: stopping every worker" in text
+    # Each worker saved its position on the way out (SIGTERM: save, exit 75).
+    assert "stopped by a signal at step" in text
+    assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")) is not None
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "m")], capture_output=True).stdout == b""
