@@ -301,3 +301,27 @@ def test_ram_filesystem_paths_in_process(tmp_path):
     )
     assert 0.0 < float(out["probability"][0, 0]) < 1.0
     assert not (tmp_path / "ram:").exists() and not os.path.exists("ram:")
+
+
+@pytest.mark.parametrize("precision, jit", [("mixed_bfloat16", "true"), ("mixed_float16", "false")])
+def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
+    r = run_trainer(
+        *small_flags(
+            small_data,
+            tmp_path / "m",
+            "--train_steps=4",
+            f"--precision={precision}",
+            f"--jit_compile={jit}",
+        )
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [float(x) for x in re.findall(r"step \d+/4 loss ([\d.]+)", r.stderr)]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    ckpt = read_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")))
+    # Keras 3 variables are saved once, under the optimizer's list of trainable variables.
+    weights = [v for k, v in ckpt.items() if k.startswith("optimizer/_trainable_variables/")]
+    assert len(weights) == 30 and all(v.dtype == np.float32 for v in weights)  # float32 masters
+    if precision == "mixed_float16":
+        assert "optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in ckpt  # loss scale saved
+    saved = json.loads((tmp_path / "m/config.json").read_text())
+    assert saved["precision"] == precision
