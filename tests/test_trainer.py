@@ -226,6 +226,7 @@ def test_serving_signature_matches_in_process_model(small_data, tmp_path):
         (["--strategy=turbo"], "flag --strategy=turbo"),
         (["--learning_rate=0"], "--learning_rate=0.0 is invalid"),
         (["--activation=wobble"], "activation='wobble'"),
+        (["--profile_steps=9,3"], "--profile_steps=9,3 is invalid"),
     ],
 )
 def test_bad_flags_exit_1_and_write_nothing(small_data, tmp_path, flags, message):
@@ -325,3 +326,14 @@ def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
         assert "optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in ckpt  # loss scale saved
     saved = json.loads((tmp_path / "m/config.json").read_text())
     assert saved["precision"] == precision
+
+
+def test_profile_steps_and_input_wait(small_data, tmp_path):
+    r = run_trainer(
+        *small_flags(small_data, tmp_path / "m", "--train_steps=6", "--profile_steps=2,4")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "profile of steps 2..4 written" in r.stderr
+    assert list((tmp_path / "m/tensorboard/plugins/profile").glob("*/*.xplane.pb"))
+    waits = [int(w) for w in re.findall(r"input wait (\d+)%", r.stderr)]
+    assert len(waits) == 6 and all(0 <= w <= 100 for w in waits)

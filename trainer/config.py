@@ -85,6 +85,12 @@ _F.DEFINE_integer(
     "instead of hanging.",
 )
 
+_F.DEFINE_list(
+    "profile_steps",
+    [],
+    "A,B: write a TensorBoard profile of steps A..B (chief only) to <model_dir>/tensorboard.",
+)
+
 FLAGS = flags.FLAGS
 
 
@@ -129,6 +135,7 @@ class TrainConfig:
     log_every_steps: int
     seed: int
     deterministic: bool
+    profile_steps: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +155,21 @@ def _positive(name: str, value: int, allow_zero=False) -> None:
         raise ConfigError(
             f"--{name}={value} is invalid: it must be {'>= 0' if allow_zero else '> 0'}."
         )
+
+
+def _profile_steps(values: list) -> tuple:
+    """--profile_steps=A,B as (A, B) with 0 <= A < B, or () when not given."""
+    if not values:
+        return ()
+    try:
+        first, last = (int(v) for v in values)
+    except ValueError:
+        first = last = -1
+    if not 0 <= first < last:
+        raise ConfigError(
+            f"--profile_steps={','.join(values)} is invalid: use A,B with 0 <= A < B, e.g. 10,20."
+        )
+    return (first, last)
 
 
 def from_flags(f=FLAGS) -> Config:
@@ -194,6 +216,7 @@ def from_flags(f=FLAGS) -> Config:
         f.log_every_steps,
         f.seed,
         f.deterministic,
+        _profile_steps(f.profile_steps),
     )
     export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
     return Config(

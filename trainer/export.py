@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from trainer.config import ModelConfig
 
@@ -81,6 +82,10 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, "image")],
     )
     # TF logs every renamed signature input at INFO; they are internal names, not news.
-    tf.get_logger().setLevel("ERROR")
-    archive.write_out(export_dir, verbose=False)
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        archive.write_out(export_dir, verbose=False)
+    finally:
+        absl_logging.set_verbosity(verbosity)
     return clean

@@ -16,7 +16,7 @@ SUM = tf.distribute.ReduceOp.SUM
 
 
 def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, loss_scale: bool):
-    """Returns train_step(iterator, stop) -> [loss, reg, correct, count, stop] summed over
+    """Returns train_step(batch, stop) -> [loss, reg, correct, count, stop] summed over
     replicas. ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns in
     the same step that one of them was asked to stop."""
     num_replicas = strategy.num_replicas_in_sync
@@ -45,8 +45,9 @@ def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, lo
         return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
 
     @tf.function
-    def train_step(iterator, stop):
-        inputs, labels = next(iterator)
+    def train_step(batch, stop):
+        # The batch is fetched outside (see Trainer._one_step) so the input wait can be timed.
+        inputs, labels = batch
         out = strategy.run(replica_step, args=(inputs, labels, stop))
         return strategy.reduce(SUM, out, axis=None)
 

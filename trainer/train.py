@@ -97,6 +97,30 @@ def _eval_input(source, batch: int, worker: int, workers: int, num_batches: int,
     return real.concatenate(pad).take(num_batches)
 
 
+INPUT_BOUND_FRACTION = 0.1
+
+
+class _Window:
+    """Steps, wall time and input-wait time since the last progress line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.start, self.steps, self.wait, self.busy = time.monotonic(), 0, 0.0, 0.0
+
+    def add(self, wait: float, total: float):
+        self.steps += 1
+        self.wait += wait
+        self.busy += total
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def input_fraction(self) -> float:
+        return self.wait / self.busy if self.busy > 0 else 0.0
+
+
 class Trainer:
     """One training run of the dual-input model under ``strategy``."""
 
@@ -147,6 +171,7 @@ class Trainer:
             else tf.summary.create_noop_writer()
         )
         self.skipped = []
+        self.profile_steps = train_cfg.profile_steps
 
     # -- input ------------------------------------------------------------------------------
     def _train_iterator(self):
@@ -243,62 +268,110 @@ class Trainer:
             cfg.global_batch_size,
             self.strategy.num_replicas_in_sync,
         )
-        window_start, window_steps = time.monotonic(), 0
+        window = _Window()
         last_saved = step if step > 0 else None
-        loss = acc = float("nan")
         while step < cfg.train_steps:
-            try:
-                out = self.train_step(it, tf.constant(1.0 if stop.requested else 0.0)).numpy()
-            except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-                raise self._data_error(e, self.train_source) from None
-            loss, acc = float(out[0]), float(out[2] / out[3])
-            if not math.isfinite(loss + float(out[1])):  # data loss plus L2 penalty
-                loss += float(out[1])
-                raise TrainingDiverged(
-                    f"the loss became {loss} at step {step + 1}; the last good checkpoint (step "
-                    f"{last_saved}) is kept: lower --learning_rate or use --precision=float32."
-                )
+            self._profile(step)
+            out = self._one_step(it, stop, window)
+            self._check_finite(out, step, last_saved)
             step += 1
             self.step.assign(step)
             self.examples_seen.assign_add(cfg.global_batch_size)
-            window_steps += 1
             if out[4] > 0:
                 self.save()
                 raise Preempted(f"stopped by a signal at step {step}; checkpoint saved.")
             if step % cfg.log_every_steps == 0 or step == cfg.train_steps:
-                elapsed = time.monotonic() - window_start
-                rate = window_steps * cfg.global_batch_size / max(elapsed, 1e-9)
-                eta = (cfg.train_steps - step) * cfg.global_batch_size / max(rate, 1e-9)
-                logging.info(
-                    "step %d/%d loss %.4f accuracy %.3f %.0f pairs/s ETA %.0fs",
-                    step,
-                    cfg.train_steps,
-                    loss,
-                    acc,
-                    rate,
-                    eta,
-                )
-                self._scalars(
-                    step,
-                    {
-                        "train/loss": loss,
-                        "train/accuracy": acc,
-                        "train/pairs_per_second": rate,
-                        "train/learning_rate": cfg.learning_rate,
-                    },
-                )
-                window_start, window_steps = time.monotonic(), 0
+                self._log_progress(step, out, window)
             if step % cfg.checkpoint_every_steps == 0 or step == cfg.train_steps:
                 self.save()
                 last_saved = step
             if step % cfg.eval_every_steps == 0 and step != cfg.train_steps:
                 self._log_eval(step, self.evaluate())
+        self._profile(step)
         metrics = self.evaluate()
         self._log_eval(step, metrics)
         logging.info(
             "worker %d final weights sha256 %s", self.worker_index, self.weights_fingerprint()
         )
         return metrics
+
+    def _one_step(self, it, stop: StopSignal, window: _Window) -> np.ndarray:
+        """Fetches the next batch (timed: the input wait) and runs one compiled step."""
+        try:
+            t0 = time.monotonic()
+            batch = next(it)
+            t1 = time.monotonic()
+            out = self.train_step(batch, tf.constant(1.0 if stop.requested else 0.0)).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+            raise self._data_error(e, self.train_source) from None
+        window.add(t1 - t0, time.monotonic() - t0)
+        return out
+
+    def _check_finite(self, out: np.ndarray, step: int, last_saved: int | None) -> None:
+        total = float(out[0]) + float(out[1])  # data loss plus L2 penalty
+        if math.isfinite(total):
+            return
+        kept = (
+            f"the last good checkpoint (step {last_saved}) is kept"
+            if last_saved
+            else "no checkpoint was saved"
+        )
+        raise TrainingDiverged(
+            f"the loss became {total} at step {step + 1}; {kept}: lower --learning_rate or "
+            "--lambda_regularization, or use --precision=float32."
+        )
+
+    def _log_progress(self, step: int, out: np.ndarray, window: _Window) -> None:
+        cfg = self.cfg
+        loss, acc = float(out[0]), float(out[2] / out[3])
+        rate = window.steps * cfg.global_batch_size / max(window.elapsed(), 1e-9)
+        eta = (cfg.train_steps - step) * cfg.global_batch_size / max(rate, 1e-9)
+        wait = window.input_fraction()
+        logging.info(
+            "step %d/%d loss %.4f accuracy %.3f %.0f pairs/s input wait %.0f%% ETA %.0fs",
+            step,
+            cfg.train_steps,
+            loss,
+            acc,
+            rate,
+            100 * wait,
+            eta,
+        )
+        if wait > INPUT_BOUND_FRACTION:
+            logging.warning(
+                "input-bound: %.0f%% of step time waits for the next batch; try --cache, raw "
+                "encoding, more shards or fewer augmentations",
+                100 * wait,
+            )
+        self._scalars(
+            step,
+            {
+                "train/loss": loss,
+                "train/accuracy": acc,
+                "train/pairs_per_second": rate,
+                "train/input_wait": wait,
+                "train/learning_rate": cfg.learning_rate,
+            },
+        )
+        window.reset()
+
+    def _profile(self, step: int) -> None:
+        """Starts/stops TensorBoard's profiler at the --profile_steps bounds (chief only)."""
+        if not self.profile_steps or not self.is_chief:
+            return
+        first, last = self.profile_steps
+        if step == first:
+            tf.profiler.experimental.start(join(self.cfg.model_dir, "tensorboard"))
+            self._profiling = True
+        elif step == last and getattr(self, "_profiling", False):
+            tf.profiler.experimental.stop()
+            self._profiling = False
+            logging.info(
+                "profile of steps %d..%d written to %s",
+                first,
+                last,
+                join(self.cfg.model_dir, "tensorboard"),
+            )
 
     def _log_eval(self, step: int, metrics: dict) -> None:
         logging.info(
