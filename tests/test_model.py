@@ -258,3 +258,27 @@ def test_builders_bad_arguments(builder):
         builder((32, 32), 3, -1)
     with pytest.raises(ValueError, match="stride_placement='middle'"):
         builder((32, 32), 3, 0.0, stride_placement="middle")
+
+
+def test_strided_pointwise_conv_equals_keras_and_trains_at_128px():
+    """Our Conv2D computes a strided 1x1 convolution by sampling; results equal Keras' own,
+    and the gradient at 128x128 (which crashes TF 2.21's oneDNN path) runs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    x = rng.random((2, 33, 32, 3), "float32")  # odd and even sides
+    ours = m.Conv2D(4, 1, strides=2, padding="same")
+    theirs = keras.layers.Conv2D(4, 1, strides=2, padding="same")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
+    assert ours(x).shape == (2, 17, 16, 4)
+    big = tf.constant(rng.random((4, 128, 128, 3), "float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(big)
+        loss = tf.reduce_sum(tf.square(ours(big)))
+    grads = tape.gradient(loss, [big, ours.kernel])
+    assert all(np.isfinite(g.numpy()).all() for g in grads)
+    net = m.create_inception_network((32, 32), 3, 0.0)
+    assert all(type(layer) is m.Conv2D for layer in net.layers if "conv" in layer.name)

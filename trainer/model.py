@@ -12,13 +12,42 @@ import math
 from collections.abc import Sequence
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 # The seed's filters: module i1 then module i2, each (A, (B0, B1), (C0, C1), D0).
 SEED_FILTERS = ((10, (10, 10), (10, 10), 10), (40, (40, 40), (40, 40), 40))
 STRIDE_PLACEMENTS = ("branch", "after")
 HEADS = ("flatten", "global_max")
 CONV_PREFIXES = ("convA_", "convB0_", "convB1_", "convC0_", "convC1_", "convD0_", "concatenate_")
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+class Conv2D(layers.Conv2D):
+    """keras.layers.Conv2D, computing a strided 1x1 convolution as sampling then stride 1.
+
+    With a 1x1 kernel and 'same' padding, stride s reads exactly every s-th pixel, so the
+    result is identical. Why: TF 2.21's oneDNN kernels crash (segfault) in the gradient of a
+    strided 1x1 convolution over few channels on AVX-512 CPUs, measured from 96x96 inputs on
+    (the seed's convA and convD0 are such layers). Weights, shapes and names are unchanged.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        pointwise = tuple(self.kernel_size) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
+        if (
+            pointwise
+            and tuple(self.strides) != (1, 1)
+            and self.padding == "same"
+            and self.data_format == "channels_last"
+        ):
+            sh, sw = self.strides
+            return ops.conv(
+                inputs[:, ::sh, ::sw, :],
+                kernel,
+                strides=1,
+                padding="valid",
+                data_format=self.data_format,
+            )
+        return super().convolution_op(inputs, kernel)
 
 
 def _check_nfilters(nfilters) -> tuple:
@@ -109,7 +138,7 @@ def inception_module(
     branch_strides = strides if stride_placement == "branch" else 1
 
     def conv(filters, kernel, stride, layer_name):
-        return layers.Conv2D(
+        return Conv2D(
             filters=filters,
             kernel_size=kernel,
             strides=stride,

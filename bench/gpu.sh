@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One prepared script for a session lent an NVIDIA GPU (the device tool), run from the repository
+# root there:  bash bench/gpu.sh   (results go to $OUT, default bench/out).
+# The GPU machine has JAX (and PyTorch) but no TensorFlow, and a TensorFlow wheel is too big to
+# carry (DESIGN.md). So it measures the seed model itself with Keras 3 on the JAX backend: the
+# GPU compute ceiling for this model, recorded as that, not as the trainer's figure.
+# Carry the keras wheel along:  pip download --no-deps keras==3.15.1 -d bench/wheels
+set -euo pipefail
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-info.txt"
+python -c "import jax; print('jax', jax.__version__, jax.devices())"
+if ! python -c "import keras, sys; sys.exit(0 if keras.__version__.startswith('3.') else 1)" 2>/dev/null; then
+  python -m pip install --no-deps --target /tmp/keras-pkg bench/wheels/keras-*.whl
+  export PYTHONPATH=/tmp/keras-pkg${PYTHONPATH:+:$PYTHONPATH}
+fi
+KERAS_BACKEND=jax timeout 500 python bench/gpu_keras_jax.py --out "$OUT/gpu.json" | tee "$OUT/gpu.txt"

@@ -1,0 +1,181 @@
+"""Shared measuring code for the bench scripts (not tests): every figure a script prints comes
+from runs side by side in one process on one machine.
+
+Throughput is pairs per second over timed steps after warm-up steps (tracing, compilation and
+the first tf.data fills are not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from trainer import model as model_lib  # noqa: E402
+from trainer import steps as steps_lib  # noqa: E402
+from trainer.config import ModelConfig  # noqa: E402
+from trainer.data import reader  # noqa: E402
+from trainer.data.source import open_source  # noqa: E402
+from trainer.data.synthetic import write_synthetic  # noqa: E402
+from trainer.train import _build  # noqa: E402
+
+CACHE = os.path.join(tempfile.gettempdir(), "inception-pair-bench")
+
+
+def dataset_dir(size: int, encoding: str, num_train: int) -> str:
+    """A synthetic set for (size, encoding), written once per machine into a temp folder."""
+    path = os.path.join(CACHE, f"syn-{size}-{encoding}-{num_train}")
+    if not os.path.exists(os.path.join(path, "dataset.json")):
+        write_synthetic(
+            path + ".tmp",
+            num_train=num_train,
+            num_eval=64,
+            image_size=size,
+            encoding=encoding,
+            num_shards=8,
+        )
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def model_config(size: int, precision: str) -> ModelConfig:
+    return ModelConfig("elu", 0.0, "branch", "flatten", precision, (size, size), 3)
+
+
+def in_memory_arrays(size: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x1 = rng.random((n, size, size, 3), dtype=np.float32)
+    x2 = rng.random((n, size, size, 3), dtype=np.float32)
+    y = rng.integers(0, 2, n).astype(np.int32)
+    return x1, x2, y
+
+
+def in_memory_dataset(size: int, batch: int):
+    x1, x2, y = in_memory_arrays(size, batch * 8)
+    ds = tf.data.Dataset.from_tensor_slices(({"input1": x1, "input2": x2}, y))
+    return ds.repeat().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def streaming_dataset(path: str, batch: int, cache: bool = False):
+    ds, _ = reader.train_dataset(open_source(path), reader.ReaderConfig(batch, seed=0, cache=cache))
+    return ds
+
+
+def trainer_rate(
+    dataset, size: int, batch: int, precision: str, jit: bool, steps: int, warmup: int = 5
+) -> float:
+    """Pairs/s of the trainer's own compiled step (trainer.steps) on ``dataset``."""
+    strategy = tf.distribute.OneDeviceStrategy(
+        "/cpu:0" if not tf.config.list_physical_devices("GPU") else "/gpu:0"
+    )
+    model, optimizer = _build(strategy, model_config(size, precision), 1e-3)
+    step = steps_lib.make_train_step(
+        strategy, model, optimizer, batch, jit, loss_scale=precision == "mixed_float16"
+    )
+    it = iter(strategy.experimental_distribute_dataset(dataset))
+    stop = tf.constant(0.0)
+    for _ in range(warmup):
+        step(next(it), stop).numpy()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(next(it), stop).numpy()
+    rate = steps * batch / (time.perf_counter() - start)
+    keras.mixed_precision.set_global_policy("float32")
+    return rate
+
+
+def keras_fit_rate(size: int, batch: int, precision: str, steps: int) -> float:
+    """Pairs/s of plain Keras model.fit on in-memory numpy arrays (what users would write)."""
+    keras.mixed_precision.set_global_policy(precision)
+    model = model_lib.create_dual_input_network((size, size), 3, 0.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    x1, x2, y = in_memory_arrays(size, batch * steps)
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    model.fit(
+        [x1, x2],
+        y.astype("float32"),
+        batch_size=batch,
+        epochs=2,
+        verbose=0,
+        callbacks=[Timer()],
+        shuffle=False,
+    )
+    keras.mixed_precision.set_global_policy("float32")
+    return batch * steps / times[-1]  # epoch 2: no tracing
+
+
+def pipeline_rate(dataset, batch: int, batches: int, warmup: int = 5) -> float:
+    it = iter(dataset)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.perf_counter() - start)
+
+
+def forward_flops_per_pair(size: int) -> int:
+    """Multiply-adds x2 of one pair's forward pass, counted from the layers' shapes."""
+    model = model_lib.create_dual_input_network((size, size), 3, 0.0)
+    tower = model.get_layer("inception_tower")
+    flops = 0
+    for layer in tower.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape
+            _, h, w, c = layer.output.shape
+            flops += 2 * h * w * c * k[0] * k[1] * k[2]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * int(np.prod(layer.kernel.shape))
+    flops *= 2  # two towers
+    for name in ("D3", "output"):
+        flops += 2 * int(np.prod(model.get_layer(name).kernel.shape))
+    return flops
+
+
+def train_flops_per_pair(size: int) -> int:
+    """Training ~ 3x forward (forward, gradient w.r.t. activations, w.r.t. weights)."""
+    return 3 * forward_flops_per_pair(size)
+
+
+def matmul_peak(dtype=tf.float32, n: int = 2048, reps: int = 20) -> float:
+    """FLOP/s of a large square matmul on this machine, measured now."""
+    a = tf.random.normal([n, n], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    mm = tf.function(lambda x: tf.matmul(x, x))
+    mm(a).numpy()
+    start = time.perf_counter()
+    for _ in range(reps):
+        r = mm(a)
+    r.numpy()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"\nwrote {path}")
