@@ -69,27 +69,56 @@ def streaming_dataset(path: str, batch: int, cache: bool = False):
     return ds
 
 
-def trainer_rate(
-    dataset, size: int, batch: int, precision: str, jit: bool, steps: int, warmup: int = 5
-) -> float:
-    """Pairs/s of the trainer's own compiled step (trainer.steps) on ``dataset``."""
-    strategy = tf.distribute.OneDeviceStrategy(
-        "/cpu:0" if not tf.config.list_physical_devices("GPU") else "/gpu:0"
-    )
+def _strategy():
+    gpu = tf.config.list_physical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpu else "/cpu:0")
+
+
+def trainer_rates(
+    datasets: dict,
+    size: int,
+    batch: int,
+    precision: str,
+    jit: bool,
+    steps: int,
+    rounds: int = 3,
+    warmup: int = 5,
+) -> dict:
+    """Pairs/s of the trainer's own compiled step (trainer.steps) on each of ``datasets``.
+
+    One model and one compiled step serve every dataset; the datasets take turns for
+    ``rounds`` rounds of ``steps`` steps and each gets its median, so neither gains from
+    going first or from a quieter moment of the machine.
+    """
+    strategy = _strategy()
     model, optimizer = _build(strategy, model_config(size, precision), 1e-3)
     step = steps_lib.make_train_step(
         strategy, model, optimizer, batch, jit, loss_scale=precision == "mixed_float16"
     )
-    it = iter(strategy.experimental_distribute_dataset(dataset))
+    its = {k: iter(strategy.experimental_distribute_dataset(d)) for k, d in datasets.items()}
     stop = tf.constant(0.0)
-    for _ in range(warmup):
-        step(next(it), stop).numpy()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(next(it), stop).numpy()
-    rate = steps * batch / (time.perf_counter() - start)
+    for it in its.values():
+        for _ in range(warmup):
+            step(next(it), stop).numpy()
+    samples = {k: [] for k in its}
+    for _ in range(rounds):
+        for name, it in its.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = step(next(it), stop)
+            out.numpy()
+            samples[name].append(steps * batch / (time.perf_counter() - start))
     keras.mixed_precision.set_global_policy("float32")
-    return rate
+    for k, v in samples.items():
+        SPREAD[k] = (max(v) - min(v)) / float(np.median(v))  # noise of this measurement
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+SPREAD: dict = {}  # (max - min) / median of the last trainer_rates' rounds, per dataset name
+
+
+def trainer_rate(dataset, size: int, batch: int, precision: str, jit: bool, steps: int) -> float:
+    return trainer_rates({"only": dataset}, size, batch, precision, jit, steps)["only"]
 
 
 def keras_fit_rate(size: int, batch: int, precision: str, steps: int) -> float:

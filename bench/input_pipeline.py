@@ -6,13 +6,14 @@ at 32x32 raw, 32x32 PNG and 128x128 JPEG.
 
 import argparse
 
+import harness
 from harness import (
     dataset_dir,
     in_memory_dataset,
     pipeline_rate,
     print_table,
     streaming_dataset,
-    trainer_rate,
+    trainer_rates,
     write_json,
 )
 
@@ -29,12 +30,18 @@ def main():
     for size, encoding, n in CASES:
         path = dataset_dir(size, encoding, n)
         alone = pipeline_rate(streaming_dataset(path, args.batch), args.batch, 4 * args.steps)
-        memory = trainer_rate(
-            in_memory_dataset(size, args.batch), size, args.batch, "float32", False, args.steps
+        rates = trainer_rates(
+            {
+                "memory": in_memory_dataset(size, args.batch),
+                "stream": streaming_dataset(path, args.batch),
+            },
+            size,
+            args.batch,
+            "float32",
+            False,
+            args.steps,
         )
-        stream = trainer_rate(
-            streaming_dataset(path, args.batch), size, args.batch, "float32", False, args.steps
-        )
+        memory, stream = rates["memory"], rates["stream"]
         results.append(
             dict(
                 size=size,
@@ -43,6 +50,8 @@ def main():
                 train_memory=memory,
                 train_stream=stream,
                 ratio=stream / memory,
+                spread_memory=harness.SPREAD["memory"],
+                spread_stream=harness.SPREAD["stream"],
             )
         )
         rows.append(
@@ -54,6 +63,7 @@ def main():
                 f"{alone / memory:.1f}x",
                 f"{stream:,.0f}",
                 f"{stream / memory:.3f}",
+                f"±{50 * max(harness.SPREAD['memory'], harness.SPREAD['stream']):.1f}%",
             ]
         )
     print_table(
@@ -66,6 +76,7 @@ def main():
             "headroom",
             "train streaming",
             "stream/memory",
+            "noise (half spread)",
         ],
         rows,
     )

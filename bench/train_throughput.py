@@ -6,6 +6,7 @@
 
 import argparse
 
+import harness
 import tensorflow as tf
 from harness import (
     dataset_dir,
@@ -16,7 +17,7 @@ from harness import (
     print_table,
     streaming_dataset,
     train_flops_per_pair,
-    trainer_rate,
+    trainer_rates,
     write_json,
 )
 
@@ -36,8 +37,15 @@ def main():
     rows, results = [], []
     for batch, precision in CASES:
         a = keras_fit_rate(size, batch, precision, args.steps)
-        b = trainer_rate(in_memory_dataset(size, batch), size, batch, precision, False, args.steps)
-        c = trainer_rate(streaming_dataset(data, batch), size, batch, precision, False, args.steps)
+        rates = trainer_rates(
+            {"memory": in_memory_dataset(size, batch), "stream": streaming_dataset(data, batch)},
+            size,
+            batch,
+            precision,
+            False,
+            args.steps,
+        )
+        b, c = rates["memory"], rates["stream"]
         util = b * flops / peaks[precision]
         results.append(
             dict(
@@ -51,6 +59,8 @@ def main():
                 achieved_flops=b * flops,
                 matmul_peak=peaks[precision],
                 utilization=util,
+                spread_memory=harness.SPREAD["memory"],
+                spread_stream=harness.SPREAD["stream"],
             )
         )
         rows.append(
