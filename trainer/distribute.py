@@ -131,16 +131,6 @@ PEER_ERRORS = (
 )
 
 
-# Errors a collective or the coordination service raises when a peer is gone.
-PEER_ERRORS = (
-    tf.errors.UnavailableError,
-    tf.errors.DeadlineExceededError,
-    tf.errors.AbortedError,
-    tf.errors.CancelledError,
-    rendezvous.RendezvousTimeout,
-)
-
-
 def is_multi_worker(flag: str, env=None) -> bool:
     """Whether --strategy=flag will run multi-worker here (before TF touches a device)."""
     env = os.environ if env is None else env

@@ -215,6 +215,19 @@ def _dense(units, activation, lambda_regularization, name, dtype=None):
     )
 
 
+def _image_to_d1(
+    image_size, n_channels, lambda_regularization, activation, filters, stride_placement, head
+):
+    """Input -> modules -> head -> D1: the part the single-image network and the tower share."""
+    _check_activation(activation)
+    _check_image(image_size, n_channels, len(filters), 2)
+    input_tensor = keras.Input(shape=(*image_size, n_channels), name="input")
+    tensor = _inception_trunk(
+        input_tensor, lambda_regularization, activation, filters, stride_placement, head
+    )
+    return input_tensor, _dense(100, activation, lambda_regularization, "D1")(tensor)
+
+
 def create_inception_network(
     image_size: Sequence[int],
     n_channels: int,
@@ -227,14 +240,10 @@ def create_inception_network(
     name: str = "inception_network",
 ) -> keras.Model:
     """The seed's single-image classifier: modules i1, i2, head, D1(100), D2(20), sigmoid output."""
-    _check_activation(activation)
-    _check_image(image_size, n_channels, len(filters), 2)
-    input_tensor = keras.Input(shape=(*image_size, n_channels), name="input")
-    tensor = _inception_trunk(
-        input_tensor, lambda_regularization, activation, filters, stride_placement, head
+    input_tensor, dense1 = _image_to_d1(
+        image_size, n_channels, lambda_regularization, activation, filters, stride_placement, head
     )
-    tensor = _dense(100, activation, lambda_regularization, "D1")(tensor)
-    tensor = _dense(20, activation, lambda_regularization, "D2")(tensor)
+    tensor = _dense(20, activation, lambda_regularization, "D2")(dense1)
     # float32 output keeps the probability exact under a mixed-precision policy.
     output = _dense(1, "sigmoid", lambda_regularization, "output", dtype="float32")(tensor)
     return keras.Model(inputs=input_tensor, outputs=output, name=name)
@@ -252,13 +261,9 @@ def create_inception_subnetwork(
     name: str = "inception_tower",
 ) -> keras.Model:
     """The tower: the single-image network cut after D1 (output: a 100-d embedding)."""
-    _check_activation(activation)
-    _check_image(image_size, n_channels, len(filters), 2)
-    input_tensor = keras.Input(shape=(*image_size, n_channels), name="input")
-    tensor = _inception_trunk(
-        input_tensor, lambda_regularization, activation, filters, stride_placement, head
+    input_tensor, dense1 = _image_to_d1(
+        image_size, n_channels, lambda_regularization, activation, filters, stride_placement, head
     )
-    dense1 = _dense(100, activation, lambda_regularization, "D1")(tensor)
     return keras.Model(inputs=input_tensor, outputs=dense1, name=name)
 
 

@@ -77,11 +77,16 @@ def _record_seed(seed: int, salt: int) -> int:
     return (seed * 1_000_003 + salt * 7919) % (2**31 - 1)
 
 
-def _interleaved(files, shard: Shard, source: Source, config: ReaderConfig, cycle: int):
+def _plain_records(compression: str):
+    return lambda path: tf.data.TFRecordDataset(
+        path, compression_type=compression, buffer_size=1 << 20
+    )
+
+
+def _interleaved(files, shard: Shard, cycle: int, records, expected: int):
+    """Records of ``files`` read in parallel, in a fixed order, then strided for this worker."""
     ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-        lambda f: tf.data.TFRecordDataset(
-            f, compression_type=source.compression, buffer_size=1 << 20
-        ),
+        records,
         cycle_length=cycle,
         block_length=1,
         num_parallel_calls=AUTOTUNE,
@@ -91,7 +96,7 @@ def _interleaved(files, shard: Shard, source: Source, config: ReaderConfig, cycl
         ds = ds.shard(shard.stride, shard.offset)
     # A cut-off file ends quietly in TFRecordDataset: fail loudly instead, since a short
     # epoch would shift every later batch (and a resumed run's position).
-    return ds.apply(tf.data.experimental.assert_cardinality(shard.records_per_epoch))
+    return ds.apply(tf.data.experimental.assert_cardinality(expected))
 
 
 def _skip_filter(bad_keys: list, readable: dict, compression: str):
@@ -128,17 +133,12 @@ def _epoch_records(source, shard, config, epoch, shuffle: bool, skip_plan=None):
         files = tf.gather(files, tf.argsort(keys))
     cycle = max(1, min(config.cycle_length, len(shard.files)))
     if skip_plan is None:
-        ds = _interleaved(files, shard, source, config, cycle)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            skip_plan,
-            cycle_length=cycle,
-            block_length=1,
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
+        ds = _interleaved(
+            files, shard, cycle, _plain_records(source.compression), shard.records_per_epoch
         )
-        if shard.stride > 1:
-            ds = ds.shard(shard.stride, shard.offset)
+    else:
+        records, expected = skip_plan
+        ds = _interleaved(files, shard, cycle, records, expected)
     if shuffle:
         ds = ds.shuffle(config.shuffle_buffer, seed=_record_seed(config.seed, shard.offset))
     return ds
@@ -221,7 +221,8 @@ def train_dataset(
     shard = worker_shard(source, worker_index, num_workers)
     plan, per_epoch, skipped = None, shard.records_per_epoch, []
     if config.skip_corrupt:
-        plan, per_epoch, skipped = skip_plan_for(source, shard)
+        records, per_epoch, skipped = skip_plan_for(source, shard)
+        plan = (records, per_epoch)
     if per_epoch < 1:
         raise DataError(f"worker {worker_index} has no readable training records.")
     position = start_step * config.batch_size
