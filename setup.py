@@ -23,6 +23,8 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
+        # bench/gpu.sh on a GPU machine without TensorFlow: the seed model on Keras' JAX backend.
+        "bench_gpu": ["jax>=0.4"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",

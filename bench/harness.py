@@ -1,5 +1,5 @@
-"""Shared measuring code for the bench scripts (not tests): every figure a script prints comes
-from runs side by side in one process on one machine.
+"""Shared measuring code for the bench scripts (not tests): every figure a script prints is
+measured side by side with its comparison, in one process on one machine.
 
 Throughput is pairs per second over timed steps after warm-up steps (tracing, compilation and
 the first tf.data fills are not counted).

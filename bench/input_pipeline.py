@@ -5,9 +5,13 @@ at 32x32 raw, 32x32 PNG and 128x128 JPEG.
 """
 
 import argparse
+import os
+import sys
 
-import harness
-from harness import (
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from bench import harness  # noqa: E402
+from bench.harness import (  # noqa: E402
     dataset_dir,
     in_memory_dataset,
     pipeline_rate,

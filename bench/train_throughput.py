@@ -5,10 +5,15 @@
 """
 
 import argparse
+import os
+import sys
 
-import harness
 import tensorflow as tf
-from harness import (
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from bench import harness  # noqa: E402
+from bench.harness import (  # noqa: E402
     dataset_dir,
     forward_flops_per_pair,
     in_memory_dataset,

@@ -4,11 +4,15 @@ python bench/xla.py [--steps 30] [--out bench/out/xla.json]
 """
 
 import argparse
+import os
+import sys
 
-import tensorflow as tf
-from harness import in_memory_dataset, print_table, trainer_rate, write_json
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from trainer.distribute import use_jit
+import tensorflow as tf  # noqa: E402
+
+from bench.harness import in_memory_dataset, print_table, trainer_rate, write_json  # noqa: E402
+from trainer.distribute import use_jit  # noqa: E402
 
 
 def main():

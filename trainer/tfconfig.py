@@ -4,8 +4,8 @@ No TensorFlow import here: the launcher uses it without loading TF.
 
 Rule (DESIGN.md): if TF_CONFIG is set it is used as is. Otherwise, when JOB_COMPLETION_INDEX
 (set by an Indexed Job) and the worker hosts are known, worker i's TF_CONFIG is built from
-them. The hosts come from TRAINER_WORKER_HOSTS ("h0:p,h1:p", what ``launch local`` sets), or
-from TRAINER_JOB_NAME, TRAINER_SERVICE, TRAINER_NUM_WORKERS and TRAINER_PORT, giving
+them. The hosts come from TRAINER_WORKER_HOSTS ("h0:p,h1:p", what ``launch local`` sets), or are
+built of TRAINER_JOB_NAME, TRAINER_SERVICE, TRAINER_NUM_WORKERS and TRAINER_PORT, giving
 ``<job>-<i>.<service>:<port>`` (what the Kubernetes manifests set).
 """
 
