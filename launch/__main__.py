@@ -25,32 +25,30 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, else one clear sentence."""
 
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not an integer >= {minimum}")
+        return value
 
-def _nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="launch", description="Start trainer processes locally or on Kubernetes.")
     sub = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
     local = sub.add_parser("local", help="N trainer processes on loopback (MultiWorkerMirrored)")
-    local.add_argument("--workers", type=_positive_int, default=2)
+    local.add_argument("--workers", type=_int_at_least(1), default=2)
     local.add_argument(
         "--devices_per_worker",
-        type=_nonnegative_int,
+        type=_int_at_least(0),
         default=0,
         help="split each worker's CPU into K logical devices (K replicas)",
     )
-    local.add_argument("--max_restarts", type=_nonnegative_int, default=3)
+    local.add_argument("--max_restarts", type=_int_at_least(0), default=3)
     local.add_argument(
         "--grace_seconds",
         type=float,

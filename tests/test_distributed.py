@@ -325,7 +325,7 @@ def test_launcher_bad_arguments_and_ctrl_c(data, tmp_path):
     r = subprocess.run(
         [PY, "-m", "launch", "local", "--workers", "0"], capture_output=True, text=True, timeout=60
     )
-    assert r.returncode == 1 and "--workers: 0 is not a positive integer" in r.stderr
+    assert r.returncode == 1 and "--workers: 0 is not an integer >= 1" in r.stderr
     proc = subprocess.Popen(
         [
             PY,

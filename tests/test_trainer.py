@@ -133,11 +133,9 @@ def test_serving_signature_matches_in_process_model(small_data, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     from trainer import checkpoint
-    from trainer.config import ModelConfig
     from trainer.train import build_model
 
-    saved = json.loads((model_dir / "config.json").read_text())
-    model = build_model(ModelConfig(**{**saved, "image_size": tuple(saved["image_size"])}))
+    model = build_model(checkpoint.load_model_config(str(model_dir)))
     tf.train.Checkpoint(model=model).restore(
         tf.train.latest_checkpoint(checkpoint.checkpoint_dir(str(model_dir)))
     ).expect_partial()
@@ -337,3 +335,26 @@ def test_profile_steps_and_input_wait(small_data, tmp_path):
     assert list((tmp_path / "m/tensorboard/plugins/profile").glob("*/*.xplane.pb"))
     waits = [int(w) for w in re.findall(r"input wait (\d+)%", r.stderr)]
     assert len(waits) == 6 and all(0 <= w <= 100 for w in waits)
+
+
+def test_export_mode_from_latest_checkpoint(small_data, tmp_path):
+    empty = tmp_path / "empty"
+    r = run_trainer(f"--data_dir={small_data}", f"--model_dir={empty}", "--mode=export")
+    assert r.returncode == 1 and f"{empty} has no checkpoint" in r.stderr
+    assert not empty.exists()  # refused before writing anything
+    model_dir, out = tmp_path / "m", tmp_path / "out"
+    assert run_trainer(*small_flags(small_data, model_dir, "--train_steps=3")).returncode == 0
+    r = run_trainer(
+        f"--data_dir={small_data}",
+        f"--model_dir={model_dir}",
+        "--mode=export",
+        f"--export_dir={out}",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr and "step 1/" not in r.stderr  # restored, did not train
+    first = tf.saved_model.load(str(model_dir / "export")).signatures["serving_float"]
+    again = tf.saved_model.load(str(out)).signatures["serving_float"]
+    x = tf.random.uniform([2, 16, 16, 3], seed=1)
+    np.testing.assert_array_equal(
+        first(input1=x, input2=x)["probability"], again(input1=x, input2=x)["probability"]
+    )

@@ -30,14 +30,26 @@ def _scratch_dir(model_dir: str, worker_index: int) -> str:
     return join(model_dir, f".scratch-worker-{worker_index}")
 
 
-def check_model_config(model_dir: str, model: ModelConfig, is_chief: bool) -> None:
-    """Refuses a run whose model-defining values differ from the saved config.json."""
+def load_model_config(model_dir: str) -> ModelConfig | None:
+    """The ModelConfig saved in <model_dir>/config.json, or None when there is none."""
+    path = join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f)
+    return ModelConfig(**{**saved, "image_size": tuple(saved["image_size"])})
+
+
+def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:
+    """Refuses a run whose model-defining values differ from the saved config.json; writes
+    config.json when there is none and ``write`` (the chief of a training run)."""
     path = join(model_dir, CONFIG_FILE)
     wanted = dataclasses.asdict(model)
     wanted["image_size"] = list(wanted["image_size"])
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            saved = json.load(f)
+    previous = load_model_config(model_dir)
+    if previous is not None:
+        saved = dataclasses.asdict(previous)
+        saved["image_size"] = list(saved["image_size"])
         changed = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -46,7 +58,7 @@ def check_model_config(model_dir: str, model: ModelConfig, is_chief: bool) -> No
                 "values or a new --model_dir."
             )
         return
-    if is_chief:
+    if write:
         tf.io.gfile.makedirs(model_dir)
         tmp = path + ".tmp"
         with tf.io.gfile.GFile(tmp, "w") as f:

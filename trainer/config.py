@@ -110,6 +110,17 @@ class ModelConfig:
     image_size: tuple = (32, 32)  # filled from the dataset
     channels: int = 3
 
+    def builder_kwargs(self) -> dict:
+        """Keyword arguments of the trainer.model builders for this configuration."""
+        return dict(
+            image_size=self.image_size,
+            n_channels=self.channels,
+            lambda_regularization=self.lambda_regularization,
+            activation=self.activation,
+            stride_placement=self.stride_placement,
+            head=self.head,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:

@@ -7,7 +7,6 @@ input, the first channels of each activation side by side.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -26,25 +25,17 @@ def instrumented_from_checkpoint(model_dir: str):
 
     from trainer import checkpoint
     from trainer import model as model_lib
-    from trainer.config import ModelConfig
     from trainer.train import build_model
 
-    with tf.io.gfile.GFile(f"{model_dir}/{checkpoint.CONFIG_FILE}") as f:
-        saved = json.load(f)
-    cfg = ModelConfig(**{**saved, "image_size": tuple(saved["image_size"])})
+    cfg = checkpoint.load_model_config(model_dir)
+    if cfg is None:
+        raise FileNotFoundError(f"{model_dir} has no {checkpoint.CONFIG_FILE}.")
     trained = build_model(cfg)
     latest = tf.train.latest_checkpoint(checkpoint.checkpoint_dir(model_dir))
     if latest is None:
         raise FileNotFoundError(f"{model_dir} has no checkpoint.")
     tf.train.Checkpoint(model=trained).restore(latest).expect_partial()
-    model_a, _ = model_lib.create_instrumented_dual_network(
-        cfg.image_size,
-        cfg.channels,
-        cfg.lambda_regularization,
-        cfg.activation,
-        stride_placement=cfg.stride_placement,
-        head=cfg.head,
-    )
+    model_a, _ = model_lib.create_instrumented_dual_network(**cfg.builder_kwargs())
     tower = trained.get_layer("inception_tower")
     probe = model_a.get_layer("inception_tower_probe")
     for layer in tower.layers:

@@ -76,7 +76,13 @@ def train_and_evaluate(config: Config) -> int:
                 f"--global_batch_size={config.train.global_batch_size} does not divide over "
                 f"{replicas} replicas: use a multiple of {replicas}."
             )
-        checkpoint.check_model_config(config.train.model_dir, model_cfg, index == 0)
+        if (
+            config.mode == "export"
+            and checkpoint.latest_checkpoint_step(config.train.model_dir) is None
+        ):
+            raise ConfigError(f"--mode=export: {config.train.model_dir} has no checkpoint.")
+        training_chief = index == 0 and config.mode == "train"
+        checkpoint.check_model_config(config.train.model_dir, model_cfg, write=training_chief)
         if config.train.deterministic:
             tf.config.experimental.enable_op_determinism()
         tf.keras.utils.set_random_seed(config.train.seed)
@@ -99,11 +105,8 @@ def train_and_evaluate(config: Config) -> int:
             workers,
             jit=distribute.use_jit(config.train.jit_compile, gpus),
         )
-        restored_step = trainer.restore()
-        if config.mode == "export":
-            if restored_step == 0:
-                raise ConfigError(f"--mode=export: {config.train.model_dir} has no checkpoint.")
-        else:
+        trainer.restore()
+        if config.mode != "export":
             from trainer.train import StopSignal
 
             with StopSignal() as stop:

@@ -55,14 +55,7 @@ class StopSignal:
 
 
 def build_model(model_cfg: ModelConfig):
-    return model_lib.create_dual_input_network(
-        model_cfg.image_size,
-        model_cfg.channels,
-        model_cfg.lambda_regularization,
-        model_cfg.activation,
-        stride_placement=model_cfg.stride_placement,
-        head=model_cfg.head,
-    )
+    return model_lib.create_dual_input_network(**model_cfg.builder_kwargs())
 
 
 def _build(strategy, model_cfg: ModelConfig, learning_rate: float):
