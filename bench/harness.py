@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -64,6 +65,37 @@ def in_memory_dataset(size: int, batch: int):
     return ds.repeat().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def decoded_in_memory(path: str, batch: int, batches: int = 16):
+    """The first ``batches`` batches of the streamed dataset, decoded, held as tensors and
+    repeated: the same pixels as streaming, without reading or decoding."""
+    taken = list(streaming_dataset(path, batch).take(batches))
+    x = {k: tf.concat([b[0][k] for b in taken], 0) for k in ("input1", "input2")}
+    y = tf.concat([b[1] for b in taken], 0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat()
+    return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pipeline_cpu_per_pair(path: str, batch: int, batches: int, warmup: int = 5) -> float:
+    """CPU seconds the input pipeline spends per pair, measured on one thread (so the
+    figure is work done, not how it is spread over cores)."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    it = iter(streaming_dataset(path, batch).with_options(options))
+    for _ in range(warmup):
+        next(it)
+    start = cpu_seconds()
+    for _ in range(batches):
+        next(it)
+    return (cpu_seconds() - start) / (batches * batch)
+
+
 def streaming_dataset(path: str, batch: int, cache: bool = False):
     ds, _ = reader.train_dataset(open_source(path), reader.ReaderConfig(batch, seed=0, cache=cache))
     return ds
@@ -83,12 +115,15 @@ def trainer_rates(
     steps: int,
     rounds: int = 3,
     warmup: int = 5,
+    others: dict | None = None,
 ) -> dict:
     """Pairs/s of the trainer's own compiled step (trainer.steps) on each of ``datasets``.
 
     One model and one compiled step serve every dataset; the datasets take turns for
     ``rounds`` rounds of ``steps`` steps and each gets its median, so neither gains from
-    going first or from a quieter moment of the machine.
+    going first or from a quieter moment of the machine. ``others`` ({name: fn() -> value},
+    e.g. a Keras fit epoch or a matmul peak) take their turn in every round too, so a ratio
+    can be taken round by round (``paired_ratio``) under the same machine conditions.
     """
     strategy = _strategy()
     model, optimizer = _build(strategy, model_config(size, precision), 1e-3)
@@ -100,32 +135,51 @@ def trainer_rates(
     for it in its.values():
         for _ in range(warmup):
             step(next(it), stop).numpy()
-    samples = {k: [] for k in its}
+    others = others or {}
+    samples = {k: [] for k in [*its, *others]}
+    cpu = {k: [] for k in its}
     for _ in range(rounds):
         for name, it in its.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             for _ in range(steps):
                 out = step(next(it), stop)
             out.numpy()
             samples[name].append(steps * batch / (time.perf_counter() - start))
+            cpu[name].append((cpu_seconds() - start_cpu) / (steps * batch))
+        for name, measure in others.items():
+            samples[name].append(measure())
     keras.mixed_precision.set_global_policy("float32")
+    ROUNDS.clear()
+    ROUNDS.update(samples)
     for k, v in samples.items():
         SPREAD[k] = (max(v) - min(v)) / float(np.median(v))  # noise of this measurement
+    for k, v in cpu.items():
+        CPU_PER_PAIR[k] = float(np.median(v))
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
-SPREAD: dict = {}  # (max - min) / median of the last trainer_rates' rounds, per dataset name
+SPREAD: dict = {}  # (max - min) / median of the last trainer_rates' rounds, per name
+CPU_PER_PAIR: dict = {}  # CPU seconds per trained pair in the last trainer_rates, per dataset
+ROUNDS: dict = {}  # every round's value of the last trainer_rates, per name
+
+
+def paired_ratio(numerator: str, denominator: str) -> float:
+    """Median over rounds of numerator / denominator measured in the same round."""
+    return float(np.median(np.array(ROUNDS[numerator]) / np.array(ROUNDS[denominator])))
 
 
 def trainer_rate(dataset, size: int, batch: int, precision: str, jit: bool, steps: int) -> float:
     return trainer_rates({"only": dataset}, size, batch, precision, jit, steps)["only"]
 
 
-def keras_fit_rate(size: int, batch: int, precision: str, steps: int) -> float:
-    """Pairs/s of plain Keras model.fit on in-memory numpy arrays (what users would write)."""
+def keras_fit_runner(size: int, batch: int, precision: str, steps: int):
+    """Plain Keras model.fit on in-memory numpy arrays (what users would write): returns a
+    function that runs one more epoch of ``steps`` steps and gives its pairs/s. The model is
+    built, compiled and traced here (one warm-up epoch), so each call times training only."""
     keras.mixed_precision.set_global_policy(precision)
     model = model_lib.create_dual_input_network((size, size), 3, 0.0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    keras.mixed_precision.set_global_policy("float32")
     x1, x2, y = in_memory_arrays(size, batch * steps)
     times = []
 
@@ -136,17 +190,20 @@ def keras_fit_rate(size: int, batch: int, precision: str, steps: int) -> float:
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.t)
 
-    model.fit(
-        [x1, x2],
-        y.astype("float32"),
-        batch_size=batch,
-        epochs=2,
-        verbose=0,
-        callbacks=[Timer()],
-        shuffle=False,
-    )
-    keras.mixed_precision.set_global_policy("float32")
-    return batch * steps / times[-1]  # epoch 2: no tracing
+    def epoch() -> float:
+        model.fit(
+            [x1, x2],
+            y.astype("float32"),
+            batch_size=batch,
+            epochs=1,
+            verbose=0,
+            callbacks=[Timer()],
+            shuffle=False,
+        )
+        return batch * steps / times[-1]
+
+    epoch()  # tracing
+    return epoch
 
 
 def pipeline_rate(dataset, batch: int, batches: int, warmup: int = 5) -> float:
@@ -182,7 +239,7 @@ def train_flops_per_pair(size: int) -> int:
     return 3 * forward_flops_per_pair(size)
 
 
-def matmul_peak(dtype=tf.float32, n: int = 2048, reps: int = 20) -> float:
+def matmul_peak(dtype=tf.float32, n: int = 2048, reps: int = 10) -> float:
     """FLOP/s of a large square matmul on this machine, measured now."""
     a = tf.random.normal([n, n], dtype=tf.float32)
     a = tf.cast(a, dtype)

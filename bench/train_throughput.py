@@ -1,10 +1,15 @@
 """Training pairs/s: (a) Keras model.fit on numpy, (b) our trainer on in-memory tensors,
 (c) our trainer streaming TFRecords; plus achieved FLOP/s over a matmul peak measured now.
 
-    python bench/train_throughput.py [--steps 40] [--out bench/out/train_throughput.json]
+All of (a), (b), (c) and the matmul peaks take turns in every round, and each ratio is the
+median of the ratios taken round by round: this host's speed drifts by tens of percent over
+minutes, and a ratio of two figures measured minutes apart would mostly measure the drift.
+
+    python bench/train_throughput.py [--steps 40] [--rounds 5] [--out FILE.json]
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -17,8 +22,9 @@ from bench.harness import (  # noqa: E402
     dataset_dir,
     forward_flops_per_pair,
     in_memory_dataset,
-    keras_fit_rate,
+    keras_fit_runner,
     matmul_peak,
+    paired_ratio,
     print_table,
     streaming_dataset,
     train_flops_per_pair,
@@ -26,32 +32,43 @@ from bench.harness import (  # noqa: E402
     write_json,
 )
 
-CASES = [(64, "float32"), (256, "mixed_bfloat16")]
+CASES = [(64, "float32"), (256, "float32"), (256, "mixed_bfloat16")]
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=40, help="timed steps per round at batch 64")
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--out", default="bench/out/train_throughput.json")
     args = p.parse_args()
     size = args.size
     data = dataset_dir(size, "raw", 8192)
     flops = train_flops_per_pair(size)
-    peaks = {"float32": matmul_peak(tf.float32), "mixed_bfloat16": matmul_peak(tf.bfloat16)}
     rows, results = [], []
     for batch, precision in CASES:
-        a = keras_fit_rate(size, batch, precision, args.steps)
+        steps = max(5, args.steps * 64 // batch)
+        others = {
+            "keras": keras_fit_runner(size, batch, precision, steps),
+            "peak_float32": functools.partial(matmul_peak, tf.float32),
+        }
+        if precision != "float32":
+            others["peak_bfloat16"] = functools.partial(matmul_peak, tf.bfloat16)
+        peak_name = "peak_float32" if precision == "float32" else "peak_bfloat16"
         rates = trainer_rates(
             {"memory": in_memory_dataset(size, batch), "stream": streaming_dataset(data, batch)},
             size,
             batch,
             precision,
             False,
-            args.steps,
+            steps,
+            rounds=args.rounds,
+            others=others,
         )
-        b, c = rates["memory"], rates["stream"]
-        util = b * flops / peaks[precision]
+        a, b, c = rates["keras"], rates["memory"], rates["stream"]
+        b_over_a, c_over_b = paired_ratio("memory", "keras"), paired_ratio("stream", "memory")
+        util = flops * paired_ratio("memory", peak_name)
+        util_f32 = flops * paired_ratio("memory", "peak_float32")
         results.append(
             dict(
                 batch=batch,
@@ -59,13 +76,14 @@ def main():
                 keras_fit=a,
                 trainer_memory=b,
                 trainer_stream=c,
-                b_over_a=b / a,
-                c_over_b=c / b,
+                b_over_a=b_over_a,
+                c_over_b=c_over_b,
                 achieved_flops=b * flops,
-                matmul_peak=peaks[precision],
+                matmul_peak=rates[peak_name],
                 utilization=util,
-                spread_memory=harness.SPREAD["memory"],
-                spread_stream=harness.SPREAD["stream"],
+                float32_matmul_peak=rates["peak_float32"],
+                utilization_of_float32_peak=util_f32,
+                rounds=dict(harness.ROUNDS),
             )
         )
         rows.append(
@@ -75,19 +93,22 @@ def main():
                 f"{a:,.0f}",
                 f"{b:,.0f}",
                 f"{c:,.0f}",
-                f"{b / a:.2f}",
-                f"{c / b:.3f}",
+                f"{b_over_a:.2f}",
+                f"{c_over_b:.3f}",
                 f"{b * flops / 1e9:,.1f}",
-                f"{peaks[precision] / 1e9:,.1f}",
+                f"{rates[peak_name] / 1e9:,.1f}",
                 f"{100 * util:.0f}%",
+                f"{100 * util_f32:.0f}%",
+                f"±{50 * max(harness.SPREAD[k] for k in ('keras', 'memory', 'stream')):.0f}%",
             ]
         )
     print(
         f"model: {forward_flops_per_pair(size) / 1e6:.1f} MFLOP forward per pair, "
-        f"{flops / 1e6:.1f} MFLOP per trained pair; {args.steps} timed steps per cell"
+        f"{flops / 1e6:.1f} MFLOP per trained pair; {args.rounds} rounds"
     )
     print_table(
-        f"training throughput, {size}x{size} pairs/s (one process, one CPU device)",
+        f"training throughput, {size}x{size} pairs/s (one process, one CPU device); "
+        "ratios are medians of per-round ratios",
         [
             "batch",
             "precision",
@@ -97,8 +118,10 @@ def main():
             "b/a",
             "c/b",
             "GFLOP/s (b)",
-            "matmul peak",
+            "matmul peak (same precision)",
             "b / peak",
+            "b / float32 peak",
+            "noise (half spread)",
         ],
         rows,
     )

@@ -260,18 +260,28 @@ def test_empty_pattern_and_missing_folder(tmp_path):
 
 
 def test_parse_works_eagerly_and_in_tf_data(tmp_path):
+    """A known batch size decodes with one op per image, an unknown one (eval's last batch)
+    with a loop: both give the eager result, and both name a wrong image size."""
     recs = _good_records(4, encoding="png")
     spec = decode.ImageSpec(8, 8, 3, "png")
     eager = decode.parse_pair_batch(tf.constant(recs), spec)
-    graph = next(
-        iter(
-            tf.data.Dataset.from_tensors(tf.constant(recs)).map(
-                lambda s: decode.parse_pair_batch(s, spec)
-            )
-        )
-    )
-    for e, g in zip(eager, graph):
-        np.testing.assert_array_equal(e.numpy(), g.numpy())
+    parse = lambda s: decode.parse_pair_batch(s, spec)  # noqa: E731
+    known = next(iter(tf.data.Dataset.from_tensors(tf.constant(recs)).map(parse)))
+    unknown_ds = tf.data.Dataset.from_tensor_slices(recs).batch(3).map(parse)
+    assert unknown_ds.element_spec[0].shape[0] is None
+    unknown = [tf.concat(t, 0) for t in zip(*[tuple(b) for b in unknown_ds])]
+    for e, k, u in zip(eager, known, unknown):
+        np.testing.assert_array_equal(e.numpy(), k.numpy())
+        np.testing.assert_array_equal(e.numpy(), u.numpy())
+    assert eager[0].shape == (4, 8, 8, 3) and eager[0].dtype == tf.uint8
+    assert int(tf.reduce_max(eager[0])) > 0  # real pixels, not zeros
+    small = BAD_RECORDS["pixels_smaller_than_declared"][1]()
+    for ds in (
+        tf.data.Dataset.from_tensors(tf.constant(recs[:2] + [small])).map(parse),
+        tf.data.Dataset.from_tensor_slices(recs[:2] + [small]).batch(3).map(parse),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image size is not 8x8"):
+            next(iter(ds))
 
 
 # ---- synthetic set ----------------------------------------------------------------------

