@@ -64,7 +64,7 @@ def _decode_images(images, spec: ImageSpec):
         with tf.control_dependencies([size_check(sizes)]):
             return tf.ensure_shape(tf.stack(decoded), [n, h, w, c])
 
-    def decode_checked(data):  # unknown batch size (eval's last batch): a loop
+    def decode_checked(data):  # unknown batch size (eval keeps a short last batch): a loop
         image = decode_one(data)
         with tf.control_dependencies([size_check(tf.shape(image)[:2])]):
             return tf.ensure_shape(tf.identity(image), [h, w, c])
