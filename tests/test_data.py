@@ -314,7 +314,7 @@ def test_synthetic_follows_means_shape_moves_down():
 
 def _cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "trainer.data", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "trainer.data", *args], capture_output=True, text=True
     )
 
 

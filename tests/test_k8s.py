@@ -40,7 +40,6 @@ def validate(path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
@@ -53,7 +52,6 @@ def test_overlays_render_offline_and_validate(overlay, tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     assert sorted(d["kind"] for d in docs) == ["Job", "Service", "ServiceAccount"]
@@ -110,7 +108,6 @@ def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     (tmp_path / "m.yaml").write_text(r.stdout)
@@ -210,9 +207,7 @@ def stub_kubectl(tmp_path, monkeypatch):
 
 
 def launch(*args, env=None):
-    return subprocess.run(
-        [PY, "-m", "launch", *args], capture_output=True, text=True, timeout=180, env=env
-    )
+    return subprocess.run([PY, "-m", "launch", *args], capture_output=True, text=True, env=env)
 
 
 def test_submit_status_logs_delete_call_kubectl(stub_kubectl):

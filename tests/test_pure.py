@@ -1,4 +1,4 @@
-"""Pure functions: TF_CONFIG derivation, strategy and XLA choice, AUC from histograms."""
+"""Pure functions: TF_CONFIG derivation, strategy, XLA and thread-pool choice, AUC."""
 
 import json
 
@@ -65,6 +65,21 @@ def test_choose_strategy_and_jit():
         choose_strategy("fast", False, 0)
     assert use_jit("auto", 1) and not use_jit("auto", 0)
     assert use_jit("true", 0) and not use_jit("false", 8)
+
+
+def test_thread_pools_and_input_placement():
+    from trainer.distribute import fetch_to_device, thread_counts
+
+    # CPU only: one thread per op (ops run side by side on the inter-op pool).
+    assert thread_counts(0, 0, num_gpus=0, env={}) == (1, 0)
+    # GPUs, or the user's own TF_NUM_INTRAOP_THREADS: TensorFlow decides.
+    assert thread_counts(0, 0, num_gpus=2, env={}) == (0, 0)
+    assert thread_counts(0, 0, num_gpus=0, env={"TF_NUM_INTRAOP_THREADS": "4"}) == (0, 0)
+    # Flags win over everything.
+    assert thread_counts(3, 5, num_gpus=0, env={"TF_NUM_INTRAOP_THREADS": "4"}) == (3, 5)
+    assert thread_counts(2, 0, num_gpus=8, env={}) == (2, 0)
+    # Batches are copied ahead to accelerators only.
+    assert fetch_to_device(1) and not fetch_to_device(0)
 
 
 def test_auc_from_histograms_matches_pairwise_count():

@@ -40,8 +40,8 @@ _F.DEFINE_enum(
     "tf.distribute strategy; auto: multi_worker "
     "with TF_CONFIG or Indexed-Job variables, mirrored with >1 GPU, else one device.",
 )
-_F.DEFINE_integer("global_batch_size", 64, "Pairs per step over all replicas.")
-_F.DEFINE_integer("train_steps", 600, "Total optimizer steps.")
+_F.DEFINE_integer("global_batch_size", 32, "Pairs per step over all replicas.")
+_F.DEFINE_integer("train_steps", 400, "Total optimizer steps.")
 _F.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 _F.DEFINE_string("activation", "elu", "Activation of the convolutions and dense layers.")
 _F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
@@ -78,6 +78,19 @@ _F.DEFINE_integer(
     "(MirroredStrategy without GPUs); 0: leave devices as they are.",
 )
 
+_F.DEFINE_integer(
+    "intra_op_threads",
+    0,
+    "Threads one TensorFlow op may split its work over; 0: auto (1 without GPUs, where this "
+    "model's parallel Inception branches keep the cores busy through inter-op threads "
+    "instead; see bench/RESULTS.md), TensorFlow's default with GPUs or when "
+    "TF_NUM_INTRAOP_THREADS is set.",
+)
+_F.DEFINE_integer(
+    "inter_op_threads",
+    0,
+    "Threads running independent ops at once; 0: TensorFlow's default (one per core).",
+)
 _F.DEFINE_integer(
     "peer_timeout_seconds",
     300,
@@ -159,6 +172,8 @@ class Config:
     data: DataConfig
     train: TrainConfig
     peer_timeout_seconds: int = 300
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
 
 def _positive(name: str, value: int, allow_zero=False) -> None:
@@ -196,6 +211,8 @@ def from_flags(f=FLAGS) -> Config:
     ):
         _positive(name, getattr(f, name))
     _positive("devices_per_worker", f.devices_per_worker, allow_zero=True)
+    _positive("intra_op_threads", f.intra_op_threads, allow_zero=True)
+    _positive("inter_op_threads", f.inter_op_threads, allow_zero=True)
     _positive("peer_timeout_seconds", f.peer_timeout_seconds)
     if not f.learning_rate > 0:
         raise ConfigError(f"--learning_rate={f.learning_rate} is invalid: it must be > 0.")
@@ -239,6 +256,8 @@ def from_flags(f=FLAGS) -> Config:
         data,
         train,
         f.peer_timeout_seconds,
+        f.intra_op_threads,
+        f.inter_op_threads,
     )
 
 

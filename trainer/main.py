@@ -55,6 +55,7 @@ def train_and_evaluate(config: Config) -> int:
     from trainer.train import Preempted, Trainer, TrainingDiverged, build_model
 
     try:
+        distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         distribute.split_cpu(config.devices_per_worker)
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
         strategy, name, index, workers, gpus = distribute.make_strategy(
@@ -104,6 +105,7 @@ def train_and_evaluate(config: Config) -> int:
             index,
             workers,
             jit=distribute.use_jit(config.train.jit_compile, gpus),
+            fetch_to_device=distribute.fetch_to_device(gpus),
         )
         trainer.restore()
         if config.mode != "export":

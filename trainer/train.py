@@ -128,6 +128,7 @@ class Trainer:
         worker_index=0,
         num_workers=1,
         jit=False,
+        fetch_to_device=True,
     ):
         self.strategy, self.cfg, self.data_cfg = strategy, train_cfg, data_cfg
         self.model_cfg = model_cfg
@@ -165,6 +166,9 @@ class Trainer:
         )
         self.skipped = []
         self.profile_steps = train_cfg.profile_steps
+        self.input_options = tf.distribute.InputOptions(
+            experimental_fetch_to_device=fetch_to_device
+        )
 
     # -- input ------------------------------------------------------------------------------
     def _train_iterator(self):
@@ -191,7 +195,7 @@ class Trainer:
             self.skipped = skipped
             return ds
 
-        dist = self.strategy.distribute_datasets_from_function(dataset_fn)
+        dist = self.strategy.distribute_datasets_from_function(dataset_fn, self.input_options)
         if self.skipped:
             logging.warning(
                 "skipping %d corrupt records or file tails: %s",
@@ -229,7 +233,8 @@ class Trainer:
                 ctx.num_input_pipelines,
                 n,
                 spec,
-            )
+            ),
+            self.input_options,
         )
         it = iter(dist)
         total = None
