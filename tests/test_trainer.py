@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,19 +114,30 @@ def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
     assert f"at step {step}" in r.stderr and f"step {step + 1}/{step + 2}" in r.stderr
 
 
-def test_truncated_newest_checkpoint_and_changed_flags(small_data, tmp_path):
+def _copy_of_main_job(main_job, tmp_path):
+    """A private copy of the main job's model_dir (checkpoints every 200 steps), and its steps."""
+    from trainer import config
+
+    assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir = tmp_path / "m"
-    r = run_trainer(
-        *small_flags(small_data, model_dir, "--train_steps=6", "--checkpoint_every_steps=3")
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    (data,) = (model_dir / "checkpoints").glob("ckpt-6.data-*")
+    shutil.copytree(main_job.model_dir, model_dir)
+    steps, every = (config.FLAGS[f].default for f in ("train_steps", "checkpoint_every_steps"))
+    return model_dir, steps, steps - every
+
+
+def test_truncated_newest_checkpoint_and_changed_flags(main_job, tmp_path):
+    model_dir, last, previous = _copy_of_main_job(main_job, tmp_path)
+    (data,) = (model_dir / "checkpoints").glob(f"ckpt-{last}.data-*")
     data.write_bytes(data.read_bytes()[:1000])  # cut off mid-write
-    r = run_trainer(*small_flags(small_data, model_dir, "--train_steps=7"))
+    r = run_trainer(f"--model_dir={model_dir}", f"--train_steps={previous + 1}", env=main_job.env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ckpt-6 is unreadable" in r.stderr and "ckpt-3 at step 3" in r.stderr
+    assert f"ckpt-{last} is unreadable" in r.stderr, r.stderr[-2000:]
+    assert f"ckpt-{previous} at step {previous}" in r.stderr
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"-{previous + 1}")
     before = sorted(os.listdir(model_dir / "checkpoints"))
-    r = run_trainer(*small_flags(small_data, model_dir, "--train_steps=9", "--activation=relu"))
+    r = run_trainer(
+        f"--model_dir={model_dir}", f"--train_steps={last}", "--activation=relu", env=main_job.env
+    )
     assert r.returncode == 1
     assert "activation: saved 'elu', now 'relu'" in r.stderr
     assert sorted(os.listdir(model_dir / "checkpoints")) == before  # nothing written
@@ -234,8 +246,6 @@ def test_missing_data_dir(tmp_path):
 
 
 def test_corrupt_training_record_is_named(small_data, tmp_path):
-    import shutil
-
     data = tmp_path / "d"
     shutil.copytree(small_data, data)
     shard = data / "train-00002-of-00004.tfrecord"
@@ -247,23 +257,19 @@ def test_corrupt_training_record_is_named(small_data, tmp_path):
     assert f"bad training data: {shard} record " in r.stderr, r.stderr[-2000:]
 
 
-def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(small_data, tmp_path):
+def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(main_job, tmp_path):
+    model_dir, last, _ = _copy_of_main_job(main_job, tmp_path)
     r = run_trainer(
-        *small_flags(small_data, tmp_path / "m", "--train_steps=2", "--checkpoint_every_steps=1")
-    )
-    assert r.returncode == 0
-    r = run_trainer(
-        *small_flags(
-            small_data,
-            tmp_path / "m",
-            "--train_steps=200",
-            "--learning_rate=1e30",
-            "--checkpoint_every_steps=1000",
-        )
+        f"--model_dir={model_dir}",
+        f"--train_steps={last + 200}",
+        "--learning_rate=1e30",
+        "--checkpoint_every_steps=1000",
+        env=main_job.env,
     )
     assert r.returncode == 1
     assert "the loss became nan" in r.stderr.lower() or "the loss became inf" in r.stderr
-    assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")).endswith("-2")
+    assert f"the last good checkpoint (step {last}) is kept" in r.stderr
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"-{last}")
 
 
 def test_ram_filesystem_paths_in_process(tmp_path):

@@ -6,8 +6,7 @@ from absl import app, flags
 
 
 def _main(argv):
-    from trainer import config
-    from trainer.main import EXIT_USAGE, train_and_evaluate
+    from trainer import EXIT_USAGE, config
 
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
@@ -17,6 +16,8 @@ def _main(argv):
     except config.ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
+    from trainer.main import train_and_evaluate  # loads TensorFlow: only for valid flags
+
     return train_and_evaluate(cfg)
 
 

@@ -11,7 +11,7 @@ import os
 
 from absl import flags
 
-from trainer import model as model_lib
+from trainer import options
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -48,11 +48,11 @@ _F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
 _F.DEFINE_enum(
     "stride_placement",
     "branch",
-    model_lib.STRIDE_PLACEMENTS,
+    options.STRIDE_PLACEMENTS,
     "branch: the seed's code; after: stride after each module.",
 )
 _F.DEFINE_enum(
-    "head", "flatten", model_lib.HEADS, "Tower head: the seed's Flatten or global max pooling."
+    "head", "flatten", options.HEADS, "Tower head: the seed's Flatten or global max pooling."
 )
 _F.DEFINE_enum(
     "jit_compile",
@@ -198,6 +198,16 @@ def _profile_steps(values: list) -> tuple:
     return (first, last)
 
 
+def _check_activation(name: str) -> None:
+    """Needs Keras (TensorFlow), so it runs after the checks that do not."""
+    from trainer import model as model_lib
+
+    try:
+        model_lib._check_activation(name)
+    except ValueError as e:
+        raise ConfigError(f"--{e}") from None
+
+
 def from_flags(f=FLAGS) -> Config:
     """Reads the parsed flags once; raises ConfigError for values no run can use."""
     for name in (
@@ -220,12 +230,10 @@ def from_flags(f=FLAGS) -> Config:
         raise ConfigError(
             f"--lambda_regularization={f.lambda_regularization} is invalid: it must be >= 0."
         )
-    try:
-        model_lib._check_activation(f.activation)
-    except ValueError as e:
-        raise ConfigError(f"--{e}") from None
     if not f.model_dir:
         raise ConfigError("--model_dir is empty: give a local path or gs://bucket/path.")
+    profile_steps = _profile_steps(f.profile_steps)
+    _check_activation(f.activation)  # last: it loads TensorFlow
     model = ModelConfig(
         f.activation, f.lambda_regularization, f.stride_placement, f.head, f.precision
     )
@@ -244,7 +252,7 @@ def from_flags(f=FLAGS) -> Config:
         f.log_every_steps,
         f.seed,
         f.deterministic,
-        _profile_steps(f.profile_steps),
+        profile_steps,
     )
     export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
     return Config(
