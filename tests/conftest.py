@@ -6,6 +6,8 @@ the only hang protection. Tests whose subject is a time bound measure it from th
 the bounded work starts, with slack, never from process start.
 """
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -38,21 +40,36 @@ def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedPr
 
 
 class MainJob:
-    """The README's main command, run once per test session in a fresh folder and cache."""
+    """The README's main command, run once per test session in a fresh folder and cache.
+
+    With pytest-xdist the test processes share one run: the first to need it runs it under
+    a file lock and records its result; the others wait for the lock and read the record.
+    """
 
     def __init__(self, root):
         self.root = root
         self.env = {"XDG_CACHE_HOME": str(root / "cache")}
-        self.result = run_module("trainer", cwd=root, env=self.env)
         self.model_dir = root / "runs/default"
         self.export_dir = self.model_dir / "export"
+        record = root / "result.json"
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not record.exists():
+                r = run_module("trainer", cwd=root, env=self.env)
+                record.write_text(json.dumps([r.returncode, r.stdout, r.stderr]))
+        code, out, err = json.loads(record.read_text())
+        self.result = subprocess.CompletedProcess(["trainer"], code, out, err)
 
 
 @pytest.fixture(scope="session")
-def main_job(tmp_path_factory):
+def main_job(tmp_path_factory, worker_id):
     """`trainer` with no flags: trained on the built-in set, checkpoints and an export.
 
     Tests that only read its model, checkpoints or export share it instead of training
-    their own; none of them may write into ``model_dir``.
+    their own; none of them may write into ``model_dir`` (copy it first).
     """
-    return MainJob(tmp_path_factory.mktemp("main_job"))
+    base = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # xdist: the workers' temp folders share a parent
+        base = base.parent
+    return MainJob(base / "main_job")
