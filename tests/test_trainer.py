@@ -115,14 +115,14 @@ def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
 
 
 def _copy_of_main_job(main_job, tmp_path):
-    """A private copy of the main job's model_dir (checkpoints every 200 steps), and its steps."""
+    """A private copy of the main job's model_dir: (path, its last step, the save before)."""
     from trainer import config
 
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir = tmp_path / "m"
     shutil.copytree(main_job.model_dir, model_dir)
     steps, every = (config.FLAGS[f].default for f in ("train_steps", "checkpoint_every_steps"))
-    return model_dir, steps, steps - every
+    return model_dir, steps, (steps - 1) // every * every  # the last save before the end
 
 
 def test_truncated_newest_checkpoint_and_changed_flags(main_job, tmp_path):
@@ -352,6 +352,7 @@ def test_export_mode_from_latest_checkpoint(main_job, tmp_path):
     assert sorted(os.listdir(main_job.model_dir / "checkpoints")) == before
     first = tf.saved_model.load(str(main_job.export_dir)).signatures["serving_float"]
     again = tf.saved_model.load(str(out)).signatures["serving_float"]
-    x = tf.random.uniform([2, 32, 32, 3], seed=1)
+    size = json.loads((main_job.model_dir / "config.json").read_text())["image_size"][0]
+    x = tf.random.uniform([2, size, size, 3], seed=1)
     want = first(input1=x, input2=x)["probability"]
     np.testing.assert_array_equal(want, again(input1=x, input2=x)["probability"])

@@ -40,9 +40,9 @@ _F.DEFINE_enum(
     "tf.distribute strategy; auto: multi_worker "
     "with TF_CONFIG or Indexed-Job variables, mirrored with >1 GPU, else one device.",
 )
-_F.DEFINE_integer("global_batch_size", 32, "Pairs per step over all replicas.")
-_F.DEFINE_integer("train_steps", 400, "Total optimizer steps.")
-_F.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+_F.DEFINE_integer("global_batch_size", 64, "Pairs per step over all replicas.")
+_F.DEFINE_integer("train_steps", 300, "Total optimizer steps.")
+_F.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.")
 _F.DEFINE_string("activation", "elu", "Activation of the convolutions and dense layers.")
 _F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
 _F.DEFINE_enum(
