@@ -45,12 +45,12 @@ def fetch_to_device(num_gpus: int) -> bool:
 def thread_counts(intra_flag: int, inter_flag: int, num_gpus: int, env=None) -> tuple[int, int]:
     """(intra-op, inter-op) pool sizes for TensorFlow; 0 leaves TensorFlow's own choice.
 
-    Auto intra-op is 1 without GPUs: on a small CPU host TensorFlow's defaults (both pools
-    one thread per core, plus tf.data's threads) oversubscribe the cores, and an op split
-    over two threads waits for the slower one whenever a core is taken by anything else.
-    This model's towers and Inception branches are independent ops, so the inter-op pool
-    keeps every core busy with whole ops instead (bench/threads.py measures both). An
-    explicit flag, or TF_NUM_INTRAOP_THREADS in the environment, wins.
+    Auto intra-op is 1 without GPUs. This model's towers and Inception branches are
+    independent ops, so the inter-op pool (one thread per core) already keeps the cores busy
+    with whole ops; splitting each op over threads as well (TensorFlow's default) measured no
+    faster on 2 cores, with or without a busy neighbour, and spent more time in the kernel
+    handing work between threads (bench/threads.py, bench/RESULTS.md). An explicit flag, or
+    TF_NUM_INTRAOP_THREADS in the environment, wins.
     """
     env = os.environ if env is None else env
     intra = intra_flag
