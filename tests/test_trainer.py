@@ -237,6 +237,20 @@ def test_bad_flags_exit_1_and_write_nothing(small_data, tmp_path, flags, message
     assert not model_dir.exists()
 
 
+def test_bad_flag_is_answered_before_tensorflow_loads():
+    script = (
+        "import sys, runpy\n"
+        "sys.argv = ['trainer', '--global_batch_size=-4']\n"
+        "try:\n"
+        "    runpy.run_module('trainer', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, 'tensorflow' in sys.modules)\n"
+    )
+    r = subprocess.run([PY, "-c", script], capture_output=True, text=True)
+    assert r.stdout.split() == ["1", "False"], r.stdout + r.stderr[-2000:]
+    assert "--global_batch_size=-4 is invalid" in r.stderr
+
+
 def test_missing_data_dir(tmp_path):
     model_dir = tmp_path / "never"
     r = run_trainer(f"--data_dir={tmp_path / 'nope'}", f"--model_dir={model_dir}")
@@ -324,9 +338,17 @@ def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
 
 def test_profile_steps_and_input_wait(small_data, tmp_path):
     r = run_trainer(
-        *small_flags(small_data, tmp_path / "m", "--train_steps=6", "--profile_steps=2,4")
+        *small_flags(
+            small_data,
+            tmp_path / "m",
+            "--train_steps=6",
+            "--profile_steps=2,4",
+            "--inter_op_threads=3",
+        )
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    # The pools TensorFlow reports back: auto intra-op 1 on this CPU-only host, the flag's 3.
+    assert "TensorFlow thread pools: intra-op 1, inter-op 3" in r.stderr
     assert "profile of steps 2..4 written" in r.stderr
     assert list((tmp_path / "m/tensorboard/plugins/profile").glob("*/*.xplane.pb"))
     waits = [int(w) for w in re.findall(r"input wait (\d+)%", r.stderr)]

@@ -71,6 +71,11 @@ def configure_threads(intra_flag: int, inter_flag: int) -> tuple[int, int]:
             pools.set_inter_op_parallelism_threads(inter)
     except RuntimeError:  # the runtime already started (train_and_evaluate in-process)
         logging.warning("thread pools stay as they are: TensorFlow had already started")
+    logging.info(
+        "TensorFlow thread pools: intra-op %d, inter-op %d (0: TensorFlow's choice)",
+        pools.get_intra_op_parallelism_threads(),
+        pools.get_inter_op_parallelism_threads(),
+    )
     return intra, inter
 
 
