@@ -98,3 +98,89 @@ def test_auc_from_histograms_matches_pairwise_count():
     exact = (pos_scores[:, None] > neg_scores[None, :]).mean()
     assert abs(auc - exact) < 0.01
     assert auc_from_histograms(bins(np.array([0.9])), bins(np.array([0.1]))) == 1.0
+
+
+# ---- Cloud Storage: retry settings and TensorFlow's error messages --------------------------
+
+
+def _waits(env):
+    """The backoff waits TF's retry loop makes under these settings (before jitter)."""
+    delay, longest = (
+        int(env["GCS_RETRY_CONFIG_INIT_DELAY_TIME_US"]),
+        int(env["GCS_RETRY_CONFIG_MAX_DELAY_TIME_US"]),
+    )
+    waits = []
+    for _ in range(int(env["GCS_RETRY_CONFIG_MAX_RETRIES"])):
+        waits.append(min(delay, longest) / 1e6)
+        delay *= 2
+    return waits
+
+
+@pytest.mark.parametrize("timeout", [6, 12, 60, 300, 3600])
+def test_storage_retry_budget_is_a_third_of_the_timeout_per_operation(timeout):
+    from trainer import storage
+
+    env = storage.retry_env(timeout, {})
+    budget = timeout / storage.OPERATIONS_PER_FAILED_WRITE
+    waits = _waits(env)
+    # the waits fill one operation's budget, and stop as soon as they do
+    assert budget <= sum(waits) < budget + max(waits)
+    assert max(waits) <= 32 and waits[0] <= 1
+    attempt = int(env["GCS_REQUEST_CONNECTION_TIMEOUT_SECS"])
+    assert 5 <= attempt <= 120 and int(env["GCS_REQUEST_IDLE_TIMEOUT_SECS"]) <= 60
+
+
+def test_storage_retry_env_leaves_the_users_variables_alone():
+    from trainer import storage
+
+    env = storage.retry_env(300, {"GCS_RETRY_CONFIG_MAX_RETRIES": "2"})
+    assert "GCS_RETRY_CONFIG_MAX_RETRIES" not in env and len(env) == len(storage.RETRY_VARS) - 1
+    assert set(storage.retry_env(300, {})) == set(storage.RETRY_VARS)
+    with pytest.raises(ValueError):
+        storage.retry_env(0, {})
+
+
+# Messages as TensorFlow 2.21 raised them against the sandboxed server (tests/test_gcs.py).
+_GONE = (
+    "All 5 retry attempts failed. The last failure: Error executing an HTTP request: libcurl "
+    "code 52 meaning 'Server returned nothing (no headers, no data)', error details: Empty "
+    "reply from server\n\t when reading metadata of gs://b1/f.txt"
+)
+_LOCKED = (
+    "All 2 retry attempts failed. The last failure: Upload to gs://locked/run/x failed, caused "
+    "by: Error executing an HTTP request: HTTP response code 404 with body '{\"error\":{}}'\n\t "
+    "when resuming upload gs://locked/run/x"
+)
+_UNAVAILABLE = (
+    "Error executing an HTTP request: HTTP response code 503 with body 'busy'\n\t when reading "
+    "gs://data/syn/train-00001-of-00004.tfrecord"
+)
+
+
+def test_storage_failure_names_operation_path_and_cause():
+    from trainer import storage
+
+    gone = storage.failure(_GONE)
+    assert (gone.operation, gone.path, gone.transient) == (
+        "reading metadata of",
+        "gs://b1/f.txt",
+        True,
+    )
+    assert gone.cause == (
+        "libcurl code 52 (Server returned nothing (no headers, no data), Empty reply from server)"
+    )
+    assert gone.sentence(12) == (
+        "Cloud Storage failed reading metadata of gs://b1/f.txt (retried within "
+        f"--storage_timeout_seconds=12): {gone.cause}"
+    )
+    locked = storage.failure(_LOCKED)
+    assert (locked.operation, locked.path, locked.cause, locked.transient) == (
+        "resuming upload",
+        "gs://locked/run/x",
+        "HTTP 404",
+        False,
+    )
+    busy = storage.failure(_UNAVAILABLE)
+    assert busy.path == "gs://data/syn/train-00001-of-00004.tfrecord" and busy.transient
+    assert storage.failure("Collective ops is aborted by: peer down") is None
+    assert storage.failure("Error executing an HTTP request: libcurl code 7 (no gs path)") is None

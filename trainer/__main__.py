@@ -11,6 +11,12 @@ def _main(argv):
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
         return EXIT_USAGE
+    if flags.FLAGS.storage_timeout_seconds > 0:  # else from_flags refuses it
+        # TensorFlow's gs:// client reads these once, when it loads: before from_flags,
+        # whose activation check is the first import of TensorFlow.
+        from trainer import storage
+
+        storage.apply_retry_env(flags.FLAGS.storage_timeout_seconds)
     try:
         cfg = config.from_flags()
     except config.ConfigError as e:

@@ -11,7 +11,7 @@ import os
 
 from absl import flags
 
-from trainer import options
+from trainer import options, storage
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -98,6 +98,15 @@ _F.DEFINE_integer(
     "instead of hanging.",
 )
 
+_F.DEFINE_integer(
+    "storage_timeout_seconds",
+    storage.DEFAULT_TIMEOUT_S,
+    "gs:// paths: a Cloud Storage operation that keeps failing is retried (exponential "
+    "backoff) for about this long, then the run exits 75 naming the operation and path. "
+    "Sets TensorFlow's GCS_RETRY_CONFIG_* and GCS_REQUEST_*_TIMEOUT_SECS variables unless "
+    "they are set already.",
+)
+
 _F.DEFINE_list(
     "profile_steps",
     [],
@@ -174,6 +183,7 @@ class Config:
     peer_timeout_seconds: int = 300
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    storage_timeout_seconds: int = storage.DEFAULT_TIMEOUT_S
 
 
 def _positive(name: str, value: int, allow_zero=False) -> None:
@@ -224,6 +234,7 @@ def from_flags(f=FLAGS) -> Config:
     _positive("intra_op_threads", f.intra_op_threads, allow_zero=True)
     _positive("inter_op_threads", f.inter_op_threads, allow_zero=True)
     _positive("peer_timeout_seconds", f.peer_timeout_seconds)
+    _positive("storage_timeout_seconds", f.storage_timeout_seconds)
     if not f.learning_rate > 0:
         raise ConfigError(f"--learning_rate={f.learning_rate} is invalid: it must be > 0.")
     if not f.lambda_regularization >= 0:
@@ -266,6 +277,7 @@ def from_flags(f=FLAGS) -> Config:
         f.peer_timeout_seconds,
         f.intra_op_threads,
         f.inter_op_threads,
+        f.storage_timeout_seconds,
     )
 
 

@@ -12,7 +12,7 @@ import sys
 import tensorflow as tf
 from absl import logging
 
-from trainer import EXIT_OK, EXIT_RETRY, EXIT_USAGE, checkpoint, distribute
+from trainer import EXIT_OK, EXIT_RETRY, EXIT_USAGE, checkpoint, distribute, storage
 from trainer.config import Config, ConfigError, default_cache_dir
 from trainer.data import DataError
 from trainer.data.source import open_source
@@ -54,6 +54,41 @@ def _sources(data_dir: str):
     return data_dir, train, evaluation
 
 
+def check_storage(config: Config) -> None:
+    """Before anything is read or written: the gs:// buckets exist and the ones the run
+    writes to take a write (StorageError otherwise, exit 1)."""
+    model_dir, export_dir = config.train.model_dir, config.export_dir
+    storage.require_bucket(config.data.data_dir, "data")
+    storage.require_bucket(model_dir, "model_dir")
+    if config.mode == "train":
+        storage.check_writable(model_dir, "model_dir")
+    if storage.is_gcs(export_dir) and (
+        config.mode == "export" or storage.bucket_of(export_dir) != storage.bucket_of(model_dir)
+    ):
+        storage.check_writable(export_dir, "export_dir")
+
+
+def _storage_failed(e: tf.errors.OpError, config: Config) -> int | None:
+    """Exit status and one sentence for a storage operation TensorFlow gave up on."""
+    found = storage.failure(e)
+    if found is None:
+        return None
+    if found.transient:
+        sys.stderr.write(
+            f"error: {found.sentence(config.storage_timeout_seconds)}. Exit {EXIT_RETRY}: "
+            "rerun when the storage is reachable; training resumes from the last complete "
+            "checkpoint.\n"
+        )
+        # Leave now: Python's teardown would flush the TensorBoard writer to the storage that
+        # is gone, each flush waiting out the retries again (measured: four more rounds, a
+        # minute at --storage_timeout_seconds=10). The checkpoints hold everything to keep.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_RETRY)
+    sys.stderr.write(f"error: {found.sentence()}.\n")
+    return EXIT_USAGE
+
+
 def train_and_evaluate(config: Config) -> int:
     """Runs config.mode; returns the exit status. Raises nothing a user caused."""
     from trainer.train import Preempted, Trainer, TrainingDiverged, build_model
@@ -61,6 +96,7 @@ def train_and_evaluate(config: Config) -> int:
     try:
         distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         distribute.split_cpu(config.devices_per_worker)
+        check_storage(config)
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
         strategy, name, index, workers, gpus = distribute.make_strategy(
             config.strategy,
@@ -128,16 +164,15 @@ def train_and_evaluate(config: Config) -> int:
             print(f"checkpoints: {checkpoint.checkpoint_dir(config.train.model_dir)}")
             print(f"exported SavedModel: {config.export_dir}")
         return EXIT_OK
-    except (ConfigError, DataError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return EXIT_USAGE
-    except TrainingDiverged as e:
+    except (ConfigError, DataError, storage.StorageError, TrainingDiverged) as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
     except Preempted as e:
         sys.stderr.write(f"{e} Exit {EXIT_RETRY}: rerun to resume.\n")
         return EXIT_RETRY
     except distribute.PEER_ERRORS as e:
+        if isinstance(e, tf.errors.OpError) and (code := _storage_failed(e, config)) is not None:
+            return code
         reason = (
             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
         )
@@ -146,3 +181,7 @@ def train_and_evaluate(config: Config) -> int:
             "restart the whole group to resume from the last checkpoint.\n"
         )
         return EXIT_RETRY
+    except tf.errors.OpError as e:
+        if (code := _storage_failed(e, config)) is not None:
+            return code
+        raise

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from trainer.data import DataError
+from trainer.storage import StorageError
 
 EXIT_USAGE = 1
 
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
             from trainer.data.verify import verify_folder
 
             return verify_folder(args.data_dir, sys.stdout)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (DataError, StorageError, ValueError, FileExistsError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
     return 0

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from trainer import storage
 from trainer.data import decode, schema
 from trainer.data.schema import DataError
 
@@ -34,11 +35,19 @@ def is_pattern(data: str) -> bool:
     return any(ch in data for ch in "*?[") or data.endswith((".tfrecord", ".gz"))
 
 
+def _storage_outage(e: tf.errors.OpError) -> bool:
+    """Cloud Storage out of reach is not bad data: the caller retries the run (exit 75)."""
+    found = storage.failure(e)
+    return found is not None and found.transient
+
+
 def resolve_files(pattern: str) -> list[str]:
     """Files matching a pattern (local, gs://, ram://); a clear error when there are none."""
     try:
         files = sorted(tf.io.gfile.glob(pattern))
     except tf.errors.OpError as e:
+        if _storage_outage(e):
+            raise
         raise DataError(f"cannot list {pattern}: {decode.error_reason(e)}.") from None
     if not files:
         raise DataError(f"no files match {pattern}: check the path (and the bucket's name).")
@@ -57,6 +66,8 @@ def _peek_spec(path: str, compression: str) -> decode.ImageSpec:
                 f["encoding"].numpy().decode(),
             )
     except tf.errors.OpError as e:
+        if _storage_outage(e):
+            raise
         raise DataError(f"{path} record 0: {decode.error_reason(e)}.") from None
     raise DataError(f"{path} holds no records: nothing to infer the image size from.")
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
+from trainer import storage
 from trainer.data import schema
 
 
@@ -93,6 +94,7 @@ def write_split(
 
 def prepare_output_dir(output_dir: str) -> None:
     """Creates the folder; refuses one that already holds a dataset, so nothing is mixed."""
+    storage.require_bucket(output_dir, "output_dir")  # before makedirs: see trainer/storage.py
     if tf.io.gfile.exists(output_dir):
         existing = [n for n in tf.io.gfile.listdir(output_dir) if schema.SHARD_RE.match(n)]
         if existing or tf.io.gfile.exists(schema.join(output_dir, schema.METADATA_FILE)):

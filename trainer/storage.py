@@ -1,0 +1,190 @@
+"""Cloud Storage as the trainer meets it: how long to wait, what to check first, what to say.
+
+- ``retry_env``: TensorFlow's gs:// client retries a failing request with exponential backoff,
+  by default 10 times from 1 s doubling to 32 s (about 195 s per operation, and a failed write
+  is three operations: ~10 min, measured), and it reads its GCS_* variables once, when
+  TensorFlow loads. ``--storage_timeout_seconds`` maps onto them (a variable the user set
+  wins); ``apply_retry_env`` must run before that import.
+- ``require_bucket`` / ``check_writable``: start checks. They matter beyond a nicer message:
+  ``tf.io.gfile.makedirs`` under a bucket that does not exist loops forever in TF 2.21
+  (measured: it repeats GET /storage/v1/b/<bucket> -> 404 without end).
+- ``failure``: reads a TensorFlow error for a storage operation that failed after its retries
+  and says, in one sentence, which operation on which gs:// path and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Mapping
+
+DEFAULT_TIMEOUT_S = 300
+
+# The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
+RETRY_VARS = (
+    "GCS_RETRY_CONFIG_MAX_RETRIES",
+    "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US",
+    "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US",
+    "GCS_REQUEST_CONNECTION_TIMEOUT_SECS",
+    "GCS_REQUEST_IDLE_TIMEOUT_SECS",
+)
+
+
+class StorageError(Exception):
+    """The storage is there but refuses what the run needs (missing bucket, no write access):
+    the user must act; exit 1."""
+
+
+# A write TensorFlow gives up on costs it three storage operations, each retried in full:
+# the upload, deleting its temporary object, and the upload again when the file is closed
+# (measured: a checkpoint save cut off by an outage). Each operation gets a third of the
+# budget, so no outage keeps a run waiting much longer than --storage_timeout_seconds.
+OPERATIONS_PER_FAILED_WRITE = 3
+
+
+def retry_env(timeout_s: float, environ: Mapping[str, str]) -> dict[str, str]:
+    """GCS_* settings under which the run gives up on an unreachable Cloud Storage after
+    about ``timeout_s`` seconds. Variables present in ``environ`` are left out.
+
+    One operation's budget is a third of it (see OPERATIONS_PER_FAILED_WRITE). Backoff starts
+    at 1 s (less for small budgets) and doubles up to a quarter of the operation's budget (at
+    most TF's 32 s), with as many retries as it takes for the waits to fill that budget. A
+    request that hangs instead of failing gives up after a tenth of it per attempt (at least
+    5 s; at most TF's defaults, 120 s to connect and 60 s without progress).
+    """
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s={timeout_s} must be > 0")
+    budget = timeout_s / OPERATIONS_PER_FAILED_WRITE
+    first = min(1.0, budget / 10)
+    longest = min(32.0, max(first, budget / 4))
+    retries, waited, delay = 0, 0.0, first
+    while waited < budget:
+        waited += min(delay, longest)
+        delay *= 2
+        retries += 1
+    attempt = max(5, int(budget // 10))
+    values = {
+        "GCS_RETRY_CONFIG_MAX_RETRIES": retries,
+        "GCS_RETRY_CONFIG_INIT_DELAY_TIME_US": int(first * 1e6),
+        "GCS_RETRY_CONFIG_MAX_DELAY_TIME_US": int(longest * 1e6),
+        "GCS_REQUEST_CONNECTION_TIMEOUT_SECS": min(120, attempt),
+        "GCS_REQUEST_IDLE_TIMEOUT_SECS": min(60, attempt),
+    }
+    return {k: str(v) for k, v in values.items() if k not in environ}
+
+
+def apply_retry_env(timeout_s: float) -> dict[str, str]:
+    """Sets retry_env() in this process (before TensorFlow loads); returns what it set."""
+    values = retry_env(timeout_s, os.environ)
+    os.environ.update(values)
+    return values
+
+
+def is_gcs(path: str) -> bool:
+    return str(path).startswith("gs://")
+
+
+def bucket_of(path: str) -> str:
+    """gs://bucket/a/b -> bucket."""
+    return path[len("gs://") :].split("/", 1)[0]
+
+
+# ---- reading TensorFlow's errors ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A storage operation TensorFlow gave up on."""
+
+    operation: str  # "reading metadata of", "initiating an upload to", ...
+    path: str  # gs://...
+    cause: str  # "libcurl code 7: Couldn't connect to server", "HTTP 503", ...
+    transient: bool  # the endpoint did not answer (or answered 5xx/429): retry later
+
+    def sentence(self, timeout_s: float | None = None) -> str:
+        waited = f" (retried within --storage_timeout_seconds={timeout_s:g})" if timeout_s else ""
+        return f"Cloud Storage failed {self.operation} {self.path}{waited}: {self.cause}"
+
+
+_PATH = r"(gs://[^\s'\"]+?)[.,;:]?(?=[\s'\"]|$)"
+_OPERATION = re.compile(r"\bwhen ([a-z][a-z ]*?) " + _PATH, re.M)
+_UPLOAD = re.compile(r"\bUpload to " + _PATH, re.M)
+_CURL = re.compile(r"libcurl code (\d+) meaning '([^']*)'(?:, error details: ([^\n]*))?")
+_HTTP = re.compile(r"HTTP response code (\d{3})")
+
+
+def failure(error: BaseException | str) -> Failure | None:
+    """The storage failure inside a TensorFlow error message, or None if it is not one."""
+    text = str(error)
+    if "gs://" not in text or not (
+        "Error executing an HTTP request" in text or "retry attempts failed" in text
+    ):
+        return None
+    op = _OPERATION.search(text)
+    if op:
+        operation, path = op.group(1), op.group(2)
+    else:
+        up = _UPLOAD.search(text)
+        if not up:
+            return None
+        operation, path = "uploading", up.group(1)
+    curl, http = _CURL.search(text), _HTTP.search(text)
+    if curl:
+        details = (curl.group(3) or "").strip()
+        cause = f"libcurl code {curl.group(1)} ({curl.group(2)}{', ' + details if details else ''})"
+        transient = True
+    elif http:
+        status = int(http.group(1))
+        cause = f"HTTP {status}"
+        transient = status >= 500 or status in (408, 429)
+    else:
+        cause, transient = text.strip().splitlines()[0][:200], True
+    return Failure(operation.strip(), path, cause, transient)
+
+
+# ---- start checks (TensorFlow's own client, as the run will use it) -----------------------
+
+
+def require_bucket(path: str, role: str) -> None:
+    """Raises StorageError when ``path`` is on gs:// and its bucket does not exist."""
+    if not is_gcs(path):
+        return
+    import tensorflow as tf
+
+    bucket = bucket_of(path)
+    if not bucket:
+        raise StorageError(f"{role} {path} names no bucket.")
+    try:
+        found = tf.io.gfile.exists(f"gs://{bucket}")
+    except tf.errors.PermissionDeniedError:
+        raise StorageError(
+            f"{role} bucket gs://{bucket} is not accessible with these credentials."
+        ) from None
+    if not found:
+        raise StorageError(f"{role} bucket gs://{bucket} does not exist.")
+
+
+def check_writable(folder: str, role: str, tag: str = "") -> None:
+    """Raises StorageError unless an object can be written into and deleted from ``folder``'s
+    bucket (gs:// only; local folders are made by the run itself). A storage outage is
+    raised as TensorFlow's own error, for the caller's retry handling."""
+    if not is_gcs(folder):
+        return
+    import tensorflow as tf
+
+    require_bucket(folder, role)
+    probe = f"{folder.rstrip('/')}/.write-probe-{tag}{uuid.uuid4().hex[:12]}"
+    try:
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("probe")
+        tf.io.gfile.remove(probe)
+    except tf.errors.OpError as e:
+        found = failure(e)
+        if found is not None and found.transient:
+            raise
+        reason = found.cause if found else str(e).strip().splitlines()[0][:200]
+        raise StorageError(
+            f"{role} bucket gs://{bucket_of(folder)} is not writable ({reason})."
+        ) from None
