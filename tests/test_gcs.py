@@ -155,7 +155,7 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
     # file is written, its index is not): exit 75 naming the upload, within the bound
     gcs.go_down_at("b/checkpoints/ckpt-6_temp/part-00000-of-00001.index")
     proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/b", *common, "--storage_timeout_seconds=12")],
+        [PY, "-m", "trainer", *_flags("gs://models/b", *common, "--storage_timeout_seconds=6")],
         stderr=subprocess.PIPE,
     )
     down = _wait_down(gcs, proc, "save of step 6")
@@ -168,7 +168,7 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
     assert len(message) == 1, err[-3000:]
     assert "Cloud Storage failed" in message[0]
     assert "gs://models/b/checkpoints/ckpt-6_temp/part-00000-of-00001.index" in message[0]
-    assert "(retried within --storage_timeout_seconds=12)" in message[0]
+    assert "(retried within --storage_timeout_seconds=6)" in message[0]
     # The flag bounds the wait (TF's own retries: ~195 s per operation, three operations for
     # a failed write), with slack for a slow host.
     assert waited < 60, waited
@@ -302,7 +302,7 @@ def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
 
     gcs.go_down_at(shard, nth=2)
     proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/r2", *quiet, "--storage_timeout_seconds=12",
+        [PY, "-m", "trainer", *_flags("gs://models/r2", *quiet, "--storage_timeout_seconds=6",
                                       data="gs://data/big")],
         stderr=subprocess.PIPE,
     )  # fmt: skip
