@@ -37,6 +37,9 @@ import threading
 import time
 import urllib.parse
 
+# Limits on the sandbox's own plumbing, never on work under test: a request the server has not
+# answered (it hangs only when broken), the server's start, the front's exit once told to.
+UPSTREAM_TIMEOUT_S, SERVER_START_S, FRONT_EXIT_S = 600, 60, 10
 HOSTS = ("storage.googleapis.com", "www.googleapis.com", "oauth2.googleapis.com")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -71,7 +74,7 @@ def _bind_mount(source: str, target: str) -> None:
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str):
-        super().__init__("localhost", timeout=600)
+        super().__init__("localhost", timeout=UPSTREAM_TIMEOUT_S)
         self._path = path
 
     def connect(self):
@@ -309,7 +312,7 @@ def _start_server(backend: str, root: str):
          "-port", str(server.port), "-external-url", server.url, "-log-level", "error"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    server._wait_until_ready(timeout=30.0)
+    server._wait_until_ready(timeout=SERVER_START_S)
     return server
 
 
@@ -427,7 +430,7 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 self._front.stdin.close()
             try:
-                self._front.wait(timeout=10)
+                self._front.wait(timeout=FRONT_EXIT_S)
             except subprocess.TimeoutExpired:
                 self._front.kill()
                 self._front.wait()

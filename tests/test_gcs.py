@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tests.gcs_sandbox import Sandbox
 from tests.test_k8s import stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
-from tests.test_trainer import read_checkpoint
+from tests.test_trainer import read_checkpoint, small_flags
 from trainer.data.synthetic import make_pair
 
 PY = sys.executable
@@ -48,15 +48,14 @@ def trainer(sb, model_dir, *extra, data="gs://data/syn"):
 
 
 def _flags(model_dir, *extra, data="gs://data/syn"):
-    return [
-        f"--data_dir={data}",
-        f"--model_dir={model_dir}",
-        "--global_batch_size=16",
-        "--log_every_steps=1",
-        "--eval_every_steps=1000",
-        QUICK,
-        *extra,
-    ]
+    return small_flags(data, model_dir, QUICK, *extra)
+
+
+def start_trainer(sb, model_dir, *extra, data="gs://data/syn"):
+    """The trainer running in the namespace, its stderr piped."""
+    return sb.popen(
+        [PY, "-m", "trainer", *_flags(model_dir, *extra, data=data)], stderr=subprocess.PIPE
+    )
 
 
 def download(sb, bucket, prefix, dest):
@@ -141,9 +140,7 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     # kill -9 right after the checkpoint of step 2 is saved
-    proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/b", *common)], stderr=subprocess.PIPE
-    )
+    proc = start_trainer(gcs, "gs://models/b", *common)
     for line in proc.stderr:
         if "saved checkpoint gs://models/b/checkpoints/ckpt-2" in line:
             break
@@ -154,10 +151,7 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
     # the rerun resumes; the storage goes away in the middle of the save of step 6 (the data
     # file is written, its index is not): exit 75 naming the upload, within the bound
     gcs.go_down_at("b/checkpoints/ckpt-6_temp/part-00000-of-00001.index")
-    proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/b", *common, "--storage_timeout_seconds=6")],
-        stderr=subprocess.PIPE,
-    )
+    proc = start_trainer(gcs, "gs://models/b", *common, "--storage_timeout_seconds=6")
     down = _wait_down(gcs, proc, "save of step 6")
     _, err = proc.communicate()
     waited = time.monotonic() - down
@@ -283,15 +277,11 @@ def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
          "--num_train", "512", "--num_eval", "32", "--image_size", "32", "--num_shards", "1"]
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    shard = "/data/big/train-00000-of-00001.tfrecord"
+    big, shard = "gs://data/big", "/data/big/train-00000-of-00001.tfrecord"
     quiet = ["--train_steps=100", "--log_every_steps=1000", "--checkpoint_every_steps=1000"]
 
     gcs.go_down_at(shard, nth=2)
-    proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/r1", *quiet, "--storage_timeout_seconds=60",
-                                      data="gs://data/big")],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = start_trainer(gcs, "gs://models/r1", *quiet, "--storage_timeout_seconds=60", data=big)
     _wait_down(gcs, proc, "second read")
     time.sleep(3)
     gcs.come_back()
@@ -301,11 +291,7 @@ def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
     assert any(shard.split("/")[-1] in d and d.startswith("GET") for d in gcs.dropped())
 
     gcs.go_down_at(shard, nth=2)
-    proc = gcs.popen(
-        [PY, "-m", "trainer", *_flags("gs://models/r2", *quiet, "--storage_timeout_seconds=6",
-                                      data="gs://data/big")],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc = start_trainer(gcs, "gs://models/r2", *quiet, "--storage_timeout_seconds=6", data=big)
     down = _wait_down(gcs, proc, "second read")
     _, err = proc.communicate()
     waited = time.monotonic() - down

@@ -93,6 +93,7 @@ def train_and_evaluate(config: Config) -> int:
     """Runs config.mode; returns the exit status. Raises nothing a user caused."""
     from trainer.train import Preempted, Trainer, TrainingDiverged, build_model
 
+    workers = 0  # known once the strategy is built
     try:
         distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         distribute.split_cpu(config.devices_per_worker)
@@ -176,6 +177,12 @@ def train_and_evaluate(config: Config) -> int:
         reason = (
             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
         )
+        if workers == 1:  # no peer to lose: say what TensorFlow said
+            sys.stderr.write(
+                f"error: TensorFlow aborted the run ({reason}). Exit {EXIT_RETRY}: rerun to "
+                "resume from the last checkpoint.\n"
+            )
+            return EXIT_RETRY
         sys.stderr.write(
             f"error: lost contact with a peer worker ({reason}). Exit {EXIT_RETRY}: "
             "restart the whole group to resume from the last checkpoint.\n"
