@@ -22,6 +22,7 @@ from trainer import tfconfig
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+KINDS = ["Job", "NetworkPolicy", "Service", "ServiceAccount"]  # what an overlay renders
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 RESERVED_FLAGS = ("--model_dir", "--data_dir", "--strategy")
 PORT = tfconfig.DEFAULT_PORT
@@ -150,10 +151,8 @@ def render(spec: JobSpec, docs: list[dict]) -> list[dict]:
     check_spec(spec)
     docs = copy.deepcopy(docs)
     kinds = [d.get("kind") for d in docs]
-    if sorted(kinds) != ["Job", "Service", "ServiceAccount"]:
-        raise SpecError(
-            f"the overlay must hold a Job, a Service and a ServiceAccount, not {kinds}."
-        )
+    if sorted(kinds) != KINDS:
+        raise SpecError(f"the overlay must hold one each of {', '.join(KINDS)}, not {kinds}.")
     for doc in docs:
         meta = doc.setdefault("metadata", {})
         if spec.namespace:
@@ -165,9 +164,21 @@ def render(spec: JobSpec, docs: list[dict]) -> list[dict]:
             meta["name"] = spec.service_account
         if doc["kind"] == "Service":
             doc["spec"]["selector"] = {JOB_NAME_LABEL: spec.name}
+        if doc["kind"] == "NetworkPolicy":
+            _render_policy(doc, spec)
         if doc["kind"] == "Job":
             _render_job(doc, spec)
     return docs
+
+
+def _render_policy(policy: dict, spec: JobSpec) -> None:
+    """Ingress to the worker port from this job's pods only; egress left open."""
+    own = {"matchLabels": {JOB_NAME_LABEL: spec.name}}
+    policy["spec"] = {
+        "podSelector": own,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": own}], "ports": [{"protocol": "TCP", "port": PORT}]}],
+    }
 
 
 def _render_job(job: dict, spec: JobSpec) -> None:

@@ -5,6 +5,7 @@ fake-gcs-server API."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def test_overlays_render_offline_and_validate(overlay, tmp_path):
         check=True,
     ).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    assert sorted(d["kind"] for d in docs) == ["Job", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == k8s.KINDS
     (tmp_path / "m.yaml").write_text(out)
-    assert validate(tmp_path / "m.yaml").count("passed") == 3
+    assert validate(tmp_path / "m.yaml").count("passed") == 4
     job = next(d for d in docs if d["kind"] == "Job")
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -111,7 +112,7 @@ def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     (tmp_path / "m.yaml").write_text(r.stdout)
-    assert validate(tmp_path / "m.yaml").count("passed") == 3
+    assert validate(tmp_path / "m.yaml").count("passed") == 4
     docs = list(yaml.safe_load_all(r.stdout))
     job = next(d for d in docs if d["kind"] == "Job")
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
@@ -120,6 +121,57 @@ def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
     assert limits.get("nvidia.com/gpu") == (str(gpus) if gpus else None)
     strategy = {1: "auto", 4: "mirrored", 0: "auto"}[gpus] if workers == 1 else "multi_worker"
     assert container["args"][0] == f"--strategy={strategy}"
+
+
+def _pod_labels(job: dict, index: int) -> dict:
+    """The labels a pod of this Indexed Job carries: its template's plus those the Job
+    controller adds (Kubernetes >= 1.27)."""
+    name = job["metadata"]["name"]
+    return {
+        **job["spec"]["template"].get("metadata", {}).get("labels", {}),
+        "batch.kubernetes.io/job-name": name,
+        "job-name": name,
+        "batch.kubernetes.io/controller-uid": "0f0e",
+        "controller-uid": "0f0e",
+        "batch.kubernetes.io/job-completion-index": str(index),
+    }
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) == {"matchLabels"}, selector  # no expressions to evaluate here
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_network_policy_admits_only_the_jobs_own_pods_and_pods_are_locked_down():
+    docs = rendered(spec(workers=3))
+    other = rendered(spec(name="exp2", workers=3))
+    by_kind = {d["kind"]: d for d in docs}
+    job, policy = by_kind["Job"], by_kind["NetworkPolicy"]
+    other_job = next(d for d in other if d["kind"] == "Job")
+    own = [_pod_labels(job, i) for i in range(3)]
+    strangers = [_pod_labels(other_job, i) for i in range(3)]
+    rules = policy["spec"]
+    assert rules["policyTypes"] == ["Ingress"]  # egress open: Cloud Storage, DNS, metadata
+    assert all(_selects(rules["podSelector"], p) for p in own)
+    assert not any(_selects(rules["podSelector"], p) for p in strangers)
+    (ingress,) = rules["ingress"]
+    (source,) = ingress["from"]
+    assert set(source) == {"podSelector"}  # no namespaceSelector / ipBlock: same namespace
+    assert all(_selects(source["podSelector"], p) for p in own)
+    assert not any(_selects(source["podSelector"], p) for p in strangers)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": container["ports"][0]["containerPort"]}]
+    # every namespaced object lands in --namespace
+    assert {d["metadata"].get("namespace") for d in docs} == {"ml"}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    security = pod["securityContext"]
+    assert min(security["runAsUser"], security["runAsGroup"], security["fsGroup"]) >= 10000
+    user = re.search(r"^USER (\d+):(\d+)$", (K8S / "Dockerfile").read_text(), re.M)
+    assert (int(user.group(1)), int(user.group(2))) == (
+        security["runAsUser"],
+        security["runAsGroup"],
+    )
 
 
 def test_worker_environment_yields_the_trainers_tf_config():
@@ -164,7 +216,7 @@ def k8s_expand(arg: str, env: dict) -> str:
 def test_hostile_trainer_args_stay_one_verbatim_argument(tmp_path):
     text = k8s.to_yaml(rendered(spec(trainer_args=HOSTILE_ARGS)))
     docs = [d for d in yaml.safe_load_all(text) if d]
-    assert len(docs) == 3 and "Secret" not in [d["kind"] for d in docs]
+    assert len(docs) == 4 and "Secret" not in [d["kind"] for d in docs]
     container = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"][
         "containers"
     ][0]
@@ -230,7 +282,7 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
     (apply,) = stub_kubectl()
     assert apply["argv"] == ["--context=gke-a", "--namespace=ml", "apply", "-f", "-"]
     docs = [d for d in yaml.safe_load_all(apply["stdin"]) if d]
-    assert [d["kind"] for d in docs].count("Job") == 1 and len(docs) == 3
+    assert [d["kind"] for d in docs].count("Job") == 1 and len(docs) == 4
     for action in ("status", "logs", "delete"):
         assert launch("k8s", action, *common).returncode == 0
     calls = [c["argv"] for c in stub_kubectl()[1:]]
