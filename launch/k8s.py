@@ -260,8 +260,67 @@ def commands(
                 "delete",
                 f"job/{name}",
                 f"service/{name}",
+                f"networkpolicy/{name}",
                 "--ignore-not-found",
                 "--cascade=foreground",
             )
         ]
     raise ValueError(f"unknown action {action!r}")
+
+
+# ---- resubmits: what exists under a name, and API errors a person can read ----------------
+
+
+def lookup_argv(name: str, context: str = "", namespace: str = "") -> list[str]:
+    """``kubectl get job NAME -o json``; prints nothing when there is no such job."""
+    return kubectl_argv(context, namespace, "get", "job", name, "-o", "json", "--ignore-not-found")
+
+
+def wait_pods_gone_argv(name: str, context: str = "", namespace: str = "") -> list[str]:
+    """Blocks until no pod of the job is left (a replaced job's workers hold the same names)."""
+    return kubectl_argv(
+        context, namespace, "wait", "--for=delete", "pod", "-l", f"{JOB_NAME_LABEL}={name}",
+        "--timeout=600s",
+    )  # fmt: skip
+
+
+def job_state(job: dict) -> str:
+    """A Job object's state in words: running / succeeded / failed at index i / pending."""
+    status = job.get("status") or {}
+    workers = (job.get("spec") or {}).get("completions", 1)
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return "succeeded"
+        if cond.get("type") == "Failed":
+            message = cond.get("message") or cond.get("reason") or ""
+            # "... for pod NS/<job>-<index>-<5 chars> failed with exit code 1 matching FailJob
+            # rule at index 0": the worker is in the pod's name ("rule at index" is the rule's).
+            index = re.search(r"\bpod [a-z0-9-]+/[a-z0-9-]+-(\d+)-[a-z0-9]{5}\b", message)
+            where = f" at index {index.group(1)}" if index else ""
+            reason = f" ({cond.get('reason')})" if cond.get("reason") else ""
+            return f"failed{where}{reason}"
+    if status.get("active"):
+        return f"running ({status['active']} of {workers} workers active)"
+    return "pending"
+
+
+_GO_STRUCT = re.compile(r"\b[a-z]+\.[A-Z]\w*\{")
+
+
+def api_error(text: str) -> str:
+    """kubectl's error output reduced to its message: Go struct dumps (``core.PodTemplateSpec{
+    ...}``, kilobytes long for "field is immutable") become ``(...)``; one line."""
+    out, i = [], 0
+    while (m := _GO_STRUCT.search(text, i)) is not None:
+        out.append(text[i : m.start()] + "(...)")
+        depth, j = 1, m.end()
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        i = j
+    out.append(text[i:])
+    lines = [line.strip() for line in "".join(out).splitlines() if line.strip()]
+    message = " ".join(lines)
+    return message if len(message) <= 400 else message[:399] + "…"

@@ -1,13 +1,15 @@
 """``launch k8s render|submit|status|logs|delete``: the Kubernetes commands of the launcher.
 
-render and ``--dry_run`` print the manifests; submit runs the Cloud Storage preflight (unless
-``--skip_preflight``) and pipes the manifests to ``kubectl apply -f -``; status, logs and
+render and ``--dry_run`` print the manifests; submit looks the name up first (an existing job
+is refused with its state, or replaced with ``--replace``), runs the Cloud Storage preflight
+(unless ``--skip_preflight``) and pipes the manifests to ``kubectl apply -f -``; status, logs and
 delete run kubectl with ``--context`` and ``--namespace``. Every kubectl call is an argument
 list, never a shell line.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,6 +42,12 @@ def add_parser(sub) -> None:
     p.add_argument("--k8s_dir", default="", help="the repository's k8s/ folder")
     p.add_argument("--dry_run", action="store_true", help="submit: print, apply nothing")
     p.add_argument("--skip_preflight", action="store_true", help="submit: no GCS checks")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="submit: delete an existing job of this name (waiting until its pods are gone) "
+        "and submit anew",
+    )
     p.add_argument("--follow", action="store_true", help="logs: stream")
 
 
@@ -77,6 +85,49 @@ def _preflight(args) -> None:
         sys.stderr.write(f"warning: {line}\n")
 
 
+class KubectlError(Exception):
+    """kubectl failed; the message is the API server's, reduced to one line."""
+
+
+def _kubectl(argv: list[str], stdin: str | None = None, capture: bool = False):
+    """Runs kubectl; raises KubectlError with its reduced message when it fails. Returns its
+    standard output when ``capture``, else 0 (its output went to the terminal)."""
+    r = subprocess.run(
+        argv, input=stdin, text=True, stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    if r.returncode:
+        verb = next(a for a in argv[1:] if not a.startswith("--"))
+        raise KubectlError(f"kubectl {verb}: {k8s.api_error(r.stderr) or f'exit {r.returncode}'}")
+    if not capture:
+        sys.stderr.write(r.stderr)
+    return r.stdout if capture else 0
+
+
+def _existing_job(args) -> dict | None:
+    out = _kubectl(k8s.lookup_argv(args.name, args.context, args.namespace), capture=True)
+    return json.loads(out) if out.strip() else None
+
+
+def _exists_sentence(args, job: dict) -> str:
+    where = f" in namespace {args.namespace}" if args.namespace else ""
+    flags = "".join(
+        f" --{k} {v}" for k, v in (("context", args.context), ("namespace", args.namespace)) if v
+    )
+    return (
+        f"job {args.name} already exists{where} ({k8s.job_state(job)}): delete it with "
+        f"`launch k8s delete --name {args.name}{flags}` or submit with --replace; nothing was "
+        "applied."
+    )
+
+
+def _delete_and_wait(args) -> None:
+    print(f"replacing job {args.name}: deleting it and waiting until its pods are gone")
+    for argv in k8s.commands("delete", args.name, args.context, args.namespace):
+        _kubectl(argv)
+    _kubectl(k8s.wait_pods_gone_argv(args.name, args.context, args.namespace))
+
+
 def main(args, trainer_args) -> int:
     from launch.preflight import PreflightError
 
@@ -86,10 +137,16 @@ def main(args, trainer_args) -> int:
             if args.action == "render" or args.dry_run:
                 sys.stdout.write(manifests)
                 return 0
+            existing = _existing_job(args)
+            if existing is not None and not args.replace:
+                raise k8s.SpecError(_exists_sentence(args, existing))
             if not args.skip_preflight:
                 _preflight(args)
-            argv = k8s.kubectl_argv(args.context, args.namespace, "apply", "-f", "-")
-            return subprocess.run(argv, input=manifests, text=True).returncode
+            if existing is not None:
+                _delete_and_wait(args)
+            return _kubectl(
+                k8s.kubectl_argv(args.context, args.namespace, "apply", "-f", "-"), manifests
+            )
         if trainer_args:
             raise k8s.SpecError(f"{args.action} takes no trainer flags (got {trainer_args}).")
         if not k8s.DNS1123_LABEL.match(args.name):
@@ -99,7 +156,7 @@ def main(args, trainer_args) -> int:
             if rc:
                 return rc
         return 0
-    except (k8s.SpecError, PreflightError) as e:
+    except (k8s.SpecError, PreflightError, KubectlError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     except FileNotFoundError:

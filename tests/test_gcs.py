@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tests.gcs_sandbox import Sandbox
-from tests.test_k8s import stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
+from tests.test_k8s import applied, stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
 from tests.test_trainer import read_checkpoint, small_flags
 from trainer.data.synthetic import make_pair
 
@@ -227,7 +227,7 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, tmp_path, stub_kubectl)
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "will resume from step 4" in r.stdout and "gs://data/syn: 4 files" in r.stdout
-    assert len(stub_kubectl()) == 1
+    assert len(applied(stub_kubectl())) == 1
 
 
 def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubectl):  # noqa: F811
@@ -238,7 +238,7 @@ def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubec
          "--model_dir", "gs://nobucket/run"]
     )  # fmt: skip
     assert r.returncode == 1 and "model_dir bucket gs://nobucket does not exist" in r.stderr
-    assert stub_kubectl() == []
+    assert applied(stub_kubectl()) == []
     r = trainer(gcs, "gs://models/s", data="gs://nodata/syn")
     assert r.returncode == 1 and "error: data bucket gs://nodata does not exist." in r.stderr
     r = trainer(gcs, "gs://models/s", data="gs://data/none-*.tfrecord")

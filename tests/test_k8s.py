@@ -245,6 +245,14 @@ def test_bad_names_and_values_are_refused(field, value, fragment):
         k8s.render(spec(**{field: value}), [])
 
 
+DELETE_FLAGS = ["--ignore-not-found", "--cascade=foreground"]
+
+
+def applied(calls):
+    """The stub's `kubectl apply` calls."""
+    return [c for c in calls if "apply" in c["argv"]]
+
+
 @pytest.fixture
 def stub_kubectl(tmp_path, monkeypatch):
     log = tmp_path / "kubectl.log"
@@ -279,20 +287,21 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
         *HOSTILE_ARGS,
     )
     assert r.returncode == 0, r.stderr
-    (apply,) = stub_kubectl()
-    assert apply["argv"] == ["--context=gke-a", "--namespace=ml", "apply", "-f", "-"]
+    g = ["--context=gke-a", "--namespace=ml"]
+    lookup, apply = stub_kubectl()
+    assert lookup["argv"] == g + ["get", "job", "exp1", "-o", "json", "--ignore-not-found"]
+    assert apply["argv"] == g + ["apply", "-f", "-"]
     docs = [d for d in yaml.safe_load_all(apply["stdin"]) if d]
     assert [d["kind"] for d in docs].count("Job") == 1 and len(docs) == 4
     for action in ("status", "logs", "delete"):
         assert launch("k8s", action, *common).returncode == 0
-    calls = [c["argv"] for c in stub_kubectl()[1:]]
+    calls = [c["argv"] for c in stub_kubectl()[2:]]
     sel = "batch.kubernetes.io/job-name=exp1"
-    g = ["--context=gke-a", "--namespace=ml"]
     assert calls == [
         g + ["get", "job", "exp1", "-o", "wide"],
         g + ["get", "pods", "-l", sel, "-o", "wide"],
         g + ["logs", "-l", sel, "--prefix", "--tail=-1"],
-        g + ["delete", "job/exp1", "service/exp1", "--ignore-not-found", "--cascade=foreground"],
+        g + ["delete", "job/exp1", "service/exp1", "networkpolicy/exp1", *DELETE_FLAGS],
     ]
 
 
@@ -347,7 +356,7 @@ def test_preflight_passes_then_submits(gcs, stub_kubectl):
     r = _submit(server, "--model_dir", "gs://models/r1", "--data_dir", "gs://data/pairs")
     assert r.returncode == 0, r.stderr
     assert "bucket exists and is writable" in r.stdout and "gs://data/pairs: 2 files" in r.stdout
-    assert len(stub_kubectl()) == 1
+    assert len(applied(stub_kubectl())) == 1
 
 
 def test_preflight_failures_submit_nothing(gcs, stub_kubectl):
@@ -365,7 +374,7 @@ def test_preflight_failures_submit_nothing(gcs, stub_kubectl):
     finally:
         subprocess.run(["chattr", "-i", folder], check=True)
     assert r.returncode == 1 and "model_dir bucket gs://locked is not writable" in r.stderr
-    assert stub_kubectl() == []
+    assert applied(stub_kubectl()) == []
 
 
 def test_preflight_warns_on_few_shards_and_reports_resume(gcs, stub_kubectl):
@@ -380,4 +389,108 @@ def test_preflight_warns_on_few_shards_and_reports_resume(gcs, stub_kubectl):
     assert r.returncode == 0, r.stderr
     assert "has 2 files for 3 workers" in r.stderr
     assert "will resume from step 1200" in r.stdout
-    assert len(stub_kubectl()) == 1
+    assert len(applied(stub_kubectl())) == 1
+
+
+# ---- resubmits ----------------------------------------------------------------------------
+
+RUNNING = {"spec": {"completions": 3}, "status": {"active": 2, "succeeded": 1}}
+FAILED = {
+    "spec": {"completions": 3},
+    "status": {
+        "failed": 1,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy"},
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "PodFailurePolicy",
+                "message": "Container trainer for pod ml/exp1-1-x7k2p failed with exit code 1 "
+                "matching FailJob rule at index 0",
+            },
+        ],
+    },
+}
+SUCCEEDED = {"spec": {"completions": 3}, "status": {"conditions": [
+    {"type": "Complete", "status": "True"}]}}  # fmt: skip
+
+
+def test_job_state_in_words():
+    assert k8s.job_state(RUNNING) == "running (2 of 3 workers active)"
+    assert k8s.job_state(FAILED) == "failed at index 1 (PodFailurePolicy)"
+    assert k8s.job_state(SUCCEEDED) == "succeeded"
+    assert k8s.job_state({"spec": {"completions": 2}, "status": {}}) == "pending"
+
+
+def _submit_existing(tmp_path, monkeypatch, job, *extra):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    monkeypatch.setenv("KUBECTL_STUB_JOB", str(path))
+    return launch(
+        "k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
+        "--workers", "3", "--model_dir", "gs://b/r", "--skip_preflight", *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "job, state",
+    [(RUNNING, "running (2 of 3 workers active)"), (FAILED, "failed at index 1"),
+     (SUCCEEDED, "succeeded")],
+)  # fmt: skip
+def test_submit_on_an_existing_name_is_refused_with_its_state(
+    job, state, tmp_path, monkeypatch, stub_kubectl
+):
+    r = _submit_existing(tmp_path, monkeypatch, job)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        f"error: job exp1 already exists in namespace ml ({state}"
+    )
+    assert "`launch k8s delete --name exp1 --namespace ml`" in r.stderr and "--replace" in r.stderr
+    assert [c["argv"][1] for c in stub_kubectl()] == ["get"]  # looked up, nothing applied
+
+
+def test_replace_deletes_waits_for_the_pods_then_submits(tmp_path, monkeypatch, stub_kubectl):
+    r = _submit_existing(tmp_path, monkeypatch, FAILED, "--replace")
+    assert r.returncode == 0, r.stderr
+    ns = ["--namespace=ml"]
+    calls = [c["argv"] for c in stub_kubectl()]
+    assert calls == [
+        ns + ["get", "job", "exp1", "-o", "json", "--ignore-not-found"],
+        ns + ["delete", "job/exp1", "service/exp1", "networkpolicy/exp1", *DELETE_FLAGS],
+        ns + ["wait", "--for=delete", "pod", "-l", "batch.kubernetes.io/job-name=exp1",
+              "--timeout=600s"],
+        ns + ["apply", "-f", "-"],
+    ]  # fmt: skip
+    assert "kind: Job" in stub_kubectl()[-1]["stdin"]
+    # --replace on a name that does not exist: just a submit
+    monkeypatch.delenv("KUBECTL_STUB_JOB")
+    (tmp_path / "kubectl.log").unlink()
+    r = launch("k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
+               "--model_dir", "gs://b/r", "--skip_preflight", "--replace")  # fmt: skip
+    assert r.returncode == 0 and [c["argv"][1] for c in stub_kubectl()] == ["get", "apply"]
+
+
+# What kubectl printed when a Job's pod template was changed on resubmit (shortened: the real
+# one carried a 4.5 KB dump of the Go struct).
+IMMUTABLE = (
+    'The Job "exp1" is invalid: spec.template: Invalid value: core.PodTemplateSpec{ObjectMeta:'
+    'v1.ObjectMeta{Name:"", Labels:map[string]string{"app":"x"}}, Spec:core.PodSpec{Volumes:'
+    '[]core.Volume{core.Volume{Name:"dshm"}}, Containers:[]core.Container{core.Container{Name:'
+    '"trainer", Image:"i:2"}}}}: field is immutable\n'
+)
+
+
+def test_api_server_errors_are_reduced_to_their_message(tmp_path, monkeypatch, stub_kubectl):
+    assert k8s.api_error(IMMUTABLE) == (
+        'The Job "exp1" is invalid: spec.template: Invalid value: (...): field is immutable'
+    )
+    (tmp_path / "err.txt").write_text(IMMUTABLE)
+    monkeypatch.setenv("KUBECTL_STUB_FAIL", "apply")
+    monkeypatch.setenv("KUBECTL_STUB_STDERR", str(tmp_path / "err.txt"))
+    r = launch("k8s", "submit", "--name", "exp1", "--image", "i:2", "--model_dir", "gs://b/r",
+               "--skip_preflight")  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr == (
+        'error: kubectl apply: The Job "exp1" is invalid: spec.template: Invalid value: (...): '
+        "field is immutable\n"
+    )
