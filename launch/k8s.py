@@ -23,6 +23,11 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 KINDS = ["Job", "NetworkPolicy", "Service", "ServiceAccount"]  # what an overlay renders
+# controller -> (its resource, the label on every pod of a run named N: value N)
+CONTROLLERS = {
+    "job": ("job", JOB_NAME_LABEL),
+    "jobset": ("jobset", "jobset.sigs.k8s.io/jobset-name"),
+}
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 RESERVED_FLAGS = ("--model_dir", "--data_dir", "--strategy")
 PORT = tfconfig.DEFAULT_PORT
@@ -236,13 +241,19 @@ def kubectl_argv(context: str, namespace: str, *args: str) -> list[str]:
 
 
 def commands(
-    action: str, name: str, context: str = "", namespace: str = "", follow: bool = False
+    action: str,
+    name: str,
+    context: str = "",
+    namespace: str = "",
+    follow: bool = False,
+    controller: str = "job",
 ) -> list[list[str]]:
     """The kubectl invocations behind status, logs and delete."""
-    selector = f"{JOB_NAME_LABEL}={name}"
+    resource, label = CONTROLLERS[controller]
+    selector = f"{label}={name}"
     if action == "status":
         return [
-            kubectl_argv(context, namespace, "get", "job", name, "-o", "wide"),
+            kubectl_argv(context, namespace, "get", resource, name, "-o", "wide"),
             kubectl_argv(context, namespace, "get", "pods", "-l", selector, "-o", "wide"),
         ]
     if action == "logs":
@@ -258,8 +269,8 @@ def commands(
                 context,
                 namespace,
                 "delete",
-                f"job/{name}",
-                f"service/{name}",
+                f"{resource}/{name}",
+                *([f"service/{name}"] if controller == "job" else []),  # JobSet owns its own
                 f"networkpolicy/{name}",
                 "--ignore-not-found",
                 "--cascade=foreground",
@@ -271,15 +282,19 @@ def commands(
 # ---- resubmits: what exists under a name, and API errors a person can read ----------------
 
 
-def lookup_argv(name: str, context: str = "", namespace: str = "") -> list[str]:
-    """``kubectl get job NAME -o json``; prints nothing when there is no such job."""
-    return kubectl_argv(context, namespace, "get", "job", name, "-o", "json", "--ignore-not-found")
-
-
-def wait_pods_gone_argv(name: str, context: str = "", namespace: str = "") -> list[str]:
-    """Blocks until no pod of the job is left (a replaced job's workers hold the same names)."""
+def lookup_argv(name: str, context="", namespace="", controller="job") -> list[str]:
+    """``kubectl get job|jobset NAME -o json``; prints nothing when there is none."""
+    resource = CONTROLLERS[controller][0]
     return kubectl_argv(
-        context, namespace, "wait", "--for=delete", "pod", "-l", f"{JOB_NAME_LABEL}={name}",
+        context, namespace, "get", resource, name, "-o", "json", "--ignore-not-found"
+    )
+
+
+def wait_pods_gone_argv(name: str, context="", namespace="", controller="job") -> list[str]:
+    """Blocks until no pod of the run is left (a replaced run's workers hold the same names)."""
+    label = CONTROLLERS[controller][1]
+    return kubectl_argv(
+        context, namespace, "wait", "--for=delete", "pod", "-l", f"{label}={name}",
         "--timeout=600s",
     )  # fmt: skip
 
@@ -291,7 +306,7 @@ def job_state(job: dict) -> str:
     for cond in status.get("conditions") or []:
         if cond.get("status") != "True":
             continue
-        if cond.get("type") == "Complete":
+        if cond.get("type") in ("Complete", "Completed"):  # a Job's, a JobSet's
             return "succeeded"
         if cond.get("type") == "Failed":
             message = cond.get("message") or cond.get("reason") or ""

@@ -43,6 +43,19 @@ def add_parser(sub) -> None:
     p.add_argument("--dry_run", action="store_true", help="submit: print, apply nothing")
     p.add_argument("--skip_preflight", action="store_true", help="submit: no GCS checks")
     p.add_argument(
+        "--controller",
+        choices=sorted(k8s.CONTROLLERS),
+        default="job",
+        help="job: an Indexed Job (no add-on needed); jobset: a JobSet (kubernetes-sigs/jobset "
+        "installed), which restarts the whole group at once when a worker fails",
+    )
+    p.add_argument(
+        "--max_restarts",
+        type=int,
+        default=10,
+        help="--controller jobset: group restarts before the run fails",
+    )
+    p.add_argument(
         "--replace",
         action="store_true",
         help="submit: delete an existing job of this name (waiting until its pods are gone) "
@@ -70,8 +83,14 @@ def _manifests(args, trainer_args) -> str:
     spec = _spec(args, trainer_args)
     k8s.check_spec(spec)  # before running kubectl at all
     k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
-    docs = k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, spec.gpus_per_worker))
-    return k8s.to_yaml(k8s.render(spec, docs))
+    docs = k8s.render(
+        spec, k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, spec.gpus_per_worker))
+    )
+    if args.controller == "jobset":
+        from launch import jobset
+
+        docs = jobset.to_jobset(docs, spec.name, args.max_restarts)
+    return k8s.to_yaml(docs)
 
 
 def _preflight(args) -> None:
@@ -105,27 +124,33 @@ def _kubectl(argv: list[str], stdin: str | None = None, capture: bool = False):
 
 
 def _existing_job(args) -> dict | None:
-    out = _kubectl(k8s.lookup_argv(args.name, args.context, args.namespace), capture=True)
+    out = _kubectl(
+        k8s.lookup_argv(args.name, args.context, args.namespace, args.controller), capture=True
+    )
     return json.loads(out) if out.strip() else None
 
 
 def _exists_sentence(args, job: dict) -> str:
     where = f" in namespace {args.namespace}" if args.namespace else ""
+    controller = " --controller jobset" if args.controller == "jobset" else ""
     flags = "".join(
         f" --{k} {v}" for k, v in (("context", args.context), ("namespace", args.namespace)) if v
     )
+    state = k8s.job_state(job)
     return (
-        f"job {args.name} already exists{where} ({k8s.job_state(job)}): delete it with "
-        f"`launch k8s delete --name {args.name}{flags}` or submit with --replace; nothing was "
-        "applied."
+        f"{args.controller} {args.name} already exists{where} ({state}): delete it with "
+        f"`launch k8s delete --name {args.name}{controller}{flags}` or submit with --replace; "
+        "nothing was applied."
     )
 
 
 def _delete_and_wait(args) -> None:
     print(f"replacing job {args.name}: deleting it and waiting until its pods are gone")
-    for argv in k8s.commands("delete", args.name, args.context, args.namespace):
+    for argv in k8s.commands(
+        "delete", args.name, args.context, args.namespace, controller=args.controller
+    ):
         _kubectl(argv)
-    _kubectl(k8s.wait_pods_gone_argv(args.name, args.context, args.namespace))
+    _kubectl(k8s.wait_pods_gone_argv(args.name, args.context, args.namespace, args.controller))
 
 
 def main(args, trainer_args) -> int:
@@ -151,7 +176,9 @@ def main(args, trainer_args) -> int:
             raise k8s.SpecError(f"{args.action} takes no trainer flags (got {trainer_args}).")
         if not k8s.DNS1123_LABEL.match(args.name):
             raise k8s.SpecError(f"--name={args.name!r} is not a DNS-1123 label.")
-        for argv in k8s.commands(args.action, args.name, args.context, args.namespace, args.follow):
+        for argv in k8s.commands(
+            args.action, args.name, args.context, args.namespace, args.follow, args.controller
+        ):
             rc = subprocess.run(argv).returncode
             if rc:
                 return rc

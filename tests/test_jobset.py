@@ -1,0 +1,146 @@
+"""`launch k8s --controller jobset`: the JobSet validated offline against JobSet's own CRD
+schema (../shared/crds, data read where it lies), the rest against the official schemas, and
+TF_CONFIG derived from the host names JobSet gives its pods."""
+
+import json
+import pathlib
+
+import pytest
+import yaml
+
+from launch import jobset, k8s
+from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the named kubectl stub)
+    K8S,
+    _pod_labels,
+    _selects,
+    launch,
+    spec,
+    stub_kubectl,
+    validate,
+)
+from trainer import tfconfig
+
+CRD = pathlib.Path(__file__).resolve().parents[2] / "shared/crds/jobset.x-k8s.io_jobsets.yaml"
+
+
+def _schema():
+    if not CRD.exists():  # data outside the project: say so, in one line
+        pytest.skip(f"JobSet's CRD schema is not at {CRD}: the JobSet is not validated here.")
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha2"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def _validate_jobset(doc):
+    import jsonschema
+
+    jsonschema.validate(doc, _schema(), cls=jsonschema.Draft7Validator)
+
+
+def rendered_jobset(s, max_restarts=5):
+    docs = k8s.render(s, k8s.kustomize(K8S, k8s.overlay_for(s.workers, s.gpus_per_worker)))
+    return jobset.to_jobset(docs, s.name, max_restarts)
+
+
+@pytest.mark.parametrize("workers, gpus", [(3, 1), (1, 0)])
+def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, tmp_path):
+    r = launch(
+        "k8s", "render", "--controller", "jobset", "--max_restarts", "4", "--name", "exp1",
+        "--image", "gcr.io/p/t:1", "--workers", str(workers), "--gpus_per_worker", str(gpus),
+        "--model_dir", "gs://b/r", "--namespace", "ml", "--", "--train_steps=5",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert sorted(d["kind"] for d in docs) == jobset.KINDS
+    (js,) = [d for d in docs if d["kind"] == "JobSet"]
+    _validate_jobset(js)
+    others = [d for d in docs if d["kind"] != "JobSet"]
+    (tmp_path / "m.yaml").write_text(k8s.to_yaml(others))
+    assert validate(tmp_path / "m.yaml").count("passed") == 2
+    assert {d["metadata"]["namespace"] for d in docs} == {"ml"}
+    # the schema is really applied: a wrong field is refused
+    import jsonschema
+
+    bad = json.loads(json.dumps(js))
+    bad["spec"]["failurePolicy"]["rules"][0]["action"] = "RestartEverything"
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_jobset(bad)
+
+
+def test_jobset_restarts_the_group_on_75_and_fails_at_once_on_1():
+    js = next(d for d in rendered_jobset(spec(workers=3), max_restarts=7) if d["kind"] == "JobSet")
+    policy = js["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] == 7
+    (rule,) = policy["rules"]
+    assert rule["action"] == "FailJobSet" and rule["onJobFailureReasons"] == ["PodFailurePolicy"]
+    (replicated,) = js["spec"]["replicatedJobs"]
+    job = replicated["template"]["spec"]
+    assert replicated["replicas"] == 1 and job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] == 3
+    assert job["backoffLimit"] == 0  # a counted failure (75) fails the child Job: group restart
+    rules = {r["action"]: r for r in job["podFailurePolicy"]["rules"]}
+    assert rules["FailJob"]["onExitCodes"]["values"] == [1]  # reason PodFailurePolicy
+    assert rules["Count"]["onExitCodes"]["values"] == [75]
+    assert rules["Ignore"]["onPodConditions"][0]["type"] == "DisruptionTarget"
+
+
+def test_tf_config_from_the_host_names_jobset_gives_its_pods():
+    name, workers = "exp1", 3
+    js = next(d for d in rendered_jobset(spec(name=name, workers=workers)) if d["kind"] == "JobSet")
+    network = js["spec"]["network"]
+    assert network["enableDNSHostnames"] and network["publishNotReadyAddresses"]
+    # JobSet names pod i of replicated job r's Job j "<jobset>-<r>-<j>-<i>" and, with DNS host
+    # names on, resolves it as "<that>.<network.subdomain>" (kubernetes-sigs/jobset docs).
+    (replicated,) = js["spec"]["replicatedJobs"]
+    hosts = [f"{name}-{replicated['name']}-0-{i}.{network['subdomain']}" for i in range(workers)]
+    pod = replicated["template"]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    port = pod["containers"][0]["ports"][0]["containerPort"]
+    for i in range(workers):
+        config = tfconfig.derive_tf_config({**env, "JOB_COMPLETION_INDEX": str(i)})
+        assert config["cluster"]["worker"] == [f"{h}:{port}" for h in hosts]
+        assert config["task"] == {"type": "worker", "index": i}
+
+
+def test_jobset_network_policy_selects_the_jobsets_pods_only():
+    docs = rendered_jobset(spec(workers=2))
+    js = next(d for d in docs if d["kind"] == "JobSet")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]
+    child = {
+        "metadata": {"name": jobset.child_job_name("exp1")},
+        **js["spec"]["replicatedJobs"][0]["template"],
+    }
+
+    def pod(name, i):
+        return {**_pod_labels(child, i), jobset.JOBSET_NAME_LABEL: name}
+
+    own, stranger = [pod("exp1", i) for i in range(2)], pod("exp2", 0)
+    assert all(_selects(policy["podSelector"], p) for p in own)
+    assert all(_selects(policy["ingress"][0]["from"][0]["podSelector"], p) for p in own)
+    assert not _selects(policy["podSelector"], stranger)
+
+
+def test_submit_with_jobset_looks_up_and_deletes_the_jobset(stub_kubectl, tmp_path, monkeypatch):  # noqa: F811
+    (tmp_path / "js.json").write_text(json.dumps({"status": {"conditions": [
+        {"type": "Completed", "status": "True"}]}}))  # fmt: skip
+    monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "js.json"))
+    args = ["k8s", "submit", "--controller", "jobset", "--name", "exp1", "--image", "i:1",
+            "--model_dir", "gs://b/r", "--skip_preflight"]  # fmt: skip
+    r = launch(*args)
+    assert r.returncode == 1 and r.stderr.startswith(
+        "error: jobset exp1 already exists (succeeded)"
+    )
+    assert "launch k8s delete --name exp1 --controller jobset" in r.stderr
+    r = launch(*args, "--replace")
+    assert r.returncode == 0, r.stderr
+    calls = [c["argv"] for c in stub_kubectl()]
+    assert calls[1] == ["get", "jobset", "exp1", "-o", "json", "--ignore-not-found"]
+    assert calls[2][:3] == ["delete", "jobset/exp1", "networkpolicy/exp1"]
+    assert calls[3][:5] == [
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "jobset.sigs.k8s.io/jobset-name=exp1",
+    ]
+    assert calls[4] == ["apply", "-f", "-"] and "kind: JobSet" in stub_kubectl()[4]["stdin"]
