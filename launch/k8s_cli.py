@@ -153,6 +153,48 @@ def _delete_and_wait(args) -> None:
     _kubectl(k8s.wait_pods_gone_argv(args.name, args.context, args.namespace, args.controller))
 
 
+def _status(args) -> str:
+    from launch import preflight, status
+
+    run = _existing_job(args)
+    if run is None:
+        where = f" in namespace {args.namespace}" if args.namespace else ""
+        raise k8s.SpecError(f"{args.controller} {args.name} does not exist{where}.")
+    label = k8s.CONTROLLERS[args.controller][1]
+    pods = json.loads(
+        _kubectl(
+            k8s.kubectl_argv(
+                args.context,
+                args.namespace,
+                "get",
+                "pods",
+                "-l",
+                f"{label}={args.name}",
+                "-o",
+                "json",
+            ),
+            capture=True,
+        )
+        or "{}"
+    )
+    model_dir = status.model_dir_of(run)
+    if model_dir:
+        storage = status.read_storage(preflight.make_client(), model_dir)
+    else:
+        storage = {"model_dir": None, "error": "the run's arguments name no --model_dir"}
+    flags = "".join(
+        f" --{k} {v}"
+        for k, v in (
+            ("controller", args.controller if args.controller != "job" else ""),
+            ("context", args.context),
+            ("namespace", args.namespace),
+        )
+        if v
+    )
+    logs = f"launch k8s logs --name {args.name}{flags} --follow"
+    return status.screen(args.name, args.controller, run, pods, storage, logs)
+
+
 def main(args, trainer_args) -> int:
     from launch.preflight import PreflightError
 
@@ -176,6 +218,9 @@ def main(args, trainer_args) -> int:
             raise k8s.SpecError(f"{args.action} takes no trainer flags (got {trainer_args}).")
         if not k8s.DNS1123_LABEL.match(args.name):
             raise k8s.SpecError(f"--name={args.name!r} is not a DNS-1123 label.")
+        if args.action == "status":
+            sys.stdout.write(_status(args))
+            return 0
         for argv in k8s.commands(
             args.action, args.name, args.context, args.namespace, args.follow, args.controller
         ):

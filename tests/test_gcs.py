@@ -315,5 +315,5 @@ def test_launch_local_two_workers_write_only_the_chiefs_objects(gcs):
     names = gcs.names("models", "mw/")
     assert "mw/checkpoints/ckpt-4.index" in names and "mw/export/saved_model.pb" in names
     tops = {n.split("/")[1] for n in names if n.count("/") >= 1 and n.split("/")[1]}
-    assert tops == {"checkpoints", "config.json", "export", "tensorboard"}, tops
+    assert tops == {"checkpoints", "config.json", "eval", "export", "tensorboard"}, tops
     assert len([n for n in names if "/tensorboard/events" in n]) == 1  # the chief's only

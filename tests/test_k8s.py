@@ -293,13 +293,11 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
     assert apply["argv"] == g + ["apply", "-f", "-"]
     docs = [d for d in yaml.safe_load_all(apply["stdin"]) if d]
     assert [d["kind"] for d in docs].count("Job") == 1 and len(docs) == 4
-    for action in ("status", "logs", "delete"):
+    for action in ("logs", "delete"):
         assert launch("k8s", action, *common).returncode == 0
     calls = [c["argv"] for c in stub_kubectl()[2:]]
     sel = "batch.kubernetes.io/job-name=exp1"
     assert calls == [
-        g + ["get", "job", "exp1", "-o", "wide"],
-        g + ["get", "pods", "-l", sel, "-o", "wide"],
         g + ["logs", "-l", sel, "--prefix", "--tail=-1"],
         g + ["delete", "job/exp1", "service/exp1", "networkpolicy/exp1", *DELETE_FLAGS],
     ]
@@ -494,3 +492,63 @@ def test_api_server_errors_are_reduced_to_their_message(tmp_path, monkeypatch, s
         'error: kubectl apply: The Job "exp1" is invalid: spec.template: Invalid value: (...): '
         "field is immutable\n"
     )
+
+
+# ---- status: one screen from the cluster's JSON and the run's bucket ------------------------
+
+
+def _pod(name, index, phase, created, restarts=0):
+    return {
+        "metadata": {"name": name, "creationTimestamp": created,
+                     "labels": {"batch.kubernetes.io/job-completion-index": str(index)}},
+        "status": {"phase": phase, "containerStatuses": [{"restartCount": restarts}]},
+    }  # fmt: skip
+
+
+def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_path, monkeypatch):
+    server, client = gcs
+    job = next(
+        d for d in rendered(spec(workers=2, model_dir="gs://models/r9")) if d["kind"] == "Job"
+    )
+    job["status"] = {"active": 2}
+    pods = {"items": [
+        _pod("exp1-0-aaaaa", 0, "Running", "2026-11-30T10:00:00Z"),
+        _pod("exp1-1-bbbbb", 1, "Failed", "2026-11-30T10:00:00Z"),
+        _pod("exp1-1-ccccc", 1, "Running", "2026-11-30T10:05:00Z", restarts=1),
+    ]}  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "pods.json").write_text(json.dumps(pods))
+    monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "job.json"))
+    monkeypatch.setenv("KUBECTL_STUB_PODS", str(tmp_path / "pods.json"))
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": server.url}
+    common = ["k8s", "status", "--name", "exp1", "--namespace", "ml"]
+    r = launch(*common, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:4] == [
+        "job exp1: running (2 of 2 workers active)",
+        "workers:",
+        "  worker 0: Running   restarts 0  pod exp1-0-aaaaa",
+        "  worker 1: Running   restarts 2  pod exp1-1-ccccc",  # one earlier pod, one restart
+    ]
+    assert "model_dir: gs://models/r9" in r.stdout
+    assert "latest checkpoint: none yet" in r.stdout and "last eval: none yet" in r.stdout
+    assert "logs: launch k8s logs --name exp1 --namespace ml --follow" in r.stdout
+    # what the trainer's chief writes into the model_dir
+    bucket = client.bucket("models")
+    bucket.blob("r9/checkpoints/checkpoint").upload_from_string(
+        'model_checkpoint_path: "ckpt-1200"\nall_model_checkpoint_paths: "ckpt-1200"\n'
+    )
+    bucket.blob("r9/checkpoints/ckpt-1200.index").upload_from_string(b"x")
+    bucket.blob("r9/eval/last.json").upload_from_string(json.dumps(
+        {"step": 1000, "time": 1796040000.0, "accuracy": 0.9375, "auc": 0.98125, "loss": 0.1875,
+         "pairs": 64.0}))  # fmt: skip
+    r = launch(*common, env=env)
+    assert r.returncode == 0, r.stderr
+    assert re.search(
+        r"latest checkpoint: step 1200 at 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC", r.stdout
+    )
+    assert "last eval: step 1000 accuracy 0.9375 auc 0.9812 loss 0.1875 at 2026-11-30 " in r.stdout
+    # no such run: one sentence, exit 1
+    monkeypatch.delenv("KUBECTL_STUB_JOB")
+    r = launch(*common, env={**env, "KUBECTL_STUB_JOB": ""})
+    assert r.returncode == 1 and r.stderr == "error: job exp1 does not exist in namespace ml.\n"

@@ -66,6 +66,9 @@ def test_main_job_without_flags_learns_and_exports(main_job):
     steps = config.FLAGS["train_steps"].default
     latest = tf.train.latest_checkpoint(str(main_job.model_dir / "checkpoints"))
     assert latest.endswith(f"-{steps}")
+    # the last eval as JSON (what `launch k8s status` shows): the final step's printed figures
+    last = json.loads((main_job.model_dir / "eval/last.json").read_text())
+    assert last["step"] == steps and f"accuracy {last['accuracy']:.4f}" in r.stdout
 
 
 def test_exact_resume_is_bitwise_equal(small_data, tmp_path):

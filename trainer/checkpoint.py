@@ -19,6 +19,7 @@ from trainer.data.schema import join
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
+LAST_EVAL_FILE = "eval/last.json"  # the newest eval's step, time and metrics
 
 
 def checkpoint_dir(model_dir: str) -> str:
@@ -118,3 +119,15 @@ def latest_checkpoint_step(model_dir: str) -> int | None:
     """Step of the newest checkpoint in model_dir, or None."""
     path = tf.train.latest_checkpoint(checkpoint_dir(model_dir))
     return int(path.rsplit("-", 1)[1]) if path else None
+
+
+def write_last_eval(model_dir: str, step: int, metrics: dict) -> None:
+    """<model_dir>/eval/last.json (replaced whole): what `launch k8s status` shows."""
+    import time
+
+    record = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
+    path = join(model_dir, LAST_EVAL_FILE)
+    tf.io.gfile.makedirs(join(model_dir, "eval"))
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump(record, f, sort_keys=True)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

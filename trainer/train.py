@@ -19,7 +19,7 @@ from absl import logging
 
 from trainer import model as model_lib
 from trainer import steps as steps_lib
-from trainer.checkpoint import Checkpointer
+from trainer.checkpoint import Checkpointer, write_last_eval
 from trainer.config import ModelConfig, TrainConfig
 from trainer.data import reader, verify
 from trainer.data.schema import DataError, join
@@ -381,6 +381,8 @@ class Trainer:
             metrics["pairs"],
         )
         self._scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "pairs"})
+        if self.is_chief:
+            write_last_eval(self.cfg.model_dir, step, metrics)
 
     def _scalars(self, step: int, values: dict) -> None:
         with self.writer.as_default(step=step):
