@@ -20,7 +20,13 @@ from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the na
 )
 from trainer import tfconfig
 
-CRD = pathlib.Path(__file__).resolve().parents[2] / "shared/crds/jobset.x-k8s.io_jobsets.yaml"
+# Data, read where it lies (not copied into the project): ../shared/crds beside the checkout,
+# or shared/crds inside it.
+_NAME = "shared/crds/jobset.x-k8s.io_jobsets.yaml"
+CRD = next(
+    (p / _NAME for p in pathlib.Path(__file__).resolve().parents[1:3] if (p / _NAME).exists()),
+    pathlib.Path(__file__).resolve().parents[2] / _NAME,
+)
 
 
 def _schema():
