@@ -160,7 +160,8 @@ def require_bucket(path: str, role: str) -> None:
         found = tf.io.gfile.exists(f"gs://{bucket}")
     except tf.errors.PermissionDeniedError:
         raise StorageError(
-            f"{role} bucket gs://{bucket} is not accessible with these credentials."
+            f"{role} bucket gs://{bucket} is not accessible with these credentials (they need "
+            "storage.buckets.get besides object access)."
         ) from None
     if not found:
         raise StorageError(f"{role} bucket gs://{bucket} does not exist.")
