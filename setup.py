@@ -21,6 +21,7 @@ setup(
         "google-cloud-storage>=2.18",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "pyyaml>=6",
+        "matplotlib>=3.8",  # trainer.report's pictures
     ],
     extras_require={
         # bench/gpu.sh on a GPU machine without TensorFlow: the seed model on Keras' JAX backend.

@@ -15,7 +15,8 @@ from trainer import options, storage
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-MODES = ("train", "export")
+MODES = ("train", "export", "evaluate", "continuous_eval")
+BEST_METRICS = ("none", "auc", "accuracy", "loss")
 JIT = ("auto", "true", "false")
 
 _F = flags
@@ -32,7 +33,14 @@ _F.DEFINE_string(
     "(local or gs://). Training resumes from here by itself.",
 )
 _F.DEFINE_string("export_dir", "", "Where the SavedModel goes (default: <model_dir>/export).")
-_F.DEFINE_enum("mode", "train", MODES, "train (then export), or export the latest checkpoint.")
+_F.DEFINE_enum(
+    "mode",
+    "train",
+    MODES,
+    "train (then export); export: the latest checkpoint; evaluate: one checkpoint "
+    "(--checkpoint_step, default the latest); continuous_eval: every new checkpoint in "
+    "<model_dir>/checkpoints once, until the one of --train_steps.",
+)
 _F.DEFINE_enum(
     "strategy",
     "auto",
@@ -63,7 +71,30 @@ _F.DEFINE_enum(
 _F.DEFINE_enum("precision", "float32", PRECISIONS, "Keras dtype policy.")
 _F.DEFINE_integer("checkpoint_every_steps", 200, "Save every N steps (and at the end).")
 _F.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in <model_dir>/checkpoints.")
-_F.DEFINE_integer("eval_every_steps", 200, "Evaluate every N steps (and at the end).")
+_F.DEFINE_integer(
+    "eval_every_steps",
+    200,
+    "Evaluate every N steps (and at the end); 0: no evaluation in the training loop (a "
+    "--mode=continuous_eval process evaluates instead).",
+)
+_F.DEFINE_integer(
+    "checkpoint_step", 0, "--mode=evaluate: the checkpoint's step; 0: the latest checkpoint."
+)
+_F.DEFINE_integer(
+    "eval_timeout_seconds",
+    3600,
+    "--mode=continuous_eval: stop when no new checkpoint appeared for this long.",
+)
+_F.DEFINE_float(
+    "eval_poll_seconds", 5.0, "--mode=continuous_eval: how often to look for a new checkpoint."
+)
+_F.DEFINE_enum(
+    "best_metric",
+    "none",
+    BEST_METRICS,
+    "Keep <model_dir>/export_best (a SavedModel with best.json) of the checkpoint with the "
+    "best eval value of this metric (auc and accuracy: higher, loss: lower); none: off.",
+)
 _F.DEFINE_integer("log_every_steps", 50, "Progress line every N steps.")
 _F.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
 _F.DEFINE_boolean("deterministic", False, "Bitwise-reproducible ops and input order.")
@@ -169,6 +200,16 @@ class TrainConfig:
     seed: int
     deterministic: bool
     profile_steps: tuple = ()
+    best_metric: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """--mode=evaluate / continuous_eval."""
+
+    checkpoint_step: int = 0  # 0: the latest
+    timeout_seconds: int = 3600
+    poll_seconds: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +225,7 @@ class Config:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     storage_timeout_seconds: int = storage.DEFAULT_TIMEOUT_S
+    evaluation: EvalConfig = EvalConfig()
 
 
 def _positive(name: str, value: int, allow_zero=False) -> None:
@@ -225,11 +267,19 @@ def from_flags(f=FLAGS) -> Config:
         "train_steps",
         "checkpoint_every_steps",
         "keep_checkpoints",
-        "eval_every_steps",
         "log_every_steps",
+        "eval_timeout_seconds",
         "shuffle_buffer",
     ):
         _positive(name, getattr(f, name))
+    _positive("eval_every_steps", f.eval_every_steps, allow_zero=True)
+    _positive("checkpoint_step", f.checkpoint_step, allow_zero=True)
+    if f.checkpoint_step and f.mode != "evaluate":
+        raise ConfigError(
+            f"--checkpoint_step={f.checkpoint_step} applies to --mode=evaluate only: drop it."
+        )
+    if not f.eval_poll_seconds > 0:
+        raise ConfigError(f"--eval_poll_seconds={f.eval_poll_seconds} is invalid: it must be > 0.")
     _positive("devices_per_worker", f.devices_per_worker, allow_zero=True)
     _positive("intra_op_threads", f.intra_op_threads, allow_zero=True)
     _positive("inter_op_threads", f.inter_op_threads, allow_zero=True)
@@ -264,6 +314,7 @@ def from_flags(f=FLAGS) -> Config:
         f.seed,
         f.deterministic,
         profile_steps,
+        f.best_metric,
     )
     export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
     return Config(
@@ -278,6 +329,7 @@ def from_flags(f=FLAGS) -> Config:
         f.intra_op_threads,
         f.inter_op_threads,
         f.storage_timeout_seconds,
+        EvalConfig(f.checkpoint_step, f.eval_timeout_seconds, f.eval_poll_seconds),
     )
 
 

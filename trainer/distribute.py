@@ -15,10 +15,21 @@ from trainer import rendezvous, tfconfig
 from trainer.config import STRATEGIES, ConfigError
 
 
-def choose_strategy(flag: str, has_cluster: bool, num_gpus: int) -> str:
-    """The strategy name for --strategy=flag on this host (see the flag's help)."""
+def choose_strategy(flag: str, has_cluster: bool, num_gpus: int, evaluator: bool = False) -> str:
+    """The strategy name for --strategy=flag on this host (see the flag's help).
+
+    An evaluator (--mode=evaluate/continuous_eval) runs alone: a cluster in its environment
+    (a pod rendered beside the workers) is not its to join.
+    """
     if flag not in STRATEGIES:
         raise ConfigError(f"--strategy={flag!r} is unknown: use one of {', '.join(STRATEGIES)}.")
+    if evaluator:
+        if flag == "multi_worker":
+            raise ConfigError(
+                "--strategy=multi_worker does not apply to an evaluation mode: an evaluator "
+                "runs alone (one device, or mirrored over this host's GPUs)."
+            )
+        has_cluster = False
     if flag != "auto":
         return flag
     if has_cluster:
@@ -122,15 +133,21 @@ def _configure_coordination(cluster: dict, timeout_s: int) -> None:
     )
 
 
-def make_strategy(flag: str, env=None, peer_timeout_s: int = 300, devices_per_worker: int = 0):
+def make_strategy(
+    flag: str,
+    env=None,
+    peer_timeout_s: int = 300,
+    devices_per_worker: int = 0,
+    evaluator: bool = False,
+):
     """Returns (strategy, name, worker index, worker count, number of GPUs)."""
     env = os.environ if env is None else env
     try:
-        cluster = tfconfig.derive_tf_config(env)
+        cluster = None if evaluator else tfconfig.derive_tf_config(env)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     num_gpus = len(tf.config.list_physical_devices("GPU"))
-    name = choose_strategy(flag, cluster is not None, num_gpus)
+    name = choose_strategy(flag, cluster is not None, num_gpus, evaluator)
     index, count = 0, 1
     if name == "multi_worker":
         if cluster is None:

@@ -25,11 +25,20 @@ def _float_copy(model: keras.Model, model_cfg: ModelConfig, build) -> keras.Mode
     return clean
 
 
-def _decoder(height: int, width: int, channels: int):
+def image_decoder(height: int, width: int, channels: int):
+    """PNG/JPEG bytes -> float image in [0, 1] at the model's size: the serving signature's
+    own decoding, shared with batch prediction so both score a pair alike."""
+
     def decode(data):
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
         image = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
         return tf.ensure_shape(image / 255.0, [height, width, channels])
+
+    return decode
+
+
+def _decoder(height: int, width: int, channels: int):
+    decode = image_decoder(height, width, channels)
 
     def decode_batch(images):
         return tf.map_fn(

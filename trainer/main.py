@@ -15,6 +15,7 @@ from absl import logging
 from trainer import EXIT_OK, EXIT_RETRY, EXIT_USAGE, checkpoint, distribute, storage
 from trainer.config import Config, ConfigError, default_cache_dir
 from trainer.data import DataError
+from trainer.data.schema import join
 from trainer.data.source import open_source
 
 SYNTHETIC_VERSION = "synthetic-v3-16px-8k"
@@ -60,7 +61,7 @@ def check_storage(config: Config) -> None:
     model_dir, export_dir = config.train.model_dir, config.export_dir
     storage.require_bucket(config.data.data_dir, "data")
     storage.require_bucket(model_dir, "model_dir")
-    if config.mode == "train":
+    if config.mode != "export":  # training and evaluation write into model_dir
         storage.check_writable(model_dir, "model_dir")
     if storage.is_gcs(export_dir) and (
         config.mode == "export" or storage.bucket_of(export_dir) != storage.bucket_of(model_dir)
@@ -89,9 +90,52 @@ def _storage_failed(e: tf.errors.OpError, config: Config) -> int | None:
     return EXIT_USAGE
 
 
+EVAL_MODES = ("evaluate", "continuous_eval")
+
+
+def _print_eval(prefix: str, metrics: dict) -> None:
+    print(
+        f"{prefix} accuracy {metrics['accuracy']:.4f} auc {metrics['auc']:.4f} "
+        f"loss {metrics['loss']:.4f} on {metrics['pairs']} pairs"
+    )
+
+
+def _best_keeper(config: Config, model_cfg, build_model):
+    """The keeper of export_best for --best_metric (None: off)."""
+    if config.train.best_metric == "none":
+        return None
+    from trainer.best import BestKeeper
+    from trainer.export import export_saved_model
+
+    def export(model, path):
+        export_saved_model(model, model_cfg, path, build_model)
+
+    return BestKeeper(config.train.model_dir, config.train.best_metric, export)
+
+
+def _evaluate(config: Config, trainer, model_cfg) -> int:
+    """--mode=evaluate (one checkpoint) or --mode=continuous_eval (each new one)."""
+    from trainer.evaluate import Evaluator
+
+    evaluator = Evaluator(trainer, model_cfg, config.train.model_dir, config.train.train_steps)
+    if config.mode == "evaluate":
+        step, metrics = evaluator.evaluate_one(config.evaluation.checkpoint_step)
+        _print_eval(f"eval at step {step}:", metrics)
+        return EXIT_OK
+    count = evaluator.run_continuous(
+        config.evaluation.timeout_seconds, config.evaluation.poll_seconds
+    )
+    print(
+        f"continuous eval: evaluated {count} checkpoints this run, "
+        f"{len(evaluator.record)} in all (steps {', '.join(map(str, sorted(evaluator.record)))})"
+    )
+    return EXIT_OK
+
+
 def train_and_evaluate(config: Config) -> int:
     """Runs config.mode; returns the exit status. Raises nothing a user caused."""
-    from trainer.train import Preempted, Trainer, TrainingDiverged, build_model
+    from trainer.control import Preempted, TrainingDiverged
+    from trainer.train import Trainer, build_model
 
     workers = 0  # known once the strategy is built
     try:
@@ -103,6 +147,7 @@ def train_and_evaluate(config: Config) -> int:
             config.strategy,
             peer_timeout_s=config.peer_timeout_seconds,
             devices_per_worker=config.devices_per_worker,
+            evaluator=config.mode in EVAL_MODES,
         )
         spec = train_src.spec
         model_cfg = config.model.__class__(
@@ -147,17 +192,21 @@ def train_and_evaluate(config: Config) -> int:
             workers,
             jit=distribute.use_jit(config.train.jit_compile, gpus),
             fetch_to_device=distribute.fetch_to_device(gpus),
+            summary_dir=join(config.train.model_dir, "tensorboard/eval")
+            if config.mode in EVAL_MODES
+            else None,
+            best=_best_keeper(config, model_cfg, build_model),
         )
+        if config.mode in EVAL_MODES:
+            return _evaluate(config, trainer, model_cfg)
         trainer.restore()
-        if config.mode != "export":
-            from trainer.train import StopSignal
+        if config.mode == "train":
+            from trainer.control import StopSignal
 
             with StopSignal() as stop:
                 metrics = trainer.fit(stop)
-            print(
-                f"eval: accuracy {metrics['accuracy']:.4f} auc {metrics['auc']:.4f} "
-                f"loss {metrics['loss']:.4f} on {metrics['pairs']} pairs"
-            )
+            if metrics is not None:
+                _print_eval("eval:", metrics)
         if index == 0:
             from trainer.export import export_saved_model
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import signal
 import time
 
 import keras
@@ -21,37 +20,9 @@ from trainer import model as model_lib
 from trainer import steps as steps_lib
 from trainer.checkpoint import Checkpointer, write_last_eval
 from trainer.config import ModelConfig, TrainConfig
+from trainer.control import INPUT_BOUND_FRACTION, Preempted, StopSignal, TrainingDiverged, Window
 from trainer.data import reader, verify
 from trainer.data.schema import DataError, join
-
-
-class Preempted(Exception):
-    """SIGTERM (or a lost peer) stopped the run after a checkpoint: retry the group."""
-
-
-class TrainingDiverged(Exception):
-    """The loss became NaN or Inf."""
-
-
-class StopSignal:
-    """Remembers SIGTERM/SIGINT so the loop can finish the step, save and exit."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("signal %d: stopping after this step and saving a checkpoint", signum)
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def build_model(model_cfg: ModelConfig):
@@ -90,30 +61,6 @@ def _eval_input(source, batch: int, worker: int, workers: int, num_batches: int,
     return real.concatenate(pad).take(num_batches)
 
 
-INPUT_BOUND_FRACTION = 0.1
-
-
-class _Window:
-    """Steps, wall time and input-wait time since the last progress line."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.start, self.steps, self.wait, self.busy = time.monotonic(), 0, 0.0, 0.0
-
-    def add(self, wait: float, total: float):
-        self.steps += 1
-        self.wait += wait
-        self.busy += total
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def input_fraction(self) -> float:
-        return self.wait / self.busy if self.busy > 0 else 0.0
-
-
 class Trainer:
     """One training run of the dual-input model under ``strategy``."""
 
@@ -129,6 +76,8 @@ class Trainer:
         num_workers=1,
         jit=False,
         fetch_to_device=True,
+        summary_dir=None,
+        best=None,
     ):
         self.strategy, self.cfg, self.data_cfg = strategy, train_cfg, data_cfg
         self.model_cfg = model_cfg
@@ -160,10 +109,11 @@ class Trainer:
         )
         self.eval_step = steps_lib.make_eval_step(strategy, self.model)
         self.writer = (
-            tf.summary.create_file_writer(join(train_cfg.model_dir, "tensorboard"))
+            tf.summary.create_file_writer(summary_dir or join(train_cfg.model_dir, "tensorboard"))
             if self.is_chief
             else tf.summary.create_noop_writer()
         )
+        self.best = best if self.is_chief else None  # a trainer.best.BestKeeper or None
         self.skipped = []
         self.profile_steps = train_cfg.profile_steps
         self.input_options = tf.distribute.InputOptions(
@@ -251,13 +201,14 @@ class Trainer:
         if self.is_chief:
             logging.info("saved checkpoint %s", path)
 
-    def fit(self, stop: StopSignal) -> dict:
-        """Trains from the restored step to cfg.train_steps; returns the final eval metrics."""
+    def fit(self, stop: StopSignal) -> dict | None:
+        """Trains from the restored step to cfg.train_steps; returns the final eval metrics
+        (None with --eval_every_steps=0: evaluation is left to a separate evaluator)."""
         cfg = self.cfg
         step = int(self.step.numpy())
         if step >= cfg.train_steps:
             logging.info("step %d >= --train_steps=%d: nothing to train", step, cfg.train_steps)
-            return self.evaluate()
+            return self.evaluate() if cfg.eval_every_steps else None
         it = self._train_iterator()
         logging.info(
             "training steps %d..%d, global batch %d over %d replicas",
@@ -266,7 +217,7 @@ class Trainer:
             cfg.global_batch_size,
             self.strategy.num_replicas_in_sync,
         )
-        window = _Window()
+        window = Window()
         last_saved = step if step > 0 else None
         while step < cfg.train_steps:
             self._profile(step)
@@ -283,17 +234,20 @@ class Trainer:
             if step % cfg.checkpoint_every_steps == 0 or step == cfg.train_steps:
                 self.save()
                 last_saved = step
-            if step % cfg.eval_every_steps == 0 and step != cfg.train_steps:
-                self._log_eval(step, self.evaluate())
+            every = cfg.eval_every_steps
+            if every and step % every == 0 and step != cfg.train_steps:
+                self.report_eval(step, self.evaluate())
         self._profile(step)
-        metrics = self.evaluate()
-        self._log_eval(step, metrics)
+        metrics = None
+        if cfg.eval_every_steps:
+            metrics = self.evaluate()
+            self.report_eval(step, metrics)
         logging.info(
             "worker %d final weights sha256 %s", self.worker_index, self.weights_fingerprint()
         )
         return metrics
 
-    def _one_step(self, it, stop: StopSignal, window: _Window) -> np.ndarray:
+    def _one_step(self, it, stop: StopSignal, window: Window) -> np.ndarray:
         """Fetches the next batch (timed: the input wait) and runs one compiled step."""
         try:
             t0 = time.monotonic()
@@ -319,7 +273,7 @@ class Trainer:
             "--lambda_regularization, or use --precision=float32."
         )
 
-    def _log_progress(self, step: int, out: np.ndarray, window: _Window) -> None:
+    def _log_progress(self, step: int, out: np.ndarray, window: Window) -> None:
         cfg = self.cfg
         loss, acc = float(out[0]), float(out[2] / out[3])
         rate = window.steps * cfg.global_batch_size / max(window.elapsed(), 1e-9)
@@ -371,7 +325,8 @@ class Trainer:
                 join(self.cfg.model_dir, "tensorboard"),
             )
 
-    def _log_eval(self, step: int, metrics: dict) -> None:
+    def report_eval(self, step: int, metrics: dict) -> None:
+        """Logs an eval, writes its scalars and last.json, offers the weights as the best."""
         logging.info(
             "eval at step %d: loss %.4f accuracy %.4f auc %.4f (%d pairs)",
             step,
@@ -383,6 +338,8 @@ class Trainer:
         self._scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "pairs"})
         if self.is_chief:
             write_last_eval(self.cfg.model_dir, step, metrics)
+        if self.best is not None:
+            self.best.offer(step, metrics, self.model)
 
     def _scalars(self, step: int, values: dict) -> None:
         with self.writer.as_default(step=step):

@@ -22,35 +22,59 @@ KEEP = "keep"
 @dataclasses.dataclass(frozen=True)
 class Row:
     line: int  # 1-based line in the CSV
-    image_a: str
+    image_a: str  # resolved: relative paths joined to the CSV's folder
     image_b: str
-    label: int
+    label: int | None  # None: a CSV without labels (batch prediction)
+    given_a: str = ""  # as written in the CSV
+    given_b: str = ""
 
 
-def read_pairs_csv(path: str) -> list[Row]:
-    """Rows of a pairs CSV; a header line is allowed. Raises DataError naming bad lines."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _is_header(number: int, fields: list[str]) -> bool:
+    """The first line is a header when its label is not a number or, without a label
+    column, when neither field names an image file."""
+    if number != 1:
+        return False
+    if len(fields) == 3:
+        return not fields[2].strip().lstrip("-").isdigit()
+    return not any(f.strip().lower().endswith(IMAGE_SUFFIXES) for f in fields)
+
+
+def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
+    """Rows of a pairs CSV (``image_a,image_b,label``; the label column may be left out
+    when not ``labels_required``, on every row); a header line is allowed. Raises DataError
+    naming every bad line."""
     if not tf.io.gfile.exists(path):
         raise DataError(f"pairs file {path} does not exist.")
     with tf.io.gfile.GFile(path, "r") as f:
         lines = list(csv.reader(io.StringIO(f.read())))
     base = path.rsplit("/", 1)[0] if "/" in path else "."
-    rows, problems = [], []
+    allowed = (3,) if labels_required else (2, 3)
+    rows, problems, width = [], [], None
     for number, fields in enumerate(lines, start=1):
         if not fields or all(not x.strip() for x in fields):
             continue
-        if len(fields) != 3:
-            problems.append(f"line {number}: expected 3 fields, found {len(fields)}")
+        if len(fields) not in allowed or (width is not None and len(fields) != width):
+            expected = width or " or ".join(map(str, allowed))
+            problems.append(f"line {number}: expected {expected} fields, found {len(fields)}")
             continue
-        a, b, label = (x.strip() for x in fields)
-        if not label.lstrip("-").isdigit():
-            if number == 1:
-                continue  # header
-            problems.append(f"line {number}: label {label!r} is not an integer")
+        if _is_header(number, fields):
             continue
-        if int(label) < 0:
-            problems.append(f"line {number}: label {label} is negative")
-            continue
-        rows.append(Row(number, _resolve(base, a), _resolve(base, b), int(label)))
+        width = len(fields)
+        a, b = fields[0].strip(), fields[1].strip()
+        label = None
+        if width == 3:
+            text = fields[2].strip()
+            if not text.lstrip("-").isdigit():
+                problems.append(f"line {number}: label {text!r} is not an integer")
+                continue
+            label = int(text)
+            if label < 0:
+                problems.append(f"line {number}: label {label} is negative")
+                continue
+        rows.append(Row(number, _resolve(base, a), _resolve(base, b), label, a, b))
     if problems:
         raise DataError(f"{path} has {len(problems)} bad lines: " + "; ".join(problems) + ".")
     if not rows:

@@ -279,6 +279,15 @@ def parse_batch(serialized, spec: decode.ImageSpec):
     return decode.parse_pair_batch(serialized, spec)
 
 
+def records_in_order(source: Source):
+    """Every serialized record of a split, file after file (batch scoring, in input order)."""
+    shard = worker_shard(source, 0, 1)
+    ds = tf.data.Dataset.from_tensor_slices(list(shard.files)).flat_map(
+        _plain_records(source.compression)
+    )
+    return ds.apply(tf.data.experimental.assert_cardinality(shard.records_per_epoch))
+
+
 def eval_dataset(source: Source, batch_size: int, worker_index: int = 0, num_workers: int = 1):
     """One pass over this worker's part of a split, in file order, last batch kept."""
     shard = worker_shard(source, worker_index, num_workers)
