@@ -184,3 +184,70 @@ def test_storage_failure_names_operation_path_and_cause():
     assert busy.path == "gs://data/syn/train-00001-of-00004.tfrecord" and busy.transient
     assert storage.failure("Collective ops is aborted by: peer down") is None
     assert storage.failure("Error executing an HTTP request: libcurl code 7 (no gs path)") is None
+
+
+def test_an_evaluator_never_joins_a_cluster():
+    from trainer.config import ConfigError
+    from trainer.distribute import choose_strategy
+
+    assert choose_strategy("auto", True, 0) == "multi_worker"
+    assert choose_strategy("auto", True, 0, evaluator=True) == "one_device"
+    assert choose_strategy("auto", True, 2, evaluator=True) == "mirrored"
+    with pytest.raises(ConfigError, match="an evaluator runs alone"):
+        choose_strategy("multi_worker", False, 0, evaluator=True)
+
+
+def test_exact_auc_thresholds_and_f1_against_pairwise_counts():
+    from trainer import metrics
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) * 0.6 + 0.4 * labels, 2)  # rounded: many ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    diff = pos[:, None] - neg[None, :]
+    assert metrics.auc(scores, labels) == pytest.approx(((diff > 0) + 0.5 * (diff == 0)).mean())
+    t = metrics.best_f1_threshold(scores, labels)
+    f1 = {u: metrics.at_threshold(scores, labels, u)["f1"] for u in np.unique(scores)}
+    assert f1[t] == max(f1.values()) and t == min(u for u in f1 if f1[u] == f1[t])
+    at = metrics.at_threshold(scores, labels, 0.5)
+    assert at["tp"] + at["fp"] + at["fn"] + at["tn"] == 300
+    assert at["tp"] == int(np.sum((scores >= 0.5) & (labels == 1)))
+    p = np.clip(scores, 1e-7, 1 - 1e-7)
+    loss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    assert metrics.log_loss(scores, labels) == pytest.approx(loss)
+    assert np.isnan(metrics.auc(scores, np.ones(300)))
+    with pytest.raises(ValueError, match="labels 2 are not 0 or 1"):
+        metrics.summary(scores, np.where(labels == 1, 2, 0))
+
+
+def test_best_model_rule_and_checkpoints_to_evaluate():
+    from trainer.best import is_better
+    from trainer.evaluate import finished, pending
+
+    assert is_better("auc", 0.8, 0.7) and not is_better("auc", 0.7, 0.7)  # a tie keeps it
+    assert is_better("loss", 0.2, 0.3) and not is_better("loss", 0.3, 0.2)
+    assert is_better("accuracy", 0.1, None) and is_better("loss", 0.5, float("nan"))
+    assert not is_better("loss", float("nan"), 0.5) and not is_better("auc", float("inf"), 0.5)
+    assert pending([3, 6, 9, 12], {3: {}, 9: {}}, {6}) == [12]
+    assert pending([12, 3], {}, set()) == [3, 12]
+    assert finished({12: {}}, 12) and finished({15: {}}, 12) and not finished({9: {}}, 12)
+
+
+def test_pairs_csv_with_and_without_labels(tmp_path):
+    from trainer.data.convert import read_pairs_csv
+    from trainer.data.schema import DataError
+
+    def rows(text, **kw):
+        (tmp_path / "p.csv").write_text(text)
+        return read_pairs_csv(str(tmp_path / "p.csv"), **kw)
+
+    got = rows("first,second\nx/a.png,/abs/b.png\n", labels_required=False)
+    assert [(r.line, r.given_a, r.image_a, r.image_b, r.label) for r in got] == [
+        (2, "x/a.png", f"{tmp_path}/x/a.png", "/abs/b.png", None)
+    ]
+    assert len(rows("a.png,b.png\nc.png,d.png\n", labels_required=False)) == 2  # no header
+    assert rows("a,b,label\na.png,b.png,1\n", labels_required=False)[0].label == 1
+    with pytest.raises(DataError, match="line 3: expected 2 fields, found 3"):
+        rows("a.png,b.png\nc.png,d.png\ne.png,f.png,1\n", labels_required=False)
+    with pytest.raises(DataError, match="line 1: expected 3 fields, found 2"):
+        rows("a.png,b.png\n")

@@ -148,8 +148,15 @@ def confusion_picture(summary) -> bytes:
         total = max(table.sum(), 1)
         for (i, j), n in np.ndenumerate(table):
             dark = n > table.max() / 2
-            ax.text(j, i, f"{n}\n{100 * n / total:.1f}%", ha="center", va="center",
-                    color="white" if dark else "black", fontsize=13)  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{n}\n{100 * n / total:.1f}%",
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize=13,
+            )
         ax.set_xticks([0, 1], [f"called {c}" for c in CLASS_NAMES])
         ax.set_yticks([0, 1], [f"truly {c}" for c in CLASS_NAMES])
         ax.set_title(
@@ -175,8 +182,9 @@ def wrong_picture(wrong: list, per_row: int = 3) -> bytes:
         for ax, key in ((left, "image_a"), (right, "image_b")):
             image = item[key]
             gray = image.shape[-1] == 1
-            ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None,
-                      vmin=0, vmax=1)  # fmt: skip
+            ax.imshow(
+                image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1
+            )
         left.set_title(
             f"truly {CLASS_NAMES[item['label']]}, score {item['score']:.3f}",
             fontsize=9,
@@ -184,8 +192,14 @@ def wrong_picture(wrong: list, per_row: int = 3) -> bytes:
             loc="left",
         )
         name = " / ".join(item["id"])
-        left.text(0, -0.08, f"#{item['index']} {name[-40:]}", fontsize=6,
-                  transform=left.transAxes, va="top")  # fmt: skip
+        left.text(
+            0,
+            -0.08,
+            f"#{item['index']} {name[-40:]}",
+            fontsize=6,
+            transform=left.transAxes,
+            va="top",
+        )
     fig.suptitle("Most confidently wrong pairs (each: first image | second image)", fontsize=11)
     fig.tight_layout()
     return _png(fig)

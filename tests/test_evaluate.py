@@ -1,0 +1,200 @@
+"""Evaluation outside the training loop: a real evaluator process beside a real trainer,
+evaluate mode, rotated checkpoints, and the best model kept as a SavedModel."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_module
+from trainer.data.synthetic import write_synthetic
+
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data") / "syn")
+    write_synthetic(path, num_train=256, num_eval=64, image_size=16, num_shards=2, seed=5)
+    return path
+
+
+def flags(data, model_dir, *extra):
+    return [
+        f"--data_dir={data}",
+        f"--model_dir={model_dir}",
+        "--global_batch_size=16",
+        "--learning_rate=0.005",
+        *extra,
+    ]
+
+
+def eval_lines(text: str) -> list[tuple[int, dict]]:
+    """(step, metrics) of every "eval at step" line a run logged, in order."""
+    found = re.findall(
+        r"eval at step (\d+): loss ([\d.]+) accuracy ([\d.]+) auc ([\d.]+|nan)", text
+    )
+    return [(int(s), {"loss": float(lo), "accuracy": float(a)}) for s, lo, a, _ in found]
+
+
+def tensorboard_steps(folder, tag="eval/loss") -> list[int]:
+    steps = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+def outputs_of_checkpoint(model_dir, step, x1, x2):
+    """The trained model of ckpt-<step>, rebuilt in this process, on (x1, x2)."""
+    from trainer import checkpoint
+    from trainer.train import build_model
+
+    model = build_model(checkpoint.load_model_config(str(model_dir)))
+    prefix = f"{checkpoint.checkpoint_dir(str(model_dir))}/ckpt-{step}"
+    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    return model({"input1": x1, "input2": x2}).numpy()[:, 0]
+
+
+def outputs_of_export(folder, x1, x2):
+    fn = tf.saved_model.load(str(folder)).signatures["serving_float"]
+    return fn(input1=tf.constant(x1), input2=tf.constant(x2))["probability"].numpy()[:, 0]
+
+
+def expected_improvements(record: dict, metric: str) -> list[int]:
+    """Steps at which a keeper that replaces only on strict improvement exports."""
+    higher = metric != "loss"
+    best, steps = None, []
+    for step in sorted(record, key=int):
+        value = record[step][metric]
+        if best is None or (value > best if higher else value < best):
+            best, steps = value, steps + [int(step)]
+    return steps
+
+
+def check_best_export(model_dir, record: dict, metric: str, exported_steps: list[int]):
+    """export_best holds the weights of the best checkpoint, exported only on improvement."""
+    assert exported_steps == expected_improvements(record, metric)
+    best = json.loads((model_dir / "export_best/best.json").read_text())
+    assert best["step"] == exported_steps[-1] and best["metric"] == metric
+    assert best["metrics"][metric] == pytest.approx(record[str(best["step"])][metric], abs=1e-4)
+    rng = np.random.default_rng(7)
+    x1, x2 = (rng.random([6, 16, 16, 3], dtype=np.float32) for _ in range(2))
+    served = outputs_of_export(model_dir / "export_best", x1, x2)
+    np.testing.assert_allclose(
+        served, outputs_of_checkpoint(model_dir, best["step"], x1, x2), atol=1e-5
+    )
+    other = next(int(s) for s in record if int(s) != best["step"])
+    assert np.abs(served - outputs_of_checkpoint(model_dir, other, x1, x2)).max() > 1e-4
+
+
+def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path):
+    model_dir = tmp_path / "m"
+    common = flags(data, model_dir, "--train_steps=12", "--best_metric=loss")
+    evaluator = subprocess.Popen(
+        [PY, "-m", "trainer", *common, "--mode=continuous_eval", "--eval_poll_seconds=0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    train = run_module(
+        "trainer",
+        *common,
+        "--eval_every_steps=0",
+        "--checkpoint_every_steps=3",
+        "--keep_checkpoints=10",
+        "--log_every_steps=3",
+    )
+    out, err = evaluator.communicate()
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert evaluator.returncode == 0, err[-3000:]
+    # --eval_every_steps=0: the trainer evaluated nothing and kept no best model itself.
+    assert not eval_lines(train.stderr) and "eval:" not in train.stdout
+    assert "new best" not in train.stderr
+
+    on_disk = sorted(int(p.name[5:-6]) for p in (model_dir / "checkpoints").glob("*.index"))
+    assert on_disk == [3, 6, 9, 12]
+    record = json.loads((model_dir / "eval/evaluated.json").read_text())
+    assert sorted(map(int, record)) == on_disk
+    assert [s for s, _ in eval_lines(err)] == on_disk  # each once, oldest first
+    for step, logged in eval_lines(err):
+        assert logged["loss"] == pytest.approx(record[str(step)]["loss"], abs=1e-4)
+    assert tensorboard_steps(model_dir / "tensorboard/eval") == on_disk
+    assert "evaluated the checkpoint of step 12: done" in err
+    assert "evaluated 4 checkpoints this run, 4 in all" in out
+    last = json.loads((model_dir / "eval/last.json").read_text())
+    assert last["step"] == 12  # what `launch k8s status` shows
+    exported = [int(s) for s in re.findall(r"new best loss [\d.]+ at step (\d+)", err)]
+    check_best_export(model_dir, record, "loss", exported)
+
+    # A restarted evaluator redoes nothing and changes nothing.
+    before = (model_dir / "eval/evaluated.json").read_bytes()
+    again = run_module("trainer", *common, "--mode=continuous_eval")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "was evaluated before: nothing to do" in again.stderr
+    assert not eval_lines(again.stderr) and "evaluated 0 checkpoints this run" in again.stdout
+    assert (model_dir / "eval/evaluated.json").read_bytes() == before
+    assert tensorboard_steps(model_dir / "tensorboard/eval") == on_disk
+
+    # --mode=evaluate on one step prints what the evaluator recorded for it.
+    one = run_module("trainer", *common, "--mode=evaluate", "--checkpoint_step=6")
+    assert one.returncode == 0, one.stderr[-2000:]
+    m = record["6"]
+    assert f"eval at step 6: accuracy {m['accuracy']:.4f} auc {m['auc']:.4f} loss " in one.stdout
+
+
+def test_evaluator_skips_a_rotated_checkpoint_and_refuses_a_missing_step(main_job, tmp_path):
+    assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
+    model_dir = tmp_path / "m"
+    shutil.copytree(main_job.model_dir, model_dir)
+    steps = sorted(int(p.name[5:-6]) for p in (model_dir / "checkpoints").glob("*.index"))
+    old, last = steps[0], steps[-1]
+    # Mid-rotation: CheckpointManager has deleted the data file, the index is still there.
+    for path in (model_dir / "checkpoints").glob(f"ckpt-{old}.data-*"):
+        path.unlink()
+    missing = old + 1
+    r = run_module(
+        "trainer",
+        f"--model_dir={model_dir}",
+        f"--checkpoint_step={missing}",
+        "--mode=evaluate",
+        env=main_job.env,
+    )
+    assert r.returncode == 1
+    assert f"has no checkpoint at that step (it has steps {old}, {last})" in r.stderr
+    assert not (model_dir / "eval/evaluated.json").exists()  # refused before writing
+    r = run_module(
+        "trainer", f"--model_dir={model_dir}", "--mode=continuous_eval", env=main_job.env
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"skipping checkpoint ckpt-{old}: it was rotated away by the trainer" in r.stderr
+    record = json.loads((model_dir / "eval/evaluated.json").read_text())
+    assert list(record) == [str(last)]
+    # The same weights the training run evaluated at its last step: the same figures.
+    trained = json.loads((main_job.model_dir / "eval/last.json").read_text())
+    assert trained["step"] == last
+    for key in ("loss", "accuracy", "auc"):
+        assert record[str(last)][key] == pytest.approx(trained[key], abs=1e-6)
+
+
+def test_in_loop_eval_keeps_the_best_export(data, tmp_path):
+    model_dir = tmp_path / "m"
+    r = run_module(
+        "trainer",
+        *flags(data, model_dir, "--train_steps=8", "--eval_every_steps=2"),
+        "--checkpoint_every_steps=2",
+        "--keep_checkpoints=4",
+        "--best_metric=accuracy",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    evals = eval_lines(r.stderr)
+    assert [s for s, _ in evals] == [2, 4, 6, 8]
+    record = {str(s): m for s, m in evals}
+    exported = [int(s) for s in re.findall(r"new best accuracy [\d.]+ at step (\d+)", r.stderr)]
+    check_best_export(model_dir, record, "accuracy", exported)
+    assert (model_dir / "export/saved_model.pb").exists()  # the regular export as well
