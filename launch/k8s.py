@@ -132,7 +132,8 @@ def kustomize(k8s_dir: Path, overlay: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-def _container(job: dict) -> dict:
+def container_of(job: dict) -> dict:
+    """The trainer container of a Job object."""
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
@@ -142,7 +143,8 @@ def _set_env(container: dict, values: dict) -> None:
     container["env"] = env
 
 
-def _resources(container: dict, gpus: int) -> None:
+def set_gpus(container: dict, gpus: int) -> None:
+    """GPU requests and limits of a container (none when ``gpus`` is 0)."""
     for part in ("requests", "limits"):
         section = container.setdefault("resources", {}).setdefault(part, {})
         if gpus:
@@ -199,7 +201,7 @@ def _render_job(job: dict, spec: JobSpec) -> None:
     else:
         pod.pop("nodeSelector", None)
         pod.pop("tolerations", None)
-    container = _container(job)
+    container = container_of(job)
     container["image"] = spec.image
     args = [
         f"--strategy={strategy_for(spec.workers, spec.gpus_per_worker)}",
@@ -217,7 +219,7 @@ def _render_job(job: dict, spec: JobSpec) -> None:
             tfconfig.PORT_VAR: PORT,
         },
     )
-    _resources(container, spec.gpus_per_worker)
+    set_gpus(container, spec.gpus_per_worker)
 
 
 def escape_expansion(arg: str) -> str:
@@ -267,6 +269,9 @@ def commands(
                 f"{resource}/{name}",
                 *([f"service/{name}"] if controller == "job" else []),  # JobSet owns its own
                 f"networkpolicy/{name}",
+                # the side-car evaluator, if the run has one (launch/evaluator.py)
+                f"job/{name}-evaluator",
+                f"networkpolicy/{name}-evaluator",
                 "--ignore-not-found",
                 "--cascade=foreground",
             )

@@ -61,6 +61,13 @@ def add_parser(sub) -> None:
         help="submit: delete an existing job of this name (waiting until its pods are gone) "
         "and submit anew",
     )
+    p.add_argument(
+        "--evaluator",
+        action="store_true",
+        help="render/submit: add a side-car evaluator pod (trainer --mode=continuous_eval); "
+        "the workers then skip in-loop eval",
+    )
+    p.add_argument("--evaluator_gpus", type=int, default=0, help="--evaluator: 0 (CPU) or 1 GPU")
     p.add_argument("--follow", action="store_true", help="logs: stream")
 
 
@@ -86,11 +93,16 @@ def _manifests(args, trainer_args) -> str:
     docs = k8s.render(
         spec, k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, spec.gpus_per_worker))
     )
+    side = []
+    if args.evaluator:
+        from launch import evaluator
+
+        docs, side = evaluator.split(docs, spec, args.evaluator_gpus)
     if args.controller == "jobset":
         from launch import jobset
 
         docs = jobset.to_jobset(docs, spec.name, args.max_restarts)
-    return k8s.to_yaml(docs)
+    return k8s.to_yaml(docs + side)
 
 
 def _preflight(args) -> None:

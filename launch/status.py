@@ -63,14 +63,12 @@ def workers(pods: dict, count: int) -> list[str]:
 def _when(seconds: float | None) -> str:
     if seconds is None:
         return "time unknown"
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(
-        "%Y-%m-%d %H:%M:%S UTC"
-    )
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, logs: str) -> str:
     """The whole status screen as text. ``storage``: {"model_dir", "checkpoint": (step, time)
-    or None, "eval": dict or None, "error": str or None}."""
+    or None, "eval": dict or None, "best": dict or None, "error": str or None}."""
     count = (run.get("spec") or {}).get("completions")
     if run.get("kind") == "JobSet":
         count = run["spec"]["replicatedJobs"][0]["template"]["spec"]["completions"]
@@ -93,17 +91,25 @@ def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, log
             )
         else:
             lines.append("  last eval: none yet")
+        best = storage.get("best")
+        if best:
+            m = best["metrics"]
+            lines.append(
+                f"  best model: step {best['step']} by {best['metric']} (accuracy "
+                f"{m['accuracy']:.4f} auc {m['auc']:.4f} loss {m['loss']:.4f}) in export_best/"
+            )
     lines.append(f"logs: {logs}")
     return "\n".join(lines) + "\n"
 
 
 def read_storage(client, model_dir: str) -> dict:
-    """Newest checkpoint (step, time) and the last eval from ``model_dir`` (gs://)."""
+    """Newest checkpoint (step, time), the last eval and the best model's record (trainer/
+    best.py) from ``model_dir`` (gs://)."""
     from google.api_core import exceptions as gexc
 
     from launch.preflight import split_gs
 
-    out = {"model_dir": model_dir, "checkpoint": None, "eval": None, "error": None}
+    out = {"model_dir": model_dir, "checkpoint": None, "eval": None, "best": None, "error": None}
     try:
         bucket_name, prefix = split_gs(model_dir)
         bucket = client.bucket(bucket_name)
@@ -116,11 +122,12 @@ def read_storage(client, model_dir: str) -> dict:
             step = int(match.group(1))
             index = bucket.get_blob(f"{prefix}/checkpoints/ckpt-{step}.index".lstrip("/"))
             out["checkpoint"] = (step, index.updated.timestamp() if index is not None else None)
-        try:
-            text = bucket.blob(f"{prefix}/eval/last.json".lstrip("/")).download_as_text()
-            out["eval"] = json.loads(text)
-        except gexc.NotFound:
-            pass
+        for key, path in (("eval", "eval/last.json"), ("best", "export_best/best.json")):
+            try:
+                text = bucket.blob(f"{prefix}/{path}".lstrip("/")).download_as_text()
+                out[key] = json.loads(text)
+            except gexc.NotFound:
+                pass
     except Exception as e:  # the screen still shows the cluster's part
         out["error"] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     return out

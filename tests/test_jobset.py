@@ -14,6 +14,7 @@ from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the na
     _pod_labels,
     _selects,
     launch,
+    render_with_evaluator,
     spec,
     stub_kubectl,
     validate,
@@ -150,3 +151,21 @@ def test_submit_with_jobset_looks_up_and_deletes_the_jobset(stub_kubectl, tmp_pa
         "jobset.sigs.k8s.io/jobset-name=exp1",
     ]
     assert calls[4] == ["apply", "-f", "-"] and "kind: JobSet" in stub_kubectl()[4]["stdin"]
+
+
+def test_jobset_run_with_an_evaluator_beside_it(tmp_path):
+    r, docs = render_with_evaluator(controller="jobset")
+    assert r.returncode == 0, r.stderr
+    assert sorted(d["kind"] for d in docs) == sorted(jobset.KINDS + ["Job", "NetworkPolicy"])
+    (js,) = [d for d in docs if d["kind"] == "JobSet"]
+    _validate_jobset(js)
+    others = [d for d in docs if d["kind"] != "JobSet"]
+    (tmp_path / "m.yaml").write_text(k8s.to_yaml(others))
+    assert validate(tmp_path / "m.yaml").count("passed") == 4
+    (evaluator,) = [d for d in docs if d["kind"] == "Job"]
+    assert evaluator["metadata"]["name"] == "exp1-evaluator"  # outside the JobSet's restarts
+    assert evaluator["spec"]["template"]["spec"]["containers"][0]["args"][-1] == (
+        "--mode=continuous_eval"
+    )
+    worker = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert worker["containers"][0]["args"][-1] == "--eval_every_steps=0"

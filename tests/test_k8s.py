@@ -174,6 +174,72 @@ def test_network_policy_admits_only_the_jobs_own_pods_and_pods_are_locked_down()
     )
 
 
+def render_with_evaluator(*extra, controller="job"):
+    """`launch k8s render --evaluator` for 2 workers with 1 GPU each; the parsed objects."""
+    r = launch(
+        "k8s", "render", "--evaluator", "--controller", controller, "--name", "exp1",
+        "--image", "gcr.io/p/t:1", "--workers", "2", "--model_dir", "gs://b/r",
+        "--data_dir", "gs://b/d", "--namespace", "ml", *extra,
+    )  # fmt: skip
+    return r, [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+
+
+def test_evaluator_pod_validates_joins_no_cluster_and_is_reachable_by_no_one(tmp_path):
+    r, docs = render_with_evaluator("--", "--train_steps=500", "--best_metric=auc")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "m.yaml").write_text(r.stdout)
+    assert validate(tmp_path / "m.yaml").count("passed") == 6
+    assert {d["metadata"]["namespace"] for d in docs} == {"ml"}
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    workers, evaluator = jobs["exp1"], jobs["exp1-evaluator"]
+    worker_args = workers["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert worker_args[-1] == "--eval_every_steps=0"  # the evaluator evaluates instead
+    pod = evaluator["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "--model_dir=gs://b/r", "--data_dir=gs://b/d", "--train_steps=500", "--best_metric=auc",
+        "--mode=continuous_eval",
+    ]  # fmt: skip
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert tfconfig.derive_tf_config(env) is None  # no cluster to join
+    assert "ports" not in container and "subdomain" not in pod
+    assert "nvidia.com/gpu" not in container["resources"]["limits"] and "nodeSelector" not in pod
+    assert evaluator["spec"]["completions"] == 1 and evaluator["spec"]["completionMode"] == (
+        "NonIndexed"
+    )
+    assert (
+        pod["automountServiceAccountToken"] is False
+        and pod["securityContext"] == (workers["spec"]["template"]["spec"]["securityContext"])
+    )
+    assert evaluator["spec"]["podFailurePolicy"] == workers["spec"]["podFailurePolicy"]
+    # Its own policy selects it and admits no one; the workers' policy neither selects nor
+    # admits it (it reads checkpoints from Cloud Storage, it never dials a worker).
+    evaluator_pod, worker_pods = (
+        _pod_labels(evaluator, 0),
+        [_pod_labels(workers, i) for i in (0, 1)],
+    )
+    own = policies["exp1-evaluator"]["spec"]
+    assert _selects(own["podSelector"], evaluator_pod) and own["ingress"] == []
+    assert own["policyTypes"] == ["Ingress"]
+    assert not any(_selects(own["podSelector"], p) for p in worker_pods)
+    theirs = policies["exp1"]["spec"]
+    assert not _selects(theirs["podSelector"], evaluator_pod)
+    assert not _selects(theirs["ingress"][0]["from"][0]["podSelector"], evaluator_pod)
+    # a user's own --eval_every_steps stays; a GPU evaluator asks for one GPU; two are refused
+    r, docs = render_with_evaluator("--evaluator_gpus", "1", "--", "--eval_every_steps=50")
+    assert r.returncode == 0, r.stderr
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+    assert jobs["exp1"]["spec"]["template"]["spec"]["containers"][0]["args"][-1] == (
+        "--eval_every_steps=50"
+    )
+    gpu_pod = jobs["exp1-evaluator"]["spec"]["template"]["spec"]
+    assert gpu_pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert gpu_pod["nodeSelector"] == {k8s.ACCELERATOR_LABEL: "nvidia-tesla-t4"}
+    r, _ = render_with_evaluator("--evaluator_gpus", "2")
+    assert r.returncode == 1 and "--evaluator_gpus=2 is invalid" in r.stderr and not r.stdout
+
+
 def test_worker_environment_yields_the_trainers_tf_config():
     docs = rendered(spec())
     job = next(d for d in docs if d["kind"] == "Job")
@@ -246,6 +312,9 @@ def test_bad_names_and_values_are_refused(field, value, fragment):
 
 
 DELETE_FLAGS = ["--ignore-not-found", "--cascade=foreground"]
+# the run's objects, and its evaluator's: always named (--ignore-not-found), harmless if absent
+DELETED = ["job/exp1", "service/exp1", "networkpolicy/exp1"]
+DELETED += ["job/exp1-evaluator", "networkpolicy/exp1-evaluator"]
 
 
 def applied(calls):
@@ -299,7 +368,7 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
     sel = "batch.kubernetes.io/job-name=exp1"
     assert calls == [
         g + ["logs", "-l", sel, "--prefix", "--tail=-1"],
-        g + ["delete", "job/exp1", "service/exp1", "networkpolicy/exp1", *DELETE_FLAGS],
+        g + ["delete", *DELETED, *DELETE_FLAGS],
     ]
 
 
@@ -454,7 +523,7 @@ def test_replace_deletes_waits_for_the_pods_then_submits(tmp_path, monkeypatch, 
     calls = [c["argv"] for c in stub_kubectl()]
     assert calls == [
         ns + ["get", "job", "exp1", "-o", "json", "--ignore-not-found"],
-        ns + ["delete", "job/exp1", "service/exp1", "networkpolicy/exp1", *DELETE_FLAGS],
+        ns + ["delete", *DELETED, *DELETE_FLAGS],
         ns + ["wait", "--for=delete", "pod", "-l", "batch.kubernetes.io/job-name=exp1",
               "--timeout=600s"],
         ns + ["apply", "-f", "-"],
@@ -542,12 +611,19 @@ def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_p
     bucket.blob("r9/eval/last.json").upload_from_string(json.dumps(
         {"step": 1000, "time": 1796040000.0, "accuracy": 0.9375, "auc": 0.98125, "loss": 0.1875,
          "pairs": 64.0}))  # fmt: skip
+    bucket.blob("r9/export_best/best.json").upload_from_string(json.dumps(
+        {"step": 800, "metric": "auc", "metrics": {"accuracy": 0.875, "auc": 0.99, "loss": 0.25,
+         "pairs": 64.0}, "time": 1796030000.0}))  # fmt: skip
     r = launch(*common, env=env)
     assert r.returncode == 0, r.stderr
     assert re.search(
         r"latest checkpoint: step 1200 at 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC", r.stdout
     )
     assert "last eval: step 1000 accuracy 0.9375 auc 0.9812 loss 0.1875 at 2026-11-30 " in r.stdout
+    assert (
+        "best model: step 800 by auc (accuracy 0.8750 auc 0.9900 loss 0.2500) in export_best/"
+        in r.stdout
+    )
     # no such run: one sentence, exit 1
     monkeypatch.delenv("KUBECTL_STUB_JOB")
     r = launch(*common, env={**env, "KUBECTL_STUB_JOB": ""})
