@@ -251,13 +251,16 @@ def _main(argv) -> int:
         return 1
     try:
         storage.require_bucket(FLAGS.output_dir, "output_dir")
+        if FLAGS.pairs:  # before the model loads: a CSV without labels cannot be reported on
+            from trainer.data import convert
+
+            if convert.read_pairs_csv(FLAGS.pairs, labels_required=False)[0].label is None:
+                raise scoring.ScoringError(
+                    f"{FLAGS.pairs} has no label column: a report compares scores with labels."
+                )
         scored = score(FLAGS.pairs, FLAGS.data_dir, keep_wrong=FLAGS.wrong_pairs)
-        if scored.labels is None:
-            raise scoring.ScoringError(
-                f"{FLAGS.pairs} has no label column: a report compares scores with labels."
-            )
         summary = write_report(scored, FLAGS.output_dir, FLAGS.wrong_pairs)
-    except (scoring.ScoringError, storage.StorageError, ValueError) as e:
+    except (scoring.ScoringError, storage.StorageError, ValueError) as e:  # DataError too
         sys.stderr.write(f"error: {e}\n")
         return 1
     except tf.errors.OpError as e:
