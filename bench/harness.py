@@ -127,14 +127,23 @@ def trainer_rates(
     """
     strategy = _strategy()
     model, optimizer = _build(strategy, model_config(size, precision), 1e-3)
-    step = steps_lib.make_train_step(
-        strategy, model, optimizer, batch, jit, loss_scale=precision == "mixed_float16"
+    loop = steps_lib.make_train_loop(
+        strategy,
+        model,
+        optimizer,
+        batch,
+        "forward_backward" if jit else "none",
+        loss_scale=precision == "mixed_float16",
     )
     its = {k: iter(strategy.experimental_distribute_dataset(d)) for k, d in datasets.items()}
-    stop = tf.constant(0.0)
+    stop, one = tf.constant(0.0), tf.constant(1)
+
+    def step(it):  # the trainer with --steps_per_loop=1, less its host read-back
+        return loop(it, one, stop)[0]
+
     for it in its.values():
         for _ in range(warmup):
-            step(next(it), stop).numpy()
+            step(it).numpy()
     others = others or {}
     samples = {k: [] for k in [*its, *others]}
     cpu = {k: [] for k in its}
@@ -142,7 +151,7 @@ def trainer_rates(
         for name, it in its.items():
             start, start_cpu = time.perf_counter(), cpu_seconds()
             for _ in range(steps):
-                out = step(next(it), stop)
+                out = step(it)
             out.numpy()
             samples[name].append(steps * batch / (time.perf_counter() - start))
             cpu[name].append((cpu_seconds() - start_cpu) / (steps * batch))
@@ -172,13 +181,19 @@ def trainer_rate(dataset, size: int, batch: int, precision: str, jit: bool, step
     return trainer_rates({"only": dataset}, size, batch, precision, jit, steps)["only"]
 
 
-def keras_fit_runner(size: int, batch: int, precision: str, steps: int):
+def keras_fit_runner(
+    size: int, batch: int, precision: str, steps: int, steps_per_execution: int = 1
+):
     """Plain Keras model.fit on in-memory numpy arrays (what users would write): returns a
     function that runs one more epoch of ``steps`` steps and gives its pairs/s. The model is
     built, compiled and traced here (one warm-up epoch), so each call times training only."""
     keras.mixed_precision.set_global_policy(precision)
     model = model_lib.create_dual_input_network((size, size), 3, 0.0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="binary_crossentropy",
+        steps_per_execution=steps_per_execution,
+    )
     keras.mixed_precision.set_global_policy("float32")
     x1, x2, y = in_memory_arrays(size, batch * steps)
     times = []

@@ -251,3 +251,33 @@ def test_pairs_csv_with_and_without_labels(tmp_path):
         rows("a.png,b.png\nc.png,d.png\ne.png,f.png,1\n", labels_required=False)
     with pytest.raises(DataError, match="line 1: expected 3 fields, found 2"):
         rows("a.png,b.png\n")
+
+
+def test_loops_end_at_every_step_the_host_has_work_and_plans_per_device():
+    from types import SimpleNamespace
+
+    from trainer.config import ConfigError
+    from trainer.control import loop_length
+    from trainer.distribute import compile_plan, steps_per_loop
+
+    cfg = SimpleNamespace(
+        train_steps=250, log_every_steps=50, checkpoint_every_steps=100, eval_every_steps=0
+    )
+    ends, step = [], 0
+    while step < cfg.train_steps:
+        step += loop_length(step, 40, cfg)
+        ends.append(step)
+    assert ends == [40, 50, 90, 100, 140, 150, 190, 200, 240, 250]
+    assert loop_length(0, 1000, cfg, profile_steps=(10, 20)) == 10
+    assert loop_length(10, 1000, cfg, profile_steps=(10, 20)) == 10
+    assert loop_length(247, 1, cfg) == 1 and loop_length(249, 100, cfg) == 1
+    cfg.eval_every_steps = 30
+    assert loop_length(0, 100, cfg) == 30 and loop_length(30, 100, cfg) == 20
+    assert steps_per_loop("auto", 0) == 1 and steps_per_loop("auto", 8) == 100
+    assert steps_per_loop("7", 0) == 7
+    with pytest.raises(ConfigError, match="--steps_per_loop=0 is invalid"):
+        steps_per_loop("0", 1)
+    assert compile_plan(False, 8, 1) == "none"
+    assert compile_plan(True, 0, 1) == "forward_backward"  # CPU: unchanged
+    assert compile_plan(True, 1, 1) == "whole_step"  # one GPU replica: all of it
+    assert compile_plan(True, 4, 4) == "forward_backward"  # all-reduce inside optimizer.apply

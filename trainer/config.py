@@ -66,9 +66,18 @@ _F.DEFINE_enum(
     "jit_compile",
     "auto",
     JIT,
-    "XLA on the per-replica forward/backward pass; auto: on with GPUs, off on CPU.",
+    "XLA; auto: on with GPUs, off on CPU. What it compiles: the whole step (forward, backward, "
+    "optimizer update) with one GPU replica; the forward/backward pass on CPU and with several "
+    "GPU replicas (the all-reduce and update outside).",
 )
 _F.DEFINE_enum("precision", "float32", PRECISIONS, "Keras dtype policy.")
+_F.DEFINE_string(
+    "steps_per_loop",
+    "auto",
+    "Training steps per compiled loop (one host round trip; the iterator runs inside): a "
+    "number, or auto (1 on CPU, 100 with GPUs). Loops end at every log, checkpoint, eval and "
+    "profile step and at --train_steps; SIGTERM and the stop vote take effect at a loop's end.",
+)
 _F.DEFINE_integer("checkpoint_every_steps", 200, "Save every N steps (and at the end).")
 _F.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in <model_dir>/checkpoints.")
 _F.DEFINE_integer(
@@ -201,6 +210,7 @@ class TrainConfig:
     deterministic: bool
     profile_steps: tuple = ()
     best_metric: str = "none"
+    steps_per_loop: str = "auto"  # a number or "auto" (trainer.distribute.steps_per_loop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +304,10 @@ def from_flags(f=FLAGS) -> Config:
     if not f.model_dir:
         raise ConfigError("--model_dir is empty: give a local path or gs://bucket/path.")
     profile_steps = _profile_steps(f.profile_steps)
+    if f.steps_per_loop != "auto" and not (f.steps_per_loop.isdigit() and int(f.steps_per_loop)):
+        raise ConfigError(
+            f"--steps_per_loop={f.steps_per_loop} is invalid: use a number > 0 or auto."
+        )
     _check_activation(f.activation)  # last: it loads TensorFlow
     model = ModelConfig(
         f.activation, f.lambda_regularization, f.stride_placement, f.head, f.precision
@@ -315,6 +329,7 @@ def from_flags(f=FLAGS) -> Config:
         f.deterministic,
         profile_steps,
         f.best_metric,
+        f.steps_per_loop,
     )
     export_dir = f.export_dir or f.model_dir.rstrip("/") + "/export"
     return Config(

@@ -38,8 +38,51 @@ def choose_strategy(flag: str, has_cluster: bool, num_gpus: int, evaluator: bool
 
 
 def use_jit(flag: str, num_gpus: int) -> bool:
-    """XLA for --jit_compile: auto means on with GPUs (on CPU it measured 3x slower)."""
+    """XLA for --jit_compile: auto means on with GPUs (on CPU it measured 3x slower); what it
+    compiles: compile_plan."""
     return flag == "true" or (flag == "auto" and num_gpus > 0)
+
+
+COMPILE_PLANS = ("none", "forward_backward", "whole_step")
+
+
+def compile_plan(jit: bool, num_gpus: int, replicas: int) -> str:
+    """What XLA compiles of a training step (trainer/steps.py):
+
+    - ``none``: nothing (--jit_compile=false, or auto on CPU);
+    - ``forward_backward``: the per-replica forward and backward pass; the gradient
+      all-reduce and the optimizer update run outside XLA. On CPU always (XLA cannot compile
+      collectives there, and the update measured no faster: DESIGN.md), and with more than one
+      GPU replica, where Keras' optimizer all-reduces inside its apply (a cross-replica
+      merge_call no XLA cluster can hold);
+    - ``whole_step``: forward, backward and the optimizer update in one XLA cluster: a single
+      GPU replica, where there is nothing to all-reduce.
+    """
+    if not jit:
+        return "none"
+    if num_gpus == 0 or replicas > 1:
+        return "forward_backward"
+    return "whole_step"
+
+
+def steps_per_loop(flag: str, num_gpus: int) -> int:
+    """--steps_per_loop: a positive number as given; auto = 1 on CPU, 100 with GPUs.
+
+    On CPU a step of this model takes tens of milliseconds or more and the per-step host round
+    trip measured a few percent at most (bench/steps_per_loop.py, bench/RESULTS.md), while a
+    loop delays SIGTERM, progress lines and the stop vote to its end; on a GPU a step takes
+    about a millisecond, so a round trip per step would leave it idle most of the time, and
+    100 steps keep a loop to a fraction of a second.
+    """
+    if flag == "auto":
+        return 100 if num_gpus else 1
+    try:
+        value = int(flag)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"--steps_per_loop={flag} is invalid: use a number > 0 or auto.")
+    return value
 
 
 def fetch_to_device(num_gpus: int) -> bool:

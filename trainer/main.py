@@ -190,8 +190,13 @@ def train_and_evaluate(config: Config) -> int:
             eval_src,
             index,
             workers,
-            jit=distribute.use_jit(config.train.jit_compile, gpus),
+            compile_plan=distribute.compile_plan(
+                distribute.use_jit(config.train.jit_compile, gpus),
+                gpus,
+                strategy.num_replicas_in_sync,
+            ),
             fetch_to_device=distribute.fetch_to_device(gpus),
+            steps_per_loop=distribute.steps_per_loop(config.train.steps_per_loop, gpus),
             summary_dir=join(config.train.model_dir, "tensorboard/eval")
             if config.mode in EVAL_MODES
             else None,

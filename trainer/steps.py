@@ -1,8 +1,12 @@
-"""The compiled per-step functions: distributed train step and eval step, and metric maths.
+"""The compiled functions: the distributed training loop and eval step, and metric maths.
 
-The per-replica forward/backward pass may be XLA-compiled; the gradient all-reduce and the
-optimizer update (inside Keras' ``optimizer.apply``) stay outside it, because XLA cannot
-compile collectives on CPU (DESIGN.md).
+Training runs in loops: one tf.function runs up to --steps_per_loop steps with the
+distributed iterator inside (a ``tf.range`` loop, TensorFlow model garden's host loop),
+sums the metrics on the device and returns once, so the host pays one round trip per loop.
+What XLA compiles of a step is trainer.distribute.compile_plan's choice: nothing, the
+per-replica forward/backward pass (the gradient all-reduce and the optimizer update, inside
+Keras' ``optimizer.apply``, outside it: XLA cannot compile collectives on CPU, DESIGN.md), or
+the whole replica step (one GPU replica).
 """
 
 from __future__ import annotations
@@ -15,10 +19,56 @@ AUC_BINS = 200
 SUM = tf.distribute.ReduceOp.SUM
 
 
-def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, loss_scale: bool):
-    """Returns train_step(batch, stop) -> [loss, reg, correct, count, stop] summed over
-    replicas. ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns in
-    the same step that one of them was asked to stop."""
+METRICS = 5  # loss, regularization, correct, count, stop: summed over replicas
+
+
+def make_train_loop(
+    strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool, timed=True
+):
+    """Returns train_loop(iterator, num_steps, stop) -> (sums, steps run, first bad step,
+    input wait seconds, last step's metrics).
+
+    ``sums`` adds up every step's [loss, reg, correct, count, stop] (each summed over
+    replicas). ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns
+    at the same loop's end that one of them was asked to stop. A step whose loss is NaN or
+    Inf ends the loop at once; its index in the loop is the third value (-1: none). The input
+    wait is the time spent in ``next(iterator)`` (``tf.timestamp`` around it); 0 when not
+    ``timed``: TensorFlow refuses timestamps under op determinism (--deterministic).
+    """
+    replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
+
+    @tf.function
+    def train_loop(iterator, num_steps, stop):
+        sums = tf.zeros([METRICS])
+        last = tf.zeros([METRICS])
+        done = tf.constant(0)
+        bad = tf.constant(-1)
+        wait = tf.constant(0.0, tf.float64)
+        for i in tf.range(num_steps):
+            if timed:
+                # Explicit edges: a timestamp touches no resource, so tf.function would not
+                # order it against the iterator's get_next by itself.
+                started = tf.timestamp()
+                with tf.control_dependencies([started]):
+                    inputs, labels = next(iterator)
+                ready = tf.nest.flatten((inputs, labels), expand_composites=True)
+                with tf.control_dependencies(ready):
+                    wait += tf.timestamp() - started
+            else:
+                inputs, labels = next(iterator)
+            last = strategy.reduce(SUM, strategy.run(replica_step, (inputs, labels, stop)), None)
+            sums += last
+            done += 1
+            if not tf.math.is_finite(last[0] + last[1]):
+                bad = i
+                break
+        return sums, done, bad, wait, last
+
+    return train_loop
+
+
+def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool):
+    """The per-replica step -> [loss, reg, correct, count, stop], compiled as ``plan`` says."""
     num_replicas = strategy.num_replicas_in_sync
 
     def forward_backward(inputs, labels):
@@ -35,7 +85,7 @@ def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, lo
         correct = tf.reduce_sum(tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32))
         return grads, loss, tf.cast(reg, tf.float32), correct
 
-    if jit:
+    if plan == "forward_backward":
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(inputs, labels, stop):
@@ -44,14 +94,11 @@ def make_train_step(strategy, model, optimizer, global_batch: int, jit: bool, lo
         count = tf.cast(tf.shape(labels)[0], tf.float32)
         return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
 
-    @tf.function
-    def train_step(batch, stop):
-        # The batch is fetched outside (see Trainer._one_step) so the input wait can be timed.
-        inputs, labels = batch
-        out = strategy.run(replica_step, args=(inputs, labels, stop))
-        return strategy.reduce(SUM, out, axis=None)
-
-    return train_step
+    if plan == "whole_step":
+        return tf.function(replica_step, jit_compile=True)
+    if plan not in ("none", "forward_backward"):
+        raise ValueError(f"unknown compile plan {plan!r}")
+    return replica_step
 
 
 def make_eval_step(strategy, model):

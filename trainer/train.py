@@ -20,7 +20,14 @@ from trainer import model as model_lib
 from trainer import steps as steps_lib
 from trainer.checkpoint import Checkpointer, write_last_eval
 from trainer.config import ModelConfig, TrainConfig
-from trainer.control import INPUT_BOUND_FRACTION, Preempted, StopSignal, TrainingDiverged, Window
+from trainer.control import (
+    INPUT_BOUND_FRACTION,
+    Preempted,
+    StopSignal,
+    TrainingDiverged,
+    Window,
+    loop_length,
+)
 from trainer.data import reader, verify
 from trainer.data.schema import DataError, join
 
@@ -74,8 +81,9 @@ class Trainer:
         eval_source,
         worker_index=0,
         num_workers=1,
-        jit=False,
+        compile_plan="none",
         fetch_to_device=True,
+        steps_per_loop=1,
         summary_dir=None,
         best=None,
     ):
@@ -99,13 +107,15 @@ class Trainer:
         self.checkpointer = Checkpointer(
             train_cfg.model_dir, ckpt, train_cfg.keep_checkpoints, worker_index
         )
-        self.train_step = steps_lib.make_train_step(
+        self.steps_per_loop, self.compile_plan = steps_per_loop, compile_plan
+        self.train_loop = steps_lib.make_train_loop(
             strategy,
             self.model,
             self.optimizer,
             train_cfg.global_batch_size,
-            jit,
+            compile_plan,
             loss_scale=model_cfg.precision == "mixed_float16",
+            timed=not train_cfg.deterministic,
         )
         self.eval_step = steps_lib.make_eval_step(strategy, self.model)
         self.writer = (
@@ -211,26 +221,31 @@ class Trainer:
             return self.evaluate() if cfg.eval_every_steps else None
         it = self._train_iterator()
         logging.info(
-            "training steps %d..%d, global batch %d over %d replicas",
+            "training steps %d..%d, global batch %d over %d replicas, up to %d steps per loop, "
+            "XLA: %s",
             step,
             cfg.train_steps,
             cfg.global_batch_size,
             self.strategy.num_replicas_in_sync,
+            self.steps_per_loop,
+            self.compile_plan,
         )
         window = Window()
         last_saved = step if step > 0 else None
         while step < cfg.train_steps:
             self._profile(step)
-            out = self._one_step(it, stop, window)
-            self._check_finite(out, step, last_saved)
-            step += 1
+            n = loop_length(step, self.steps_per_loop, cfg, self.profile_steps)
+            sums, done, bad, last = self._one_loop(it, n, stop, window)
+            if bad >= 0:
+                self._diverged(last, step + bad + 1, last_saved)
+            step += done
             self.step.assign(step)
-            self.examples_seen.assign_add(cfg.global_batch_size)
-            if out[4] > 0:
+            self.examples_seen.assign_add(done * cfg.global_batch_size)
+            if sums[4] > 0:
                 self.save()
                 raise Preempted(f"stopped by a signal at step {step}; checkpoint saved.")
             if step % cfg.log_every_steps == 0 or step == cfg.train_steps:
-                self._log_progress(step, out, window)
+                self._log_progress(step, window)
             if step % cfg.checkpoint_every_steps == 0 or step == cfg.train_steps:
                 self.save()
                 last_saved = step
@@ -247,46 +262,46 @@ class Trainer:
         )
         return metrics
 
-    def _one_step(self, it, stop: StopSignal, window: Window) -> np.ndarray:
-        """Fetches the next batch (timed: the input wait) and runs one compiled step."""
+    def _one_loop(self, it, n: int, stop: StopSignal, window: Window):
+        """Runs one compiled loop of ``n`` steps; returns (metric sums, steps run, index of a
+        non-finite step or -1, that step's metrics)."""
         try:
             t0 = time.monotonic()
-            batch = next(it)
-            t1 = time.monotonic()
-            out = self.train_step(batch, tf.constant(1.0 if stop.requested else 0.0)).numpy()
+            sums, done, bad, wait, last = self.train_loop(
+                it, tf.constant(n), tf.constant(1.0 if stop.requested else 0.0)
+            )
+            sums, done, bad = sums.numpy(), int(done.numpy()), int(bad.numpy())
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
             raise self._data_error(e, self.train_source) from None
-        window.add(t1 - t0, time.monotonic() - t0)
-        return out
+        window.add(done, float(wait.numpy()), time.monotonic() - t0, sums)
+        return sums, done, bad, last.numpy()
 
-    def _check_finite(self, out: np.ndarray, step: int, last_saved: int | None) -> None:
+    def _diverged(self, out: np.ndarray, step: int, last_saved: int | None):
         total = float(out[0]) + float(out[1])  # data loss plus L2 penalty
-        if math.isfinite(total):
-            return
         kept = (
             f"the last good checkpoint (step {last_saved}) is kept"
             if last_saved
             else "no checkpoint was saved"
         )
         raise TrainingDiverged(
-            f"the loss became {total} at step {step + 1}; {kept}: lower --learning_rate or "
+            f"the loss became {total} at step {step}; {kept}: lower --learning_rate or "
             "--lambda_regularization, or use --precision=float32."
         )
 
-    def _log_progress(self, step: int, out: np.ndarray, window: Window) -> None:
+    def _log_progress(self, step: int, window: Window) -> None:
         cfg = self.cfg
-        loss, acc = float(out[0]), float(out[2] / out[3])
+        loss, acc = window.mean_loss(), window.accuracy()
         rate = window.steps * cfg.global_batch_size / max(window.elapsed(), 1e-9)
         eta = (cfg.train_steps - step) * cfg.global_batch_size / max(rate, 1e-9)
         wait = window.input_fraction()
         logging.info(
-            "step %d/%d loss %.4f accuracy %.3f %.0f pairs/s input wait %.0f%% ETA %.0fs",
+            "step %d/%d loss %.4f accuracy %.3f %.0f pairs/s input wait %s ETA %.0fs",
             step,
             cfg.train_steps,
             loss,
             acc,
             rate,
-            100 * wait,
+            "n/a" if cfg.deterministic else f"{100 * wait:.0f}%",  # no timestamps then
             eta,
         )
         if wait > INPUT_BOUND_FRACTION:
