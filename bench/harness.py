@@ -116,6 +116,7 @@ def trainer_rates(
     rounds: int = 3,
     warmup: int = 5,
     others: dict | None = None,
+    plan: str | None = None,
 ) -> dict:
     """Pairs/s of the trainer's own compiled step (trainer.steps) on each of ``datasets``.
 
@@ -132,7 +133,7 @@ def trainer_rates(
         model,
         optimizer,
         batch,
-        "forward_backward" if jit else "none",
+        plan or ("forward_backward" if jit else "none"),
         loss_scale=precision == "mixed_float16",
     )
     its = {k: iter(strategy.experimental_distribute_dataset(d)) for k, d in datasets.items()}

@@ -60,6 +60,7 @@ def trainer_flags(data, model_dir, *extra):
         "--log_every_steps=1",
         "--eval_every_steps=100000",
         "--peer_timeout_seconds=120",  # generous: a slow, busy host must not look like a lost peer
+        "--noexport",  # checkpoints are what these runs are about; one test asks for the export
         *extra,
     )
 
@@ -91,6 +92,7 @@ def test_two_workers_converge_with_identical_weights(data, tmp_path):
                 "--learning_rate=2e-3",
                 "--log_every_steps=50",
                 "--checkpoint_every_steps=400",
+                "--export",
             ),
         ),
         out=out,

@@ -30,6 +30,7 @@ def flags(data, model_dir, *extra):
         f"--model_dir={model_dir}",
         "--global_batch_size=16",
         "--learning_rate=0.005",
+        "--noexport",
         *extra,
     ]
 
@@ -187,6 +188,7 @@ def test_in_loop_eval_keeps_the_best_export(data, tmp_path):
         "--checkpoint_every_steps=2",
         "--keep_checkpoints=4",
         "--best_metric=accuracy",
+        "--export",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     evals = eval_lines(r.stderr)

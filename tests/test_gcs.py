@@ -314,7 +314,7 @@ def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
 def test_launch_local_two_workers_write_only_the_chiefs_objects(gcs):
     r = gcs.run(
         [PY, "-m", "launch", "local", "--workers", "2", "--",
-         *_flags("gs://models/mw", "--train_steps=4", "--checkpoint_every_steps=2")]
+         *_flags("gs://models/mw", "--train_steps=4", "--checkpoint_every_steps=2", "--export")]
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     names = gcs.names("models", "mw/")

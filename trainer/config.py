@@ -33,6 +33,12 @@ _F.DEFINE_string(
     "(local or gs://). Training resumes from here by itself.",
 )
 _F.DEFINE_string("export_dir", "", "Where the SavedModel goes (default: <model_dir>/export).")
+_F.DEFINE_boolean(
+    "export",
+    True,
+    "Export the SavedModel when training ends (--noexport: checkpoints only, e.g. for a "
+    "sweep; export any time later with --mode=export).",
+)
 _F.DEFINE_enum(
     "mode",
     "train",
@@ -236,6 +242,7 @@ class Config:
     inter_op_threads: int = 0
     storage_timeout_seconds: int = storage.DEFAULT_TIMEOUT_S
     evaluation: EvalConfig = EvalConfig()
+    export: bool = True  # at the end of training (--mode=export always exports)
 
 
 def _positive(name: str, value: int, allow_zero=False) -> None:
@@ -345,6 +352,7 @@ def from_flags(f=FLAGS) -> Config:
         f.inter_op_threads,
         f.storage_timeout_seconds,
         EvalConfig(f.checkpoint_step, f.eval_timeout_seconds, f.eval_poll_seconds),
+        f.export,
     )
 
 

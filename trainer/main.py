@@ -213,10 +213,11 @@ def train_and_evaluate(config: Config) -> int:
             if metrics is not None:
                 _print_eval("eval:", metrics)
         if index == 0:
+            print(f"checkpoints: {checkpoint.checkpoint_dir(config.train.model_dir)}")
+        if index == 0 and (config.export or config.mode == "export"):
             from trainer.export import export_saved_model
 
             export_saved_model(trainer.model, model_cfg, config.export_dir, build_model)
-            print(f"checkpoints: {checkpoint.checkpoint_dir(config.train.model_dir)}")
             print(f"exported SavedModel: {config.export_dir}")
         return EXIT_OK
     except (ConfigError, DataError, storage.StorageError, TrainingDiverged) as e:
