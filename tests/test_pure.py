@@ -273,7 +273,7 @@ def test_loops_end_at_every_step_the_host_has_work_and_plans_per_device():
     assert loop_length(247, 1, cfg) == 1 and loop_length(249, 100, cfg) == 1
     cfg.eval_every_steps = 30
     assert loop_length(0, 100, cfg) == 30 and loop_length(30, 100, cfg) == 20
-    assert steps_per_loop("auto", 0) == 1 and steps_per_loop("auto", 8) == 100
+    assert steps_per_loop("auto", 0) == 10 and steps_per_loop("auto", 8) == 100
     assert steps_per_loop("7", 0) == 7
     with pytest.raises(ConfigError, match="--steps_per_loop=0 is invalid"):
         steps_per_loop("0", 1)

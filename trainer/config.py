@@ -81,7 +81,7 @@ _F.DEFINE_string(
     "steps_per_loop",
     "auto",
     "Training steps per compiled loop (one host round trip; the iterator runs inside): a "
-    "number, or auto (1 on CPU, 100 with GPUs). Loops end at every log, checkpoint, eval and "
+    "number, or auto (10 on CPU, 100 with GPUs). Loops end at every log, checkpoint, eval and "
     "profile step and at --train_steps; SIGTERM and the stop vote take effect at a loop's end.",
 )
 _F.DEFINE_integer("checkpoint_every_steps", 200, "Save every N steps (and at the end).")

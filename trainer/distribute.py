@@ -66,16 +66,17 @@ def compile_plan(jit: bool, num_gpus: int, replicas: int) -> str:
 
 
 def steps_per_loop(flag: str, num_gpus: int) -> int:
-    """--steps_per_loop: a positive number as given; auto = 1 on CPU, 100 with GPUs.
+    """--steps_per_loop: a positive number as given; auto = 10 on CPU, 100 with GPUs.
 
-    On CPU a step of this model takes tens of milliseconds or more and the per-step host round
-    trip measured a few percent at most (bench/steps_per_loop.py, bench/RESULTS.md), while a
-    loop delays SIGTERM, progress lines and the stop vote to its end; on a GPU a step takes
-    about a millisecond, so a round trip per step would leave it idle most of the time, and
-    100 steps keep a loop to a fraction of a second.
+    Measured on a 2-core CPU (bench/steps_per_loop.py, bench/e2e.py; bench/RESULTS.md): the
+    host round trip costs about 2-3 ms per step, so 10 steps per loop ran 1.2x faster than 1 at
+    batch 2 and 8 and up to 1.04x at batch 64, and 100 added almost nothing more; 10 keeps the
+    SIGTERM delay (a loop's end) to 10 steps. On a GPU a step takes about a millisecond, so a
+    round trip per step would leave it idle most of the time; 100 steps keep a loop to a
+    fraction of a second.
     """
     if flag == "auto":
-        return 100 if num_gpus else 1
+        return 100 if num_gpus else 10
     try:
         value = int(flag)
     except ValueError:

@@ -23,7 +23,14 @@ METRICS = 5  # loss, regularization, correct, count, stop: summed over replicas
 
 
 def make_train_loop(
-    strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool, timed=True
+    strategy,
+    model,
+    optimizer,
+    global_batch: int,
+    plan: str,
+    loss_scale: bool,
+    timed=True,
+    counters=None,
 ):
     """Returns train_loop(iterator, num_steps, stop) -> (sums, steps run, first bad step,
     input wait seconds, last step's metrics).
@@ -34,6 +41,8 @@ def make_train_loop(
     Inf ends the loop at once; its index in the loop is the third value (-1: none). The input
     wait is the time spent in ``next(iterator)`` (``tf.timestamp`` around it); 0 when not
     ``timed``: TensorFlow refuses timestamps under op determinism (--deterministic).
+    ``counters`` (global step, pairs seen: int64 variables) advance inside the function, so
+    the host issues no extra ops per loop.
     """
     replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
 
@@ -62,6 +71,10 @@ def make_train_loop(
             if not tf.math.is_finite(last[0] + last[1]):
                 bad = i
                 break
+        if counters is not None:
+            steps = tf.cast(done, tf.int64)
+            counters[0].assign_add(steps)
+            counters[1].assign_add(steps * global_batch)
         return sums, done, bad, wait, last
 
     return train_loop

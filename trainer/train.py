@@ -116,7 +116,9 @@ class Trainer:
             compile_plan,
             loss_scale=model_cfg.precision == "mixed_float16",
             timed=not train_cfg.deterministic,
+            counters=(self.step, self.examples_seen),
         )
+        self._constants = {}  # loop lengths and stop flags as tensors, made once each
         self.eval_step = steps_lib.make_eval_step(strategy, self.model)
         self.writer = (
             tf.summary.create_file_writer(summary_dir or join(train_cfg.model_dir, "tensorboard"))
@@ -238,9 +240,7 @@ class Trainer:
             sums, done, bad, last = self._one_loop(it, n, stop, window)
             if bad >= 0:
                 self._diverged(last, step + bad + 1, last_saved)
-            step += done
-            self.step.assign(step)
-            self.examples_seen.assign_add(done * cfg.global_batch_size)
+            step += done  # the loop advanced self.step and self.examples_seen itself
             if sums[4] > 0:
                 self.save()
                 raise Preempted(f"stopped by a signal at step {step}; checkpoint saved.")
@@ -268,13 +268,19 @@ class Trainer:
         try:
             t0 = time.monotonic()
             sums, done, bad, wait, last = self.train_loop(
-                it, tf.constant(n), tf.constant(1.0 if stop.requested else 0.0)
+                it, self._constant(n), self._constant(1.0 if stop.requested else 0.0)
             )
             sums, done, bad = sums.numpy(), int(done.numpy()), int(bad.numpy())
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
             raise self._data_error(e, self.train_source) from None
         window.add(done, float(wait.numpy()), time.monotonic() - t0, sums)
         return sums, done, bad, last.numpy()
+
+    def _constant(self, value):
+        key = (type(value), value)  # 1 and 1.0 are one dict key otherwise
+        if key not in self._constants:
+            self._constants[key] = tf.constant(value)
+        return self._constants[key]
 
     def _diverged(self, out: np.ndarray, step: int, last_saved: int | None):
         total = float(out[0]) + float(out[1])  # data loss plus L2 penalty
