@@ -104,10 +104,29 @@ def fail_on_storage(e) -> int:
     return EXIT_RETRY if found.transient else EXIT_USAGE
 
 
+def guarded(action):
+    """Runs ``action()``: (its result, None), or (None, exit status) after one sentence for
+    bad input (1) or a Cloud Storage failure (75 when transient). Names skipped rows."""
+    import tensorflow as tf
+
+    from trainer import scoring, storage
+
+    try:
+        scored = action()
+    except (scoring.ScoringError, storage.StorageError, ValueError) as e:  # DataError too
+        sys.stderr.write(f"error: {e}\n")
+        return None, 1
+    except tf.errors.OpError as e:
+        return None, fail_on_storage(e)
+    for line in getattr(scored, "bad", None) or []:
+        sys.stderr.write(f"skipped {line}\n")
+    return scored, None
+
+
 def _batch(output: str) -> int:
     import tensorflow as tf
 
-    from trainer import metrics, scoring, storage
+    from trainer import metrics, storage
 
     if not output:
         sys.stderr.write("error: --output is missing: name the scores CSV to write.\n")
@@ -116,17 +135,16 @@ def _batch(output: str) -> int:
     if not storage.is_gcs(output) and not tf.io.gfile.isdir(parent):
         sys.stderr.write(f"error: the folder of --output={output} does not exist.\n")
         return 1
-    try:
+
+    def run():
         storage.require_bucket(output, "output")
         scored = score(FLAGS.pairs, FLAGS.data_dir)
         write_whole(output, scores_csv(scored))
-    except (scoring.ScoringError, storage.StorageError) as e:
-        sys.stderr.write(f"error: {e}\n")
-        return 1
-    except tf.errors.OpError as e:
-        return fail_on_storage(e)
-    for line in scored.bad:
-        sys.stderr.write(f"skipped {line}\n")
+        return scored
+
+    scored, code = guarded(run)
+    if code is not None:
+        return code
     print(
         f"scored {len(scored.scores)} pairs in {scored.seconds:.1f} s ({scored.rate:,.0f} "
         f"pairs/s){f', skipped {len(scored.bad)} bad rows' if scored.bad else ''}: {output}"

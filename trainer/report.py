@@ -230,10 +230,8 @@ def write_report(scored, output_dir: str, wrong_pairs: int) -> dict:
 
 
 def _main(argv) -> int:
-    import tensorflow as tf
-
     from trainer import scoring, storage
-    from trainer.predict import USAGE, check_source_flags, fail_on_storage, score
+    from trainer.predict import USAGE, check_source_flags, guarded, score
 
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
@@ -249,7 +247,8 @@ def _main(argv) -> int:
     if FLAGS.wrong_pairs < 0:
         sys.stderr.write(f"error: --wrong_pairs={FLAGS.wrong_pairs} is invalid: use >= 0.\n")
         return 1
-    try:
+
+    def run():
         storage.require_bucket(FLAGS.output_dir, "output_dir")
         if FLAGS.pairs:  # before the model loads: a CSV without labels cannot be reported on
             from trainer.data import convert
@@ -259,14 +258,13 @@ def _main(argv) -> int:
                     f"{FLAGS.pairs} has no label column: a report compares scores with labels."
                 )
         scored = score(FLAGS.pairs, FLAGS.data_dir, keep_wrong=FLAGS.wrong_pairs)
-        summary = write_report(scored, FLAGS.output_dir, FLAGS.wrong_pairs)
-    except (scoring.ScoringError, storage.StorageError, ValueError) as e:  # DataError too
-        sys.stderr.write(f"error: {e}\n")
-        return 1
-    except tf.errors.OpError as e:
-        return fail_on_storage(e)
-    for line in scored.bad:
-        sys.stderr.write(f"skipped {line}\n")
+        scored.summary = write_report(scored, FLAGS.output_dir, FLAGS.wrong_pairs)
+        return scored
+
+    scored, code = guarded(run)
+    if code is not None:
+        return code
+    summary = scored.summary
     best = summary["at_best_f1"]
     print(
         f"{summary['pairs']} pairs: auc {summary['auc']:.4f} loss {summary['loss']:.4f} "

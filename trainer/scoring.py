@@ -40,6 +40,7 @@ class Scored:
     bad: list  # one line per row that could not be scored
     wrong: list  # the most confidently wrong pairs: dicts with images, when asked for
     seconds: float
+    summary: dict | None = None  # the report's figures, once trainer.report computed them
 
     @property
     def rate(self) -> float:
