@@ -113,6 +113,27 @@ def _best_keeper(config: Config, model_cfg, build_model):
     return BestKeeper(config.train.model_dir, config.train.best_metric, export)
 
 
+def _evaluated_before(config: Config) -> bool:
+    """A restarted evaluator whose work is done says so before building anything."""
+    from trainer.evaluate import RECORD_FILE, finished, load_record
+
+    record = load_record(config.train.model_dir)
+    if not finished(record, config.train.train_steps):
+        return False
+    logging.info(
+        "the checkpoint of step %d (--train_steps) was evaluated before: nothing to do "
+        "(%d checkpoints in %s)",
+        max(record),
+        len(record),
+        join(config.train.model_dir, RECORD_FILE),
+    )
+    print(
+        f"continuous eval: evaluated 0 checkpoints this run, {len(record)} in all "
+        f"(steps {', '.join(map(str, sorted(record)))})"
+    )
+    return True
+
+
 def _evaluate(config: Config, trainer, model_cfg) -> int:
     """--mode=evaluate (one checkpoint) or --mode=continuous_eval (each new one)."""
     from trainer.evaluate import Evaluator
@@ -142,6 +163,8 @@ def train_and_evaluate(config: Config) -> int:
         distribute.configure_threads(config.intra_op_threads, config.inter_op_threads)
         distribute.split_cpu(config.devices_per_worker)
         check_storage(config)
+        if config.mode == "continuous_eval" and _evaluated_before(config):
+            return EXIT_OK
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
         strategy, name, index, workers, gpus = distribute.make_strategy(
             config.strategy,
