@@ -318,7 +318,20 @@ def _cli(*args):
     )
 
 
-def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path):
+def _cli_here(capsys, *args):
+    """The same command line in this process (its main() with argv): for the cases after the
+    first, which need no fresh process, only the same entry point."""
+    from trainer.data.__main__ import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's errors exit
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path, capsys):
     out = tmp_path / "syn"
     r = _cli(
         "synthetic",
@@ -338,14 +351,14 @@ def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     info = schema.read_info(str(out))
     assert info.counts == {"train": 40, "eval": 8} and info.height == 16
-    r = _cli("verify", str(out))
+    r = _cli_here(capsys, "verify", str(out))
     assert r.returncode == 0 and "total: 4 files, 48 records" in r.stdout
     _corrupt(str(out / "train-00001-of-00002.tfrecord"), "truncated")
-    r = _cli("verify", str(out))
+    r = _cli_here(capsys, "verify", str(out))
     assert r.returncode == 1
     assert "first bad record: " + str(out / "train-00001-of-00002.tfrecord") + " record" in r.stdout
-    r = _cli("synthetic", "--output_dir", str(out), "--num_train", "4")
+    r = _cli_here(capsys, "synthetic", "--output_dir", str(out), "--num_train", "4")
     assert r.returncode == 1 and "already holds a dataset" in r.stderr
-    r = _cli("synthetic", "--output_dir", str(tmp_path / "x"), "--num_train", "lots")
+    r = _cli_here(capsys, "synthetic", "--output_dir", str(tmp_path / "x"), "--num_train", "lots")
     assert r.returncode == 1 and "invalid int value: 'lots'" in r.stderr
     assert not (tmp_path / "x").exists()

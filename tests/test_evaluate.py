@@ -142,14 +142,10 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
     assert (model_dir / "eval/evaluated.json").read_bytes() == before
     assert tensorboard_steps(model_dir / "tensorboard/eval") == on_disk
 
-    # --mode=evaluate on one step prints what the evaluator recorded for it.
-    one = run_module("trainer", *common, "--mode=evaluate", "--checkpoint_step=6")
-    assert one.returncode == 0, one.stderr[-2000:]
-    m = record["6"]
-    assert f"eval at step 6: accuracy {m['accuracy']:.4f} auc {m['auc']:.4f} loss " in one.stdout
 
-
-def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(main_job, tmp_path):
+def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
+    main_job, tmp_path, capsys
+):
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir = tmp_path / "m"
     shutil.copytree(main_job.model_dir, model_dir)
@@ -178,22 +174,41 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(main
     assert trained["step"] == last
     for key in ("loss", "accuracy", "auc"):
         assert record[str(last)][key] == pytest.approx(trained[key], abs=1e-6)
+    # --mode=evaluate of one step (in this process: the same entry as `trainer` after its
+    # flags) prints the figures the evaluator recorded for it.
+    from trainer.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+    from trainer.main import train_and_evaluate
+
+    (data,) = (main_job.root / "cache/inception-pair-trainer").iterdir()
+    cfg = Config(
+        mode="evaluate",
+        strategy="auto",
+        export_dir=str(model_dir / "export"),
+        devices_per_worker=0,
+        model=ModelConfig("elu", 0.0, "branch", "flatten", "float32"),
+        data=DataConfig(str(data), 0, False, False, False, 4096, False),
+        train=TrainConfig(str(model_dir), 64, last, 2e-3, "auto", 200, 3, 200, 50, 0, False),
+        evaluation=EvalConfig(checkpoint_step=last),
+    )
+    capsys.readouterr()
+    assert train_and_evaluate(cfg) == 0
+    m = record[str(last)]
+    line = f"eval at step {last}: accuracy {m['accuracy']:.4f} auc {m['auc']:.4f} loss "
+    assert line in capsys.readouterr().out
 
 
 def test_in_loop_eval_keeps_the_best_export(data, tmp_path):
     model_dir = tmp_path / "m"
     r = run_module(
         "trainer",
-        *flags(data, model_dir, "--train_steps=8", "--eval_every_steps=2"),
+        *flags(data, model_dir, "--train_steps=6", "--eval_every_steps=2"),
         "--checkpoint_every_steps=2",
-        "--keep_checkpoints=4",
+        "--keep_checkpoints=3",
         "--best_metric=accuracy",
-        "--export",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     evals = eval_lines(r.stderr)
-    assert [s for s, _ in evals] == [2, 4, 6, 8]
+    assert [s for s, _ in evals] == [2, 4, 6]
     record = {str(s): m for s, m in evals}
     exported = [int(s) for s in re.findall(r"new best accuracy [\d.]+ at step (\d+)", r.stderr)]
     check_best_export(model_dir, record, "accuracy", exported)
-    assert (model_dir / "export/saved_model.pb").exists()  # the regular export as well

@@ -132,19 +132,15 @@ def test_batch_prediction_of_tfrecords(main_job, tmp_path):
     got = read_csv(out)
     assert got[0] == ["pair_id", "probability", "label"]
     source = open_source(str(data), "eval")
-    ids, images_a, images_b, labels = [], [], [], []
-    for record in reader.records_in_order(source):
-        f = tf.io.parse_single_example(record, {"pair_id": tf.io.FixedLenFeature([], tf.string)})
-        ids.append(f["pair_id"].numpy().decode())
-        a, b, y = reader.parse_batch(record[None], source.spec)
-        images_a.append(a[0])
-        images_b.append(b[0])
-        labels.append(int(y[0]))
+    records = tf.stack(list(reader.records_in_order(source)))  # file order
+    ids = tf.io.parse_example(records, {"pair_id": tf.io.FixedLenFeature([], tf.string)})
+    ids = [x.decode() for x in ids["pair_id"].numpy()]
+    images_a, images_b, labels = reader.parse_batch(records, source.spec)
     assert [g[0] for g in got[1:]] == ids and len(ids) == source.num_records
-    assert [int(g[2]) for g in got[1:]] == labels
+    assert [int(g[2]) for g in got[1:]] == labels.numpy().tolist()
     fn = tf.saved_model.load(str(main_job.export_dir)).signatures["serving_float"]
-    x1 = tf.cast(tf.stack(images_a), tf.float32) / 255
-    x2 = tf.cast(tf.stack(images_b), tf.float32) / 255
+    x1 = tf.cast(images_a, tf.float32) / 255
+    x2 = tf.cast(images_b, tf.float32) / 255
     expected = fn(input1=x1, input2=x2)["probability"].numpy()[:, 0]
     np.testing.assert_allclose([float(g[1]) for g in got[1:]], expected, atol=1e-5)
 
