@@ -6,11 +6,11 @@ the only hang protection. Tests whose subject is a time bound measure it from th
 the bounded work starts, with slack, never from process start.
 """
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -39,12 +39,47 @@ def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedPr
     )
 
 
-class MainJob:
-    """The README's main command, run once per test session in a fresh folder and cache.
+MAIN_JOB = "main_job"
 
-    With pytest-xdist the test processes share one run: the first to need it runs it under
-    a file lock and records its result; the others wait for the lock and read the record.
-    """
+
+def _main_job_root(config):
+    """<session base temp>/main_job: the same folder for the controller and every xdist worker
+    (a worker's base temp is <session base temp>/popen-gwN)."""
+    base = config._tmp_path_factory.getbasetemp()
+    if hasattr(config, "workerinput"):
+        base = base.parent
+    return base / MAIN_JOB
+
+
+def pytest_sessionstart(session):
+    """Starts the README's main command in the background as the session begins, from the
+    process that runs no tests (xdist's controller) or, without xdist, from the only one, so
+    no test process sits idle waiting for it later. Its output lands in result.json."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller started it
+    root = _main_job_root(config)
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(root / "cache")}
+    script = (
+        "import json, os, subprocess, sys\n"
+        "r = subprocess.run([sys.executable, '-m', 'trainer'], capture_output=True, text=True)\n"
+        "open('result.json.tmp', 'w').write(json.dumps([r.returncode, r.stdout, r.stderr]))\n"
+        "os.rename('result.json.tmp', 'result.json')\n"
+    )
+    config._main_job = subprocess.Popen([PY, "-c", script], cwd=root, env=env)
+
+
+def pytest_sessionfinish(session):
+    proc = getattr(session.config, "_main_job", None)
+    if proc is not None and proc.poll() is None:  # the session ended first (e.g. -x, -k)
+        proc.kill()
+        proc.wait()
+
+
+class MainJob:
+    """The README's main command, run once per test session in a fresh folder and cache
+    (started in the background by pytest_sessionstart); its result, once it is there."""
 
     def __init__(self, root):
         self.root = root
@@ -52,24 +87,17 @@ class MainJob:
         self.model_dir = root / "runs/default"
         self.export_dir = self.model_dir / "export"
         record = root / "result.json"
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not record.exists():
-                r = run_module("trainer", cwd=root, env=self.env)
-                record.write_text(json.dumps([r.returncode, r.stdout, r.stderr]))
+        while not record.exists():  # no time limit here: pytest-timeout is the hang guard
+            time.sleep(0.5)
         code, out, err = json.loads(record.read_text())
         self.result = subprocess.CompletedProcess(["trainer"], code, out, err)
 
 
 @pytest.fixture(scope="session")
-def main_job(tmp_path_factory, worker_id):
+def main_job(request):
     """`trainer` with no flags: trained on the built-in set, checkpoints and an export.
 
     Tests that only read its model, checkpoints or export share it instead of training
     their own; none of them may write into ``model_dir`` (copy it first).
     """
-    base = tmp_path_factory.getbasetemp()
-    if worker_id != "master":  # xdist: the workers' temp folders share a parent
-        base = base.parent
-    return MainJob(base / "main_job")
+    return MainJob(_main_job_root(request.config))
