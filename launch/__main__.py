@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--max_restarts", type=_int_at_least(0), default=3)
     local.add_argument(
+        "--data_workers",
+        type=_int_at_least(0),
+        default=0,
+        help="run a tf.data service (dispatcher + N data workers) that decodes for the trainers",
+    )
+    local.add_argument(
         "--grace_seconds",
         type=float,
         default=60.0,
@@ -75,6 +81,7 @@ def main(argv=None) -> int:
                 args.max_restarts,
                 args.grace_seconds,
                 tuple(trainer_args),
+                data_workers=args.data_workers,
             )
         )
     from launch import k8s_cli

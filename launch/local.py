@@ -2,6 +2,7 @@
 
 Each worker gets the Indexed-Job environment (JOB_COMPLETION_INDEX, TRAINER_WORKER_HOSTS with
 free localhost ports), so the trainer derives TF_CONFIG by the same rule as on the cluster.
+With --data_workers N, a tf.data service runs beside them (launch.data_service).
 When a worker exits 75 or dies, the others are stopped and the whole group restarts (at most
 --max_restarts times); the workers resume from the latest checkpoint. Exit 1 from any worker
 ends the run at once (bad input: a retry cannot help). Never imports the trainer's model or loop.
@@ -31,6 +32,7 @@ class LocalConfig:
     grace_seconds: float = 60.0
     trainer_args: tuple = ()
     python: str = sys.executable
+    data_workers: int = 0  # > 0: a tf.data service on loopback (launch.data_service)
 
 
 def free_ports(n: int) -> list[int]:
@@ -65,10 +67,14 @@ def worker_command(cfg: LocalConfig) -> list[str]:
     return cmd
 
 
-def _pump(stream, prefix: str, out) -> None:
+def pump(stream, prefix: str, out, ready=None) -> None:
+    """Copies a child's lines to ``out`` with a prefix; sets ``ready`` (a threading.Event) at
+    the first line that says the child is listening."""
     for line in iter(stream.readline, ""):
         out.write(f"{prefix} {line}")
         out.flush()
+        if ready is not None and " listening on port " in line:
+            ready.set()
 
 
 class Group:
@@ -86,9 +92,7 @@ class Group:
                 text=True,
                 start_new_session=True,  # Ctrl-C reaches the launcher, which stops them cleanly
             )
-            t = threading.Thread(
-                target=_pump, args=(proc.stdout, f"[worker {i}]", out), daemon=True
-            )
+            t = threading.Thread(target=pump, args=(proc.stdout, f"[worker {i}]", out), daemon=True)
             t.start()
             self.procs.append(proc)
             self.threads.append(t)
@@ -125,10 +129,38 @@ def _outcome(codes: list) -> str | None:
 
 
 def run(cfg: LocalConfig, out=sys.stdout, on_start=None) -> int:
-    """Runs the group to completion; returns the launcher's exit status.
+    """Runs the group (and its data service, if any) to completion; returns the exit status.
 
-    ``on_start(group)`` is called after each start (tests use it to kill a worker).
+    ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
+    service is ``group.data``).
     """
+    if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
+        out.write(
+            "[launch] error: --data_workers starts its own tf.data service: drop "
+            "--data_service_address from the trainer flags.\n"
+        )
+        return EXIT_USAGE
+    data = None
+    if cfg.data_workers:
+        from launch.data_service import LocalService
+
+        data = LocalService(cfg.data_workers, out, cfg.python)
+        try:
+            data.start()
+        except RuntimeError as e:
+            out.write(f"[launch] error: {e}\n")
+            return EXIT_RETRY
+        cfg = dataclasses.replace(
+            cfg, trainer_args=(*cfg.trainer_args, f"--data_service_address={data.address}")
+        )
+    try:
+        return _run_groups(cfg, out, on_start, data)
+    finally:
+        if data is not None:
+            data.stop()
+
+
+def _run_groups(cfg: LocalConfig, out, on_start, data) -> int:
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
@@ -139,11 +171,14 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None) -> int:
             )
             out.flush()
             group = Group(cfg, attempt, out)
+            group.data = data
             if on_start:
                 on_start(group)
             outcome = None
             while outcome is None and not interrupted.is_set():
                 time.sleep(0.2)
+                if data is not None:
+                    data.supervise()
                 outcome = _outcome(group.poll())
             if interrupted.is_set():
                 out.write("[launch] interrupted: stopping every worker\n")

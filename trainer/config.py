@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from absl import flags
 
@@ -116,6 +117,12 @@ _F.DEFINE_boolean("deterministic", False, "Bitwise-reproducible ops and input or
 _F.DEFINE_boolean("augment", False, "Random flip/brightness, identical on both images.")
 _F.DEFINE_boolean("cache", False, "Keep decoded training pairs in memory after epoch 1.")
 _F.DEFINE_boolean("skip_corrupt", False, "Skip (and report) corrupt records instead of failing.")
+_F.DEFINE_string(
+    "data_service_address",
+    "",
+    "grpc://HOST:PORT of a tf.data service dispatcher: its data workers read, decode and "
+    "batch the training pairs (empty: this process does).",
+)
 _F.DEFINE_integer("shuffle_buffer", 4096, "Serialized records in the shuffle buffer.")
 _F.DEFINE_integer(
     "devices_per_worker",
@@ -199,6 +206,7 @@ class DataConfig:
     skip_corrupt: bool
     shuffle_buffer: int
     deterministic: bool
+    service_address: str = ""  # --data_service_address
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +275,25 @@ def _profile_steps(values: list) -> tuple:
     return (first, last)
 
 
+def _check_service(f) -> None:
+    """--data_service_address: its form, and the flags that cannot go with it."""
+    address = f.data_service_address
+    if not address:
+        return
+    if not re.match(r"^grpc://[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$", address):
+        raise ConfigError(
+            f"--data_service_address={address} is invalid: use grpc://HOST:PORT "
+            "(e.g. grpc://localhost:5050), or leave it empty."
+        )
+    for name, why in (
+        ("deterministic", "the service's dynamic sharding gives no fixed input order"),
+        ("cache", "the data workers decode every epoch; a trainer-side cache has no place"),
+        ("skip_corrupt", "the scan runs in the trainer; run verify and fix the data instead"),
+    ):
+        if getattr(f, name):
+            raise ConfigError(f"--{name} cannot go with --data_service_address: {why}.")
+
+
 def _check_activation(name: str) -> None:
     """Needs Keras (TensorFlow), so it runs after the checks that do not."""
     from trainer import model as model_lib
@@ -315,12 +342,20 @@ def from_flags(f=FLAGS) -> Config:
         raise ConfigError(
             f"--steps_per_loop={f.steps_per_loop} is invalid: use a number > 0 or auto."
         )
+    _check_service(f)
     _check_activation(f.activation)  # last: it loads TensorFlow
     model = ModelConfig(
         f.activation, f.lambda_regularization, f.stride_placement, f.head, f.precision
     )
     data = DataConfig(
-        f.data_dir, f.seed, f.augment, f.cache, f.skip_corrupt, f.shuffle_buffer, f.deterministic
+        f.data_dir,
+        f.seed,
+        f.augment,
+        f.cache,
+        f.skip_corrupt,
+        f.shuffle_buffer,
+        f.deterministic,
+        f.data_service_address,
     )
     train = TrainConfig(
         f.model_dir,

@@ -28,7 +28,7 @@ from trainer.control import (
     Window,
     loop_length,
 )
-from trainer.data import reader, verify
+from trainer.data import reader, service, verify
 from trainer.data.schema import DataError, join
 
 
@@ -145,6 +145,22 @@ class Trainer:
             cache=self.data_cfg.cache,
             skip_corrupt=self.data_cfg.skip_corrupt,
         )
+
+        address = self.data_cfg.service_address
+        if address:
+            # Every trainer worker reads one shared job of the tf.data service (its data
+            # workers decode); see trainer.data.service for what a resume reproduces.
+            seen = int(self.examples_seen.numpy())
+            name = service.job_name(self.cfg.model_dir, self.data_cfg.seed, seen)
+            logging.info("input from the tf.data service at %s, job %s", address, name)
+            return iter(
+                self.strategy.distribute_datasets_from_function(
+                    lambda ctx: service.train_stream(
+                        self.train_source, rc, address, name, seen, start
+                    ),
+                    self.input_options,
+                )
+            )
 
         def dataset_fn(ctx):
             ds, skipped = reader.train_dataset(
@@ -312,9 +328,12 @@ class Trainer:
         )
         if wait > INPUT_BOUND_FRACTION:
             logging.warning(
-                "input-bound: %.0f%% of step time waits for the next batch; try --cache, raw "
-                "encoding, more shards or fewer augmentations",
+                "input-bound: %.0f%% of step time waits for the next batch; %s",
                 100 * wait,
+                "add data workers to the tf.data service"
+                if self.data_cfg.service_address
+                else "try --cache, raw encoding, more shards, fewer augmentations or the "
+                "tf.data service (--data_service_address)",
             )
         self._scalars(
             step,

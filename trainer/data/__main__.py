@@ -1,4 +1,5 @@
-"""``python -m trainer.data synthetic|convert|verify``: the data tools' command line.
+"""The data tools' command line: ``python -m trainer.data COMMAND`` (synthetic, convert, finalize,
+verify, dispatcher, data_worker).
 
 Thin: parses arguments, calls the module that does the work, turns user errors into one
 sentence and exit status 1.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.data import DataError
+from trainer.data import DataError, servers
 from trainer.storage import StorageError
 
 EXIT_USAGE = 1
@@ -45,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--image_size", type=int, help="resize to SIZE x SIZE (re-encodes)")
     conv.add_argument("--gzip", action="store_true")
     conv.add_argument("--seed", type=int, default=0, help="seed of the train/eval split")
+
+    disp = sub.add_parser("dispatcher", help="serve a tf.data service dispatcher until SIGTERM")
+    disp.add_argument("--port", type=int, default=servers.DEFAULT_DISPATCHER_PORT)
+    disp.add_argument("--work_dir", default="", help="journal folder (local or gs://)")
+    disp.add_argument("--worker_timeout_ms", type=int, default=0, help="0: TensorFlow's")
+
+    work = sub.add_parser("data_worker", help="serve a tf.data service worker until SIGTERM")
+    work.add_argument("--dispatcher_address", required=True, help="HOST:PORT or grpc://...")
+    work.add_argument("--port", type=int, default=servers.DEFAULT_WORKER_PORT)
+    work.add_argument("--worker_address", default="", help="HOST:PORT trainers dial")
 
     ver = sub.add_parser("verify", help="read every record; report counts and the first bad one")
     ver.add_argument("data_dir")
@@ -84,6 +95,8 @@ def main(argv=None) -> int:
                 args.seed,
             )
             print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+        elif args.command in ("dispatcher", "data_worker"):
+            return servers.main(args)
         else:
             from trainer.data.verify import verify_folder
 

@@ -144,7 +144,7 @@ def _epoch_records(source, shard, config, epoch, shuffle: bool, skip_plan=None):
     return ds
 
 
-def _to_model_inputs(image_a, image_b, label):
+def to_model_inputs(image_a, image_b, label):
     scale = 1.0 / 255.0
     return (
         {
@@ -232,20 +232,25 @@ def train_dataset(
     if config.cache:
         ds = _cached_epochs(source, shard, config, plan, per_epoch, first_epoch)
         ds = ds.skip(offset).batch(config.batch_size, drop_remainder=True)
-        ds = ds.map(_to_model_inputs, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     else:
         ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
             lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan)
         )
         # Skipped records are still serialized bytes here: resuming decodes none of them.
         ds = ds.skip(offset).batch(config.batch_size, drop_remainder=True)
-        ds = ds.map(lambda s: _to_model_inputs(*parse_batch(s, spec)), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda s: to_model_inputs(*parse_batch(s, spec)), num_parallel_calls=AUTOTUNE)
+    return finish_train_stream(ds, config, start_step), skipped
+
+
+def finish_train_stream(ds, config: ReaderConfig, start_step: int):
+    """The last stages of every training stream (local or from the tf.data service): the
+    optional augmentation keyed by step, prefetch, options."""
     if config.augment:
         ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, np.iinfo(np.int64).max), ds).map(
             lambda step, b: _augment(step, b, config.seed), num_parallel_calls=AUTOTUNE
         )
-    ds = ds.prefetch(AUTOTUNE).with_options(_options(config.deterministic))
-    return ds, skipped
+    return ds.prefetch(AUTOTUNE).with_options(_options(config.deterministic))
 
 
 def _cached_epochs(source, shard, config, plan, per_epoch: int, first_epoch: int):
@@ -294,6 +299,6 @@ def eval_dataset(source: Source, batch_size: int, worker_index: int = 0, num_wor
     config = ReaderConfig(batch_size=batch_size)
     ds = _epoch_records(source, shard, config, 0, shuffle=False)
     ds = ds.batch(batch_size).map(
-        lambda s: _to_model_inputs(*parse_batch(s, source.spec)), num_parallel_calls=AUTOTUNE
+        lambda s: to_model_inputs(*parse_batch(s, source.spec)), num_parallel_calls=AUTOTUNE
     )
     return ds.prefetch(AUTOTUNE).with_options(_options(True))

@@ -1,0 +1,164 @@
+"""The tf.data service: what trainers receive through it, and a run with data workers.
+
+Real servers over loopback gRPC: TensorFlow's DispatchServer and WorkerServer (in this
+process for the counting tests, as ``launch local`` processes for the training run).
+"""
+
+import collections
+import re
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from launch.local import LocalConfig, run
+from tests.datagen import pair_pixels, write_pairs
+from tests.test_distributed import Capture, trainer_flags
+from trainer.data import reader, service
+from trainer.data.source import open_source
+from trainer.data.synthetic import write_synthetic
+
+N, FILES, BATCH = 96, 6, 8
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("svc") / "data")
+    write_pairs(path, N, FILES, encoding="png")
+    return open_source(path)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A dispatcher and two data workers, in this process."""
+    svc = tf.data.experimental.service
+    dispatcher = svc.DispatchServer(svc.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    workers = [svc.WorkerServer(svc.WorkerConfig(dispatcher_address=address)) for _ in range(2)]
+    yield dispatcher.target
+    for w in workers:
+        w.stop()
+    dispatcher.stop()
+
+
+def _probe(source, target, name, first_epoch=0, shuffle_buffer=8):
+    ds = service.worker_pipeline(source, BATCH, 3, shuffle_buffer, first_epoch, probe=True)
+    return service.distributed(ds, target, name)
+
+
+def _count(batches, into):
+    for a, b, label, epoch, ids in batches:
+        for image_a, image_b, y, e, i in zip(a, b, label, epoch, ids):
+            k = int(i)
+            # The data workers decoded what the record holds (ids are grey levels, datagen).
+            expect_a, expect_b = pair_pixels(k)
+            assert np.array_equal(image_a, expect_a) and np.array_equal(image_b, expect_b)
+            assert int(y) == k % 2
+            into[(int(e), k)] += 1
+
+
+def test_every_record_once_per_epoch_over_two_data_workers_and_two_trainers(source, cluster):
+    # Two consumers of one job, as two trainer workers of a run: each batch reaches one.
+    seen = [collections.Counter(), collections.Counter()]
+    its = [iter(_probe(source, cluster, "shared").as_numpy_iterator()) for _ in range(2)]
+    for _ in range(5 * N // BATCH // 2):  # five epochs' worth between the two
+        for it, counter in zip(its, seen):
+            _count([next(it)], counter)
+    both = seen[0] + seen[1]
+    for epoch in (0, 1, 2):  # later epochs may still sit in a worker's buffers
+        ids = sorted(k for e, k in both if e == epoch)
+        assert ids == list(range(N)), (epoch, len(ids))
+        assert {both[(epoch, k)] for k in ids} == {1}
+    assert sum(seen[0].values()) == sum(seen[1].values()) > 0
+    assert not set(seen[0]) & set(seen[1])  # no pair of an epoch went to both trainers
+
+
+def test_a_resumed_stream_starts_at_its_epoch(source, cluster):
+    seen = collections.Counter()
+    batches = _probe(source, cluster, "resume", first_epoch=7).take(N // BATCH)
+    _count(batches.as_numpy_iterator(), seen)
+    assert min(e for e, _ in seen) == 7
+    # Trainer workers of one attempt share a job; another checkpoint or run gets its own.
+    assert service.job_name("gs://b/m", 0, 640) == service.job_name("gs://b/m", 0, 640)
+    assert service.job_name("gs://b/m", 0, 640) != service.job_name("gs://b/m", 0, 704)
+    assert service.job_name("gs://b/m", 0, 640) != service.job_name("gs://b/n", 0, 640)
+
+
+def test_trainer_side_gets_model_inputs(source, cluster):
+    config = reader.ReaderConfig(batch_size=BATCH, seed=1, augment=True)
+    ds = service.train_stream(source, config, cluster, "inputs", examples_seen=0, start_step=0)
+    inputs, label = next(iter(ds))
+    assert inputs["input1"].dtype == tf.float32 and inputs["input1"].shape == (BATCH, 8, 8, 3)
+    assert (
+        0.0
+        <= float(tf.reduce_min(inputs["input1"]))
+        <= float(tf.reduce_max(inputs["input1"]))
+        <= 1.0
+    )
+    assert label.shape == (BATCH,)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("syn") / "syn")
+    write_synthetic(path, num_train=4096, num_eval=256, image_size=16, num_shards=4, seed=5)
+    return path
+
+
+def test_training_through_two_data_workers_survives_a_killed_one(synthetic, tmp_path):
+    out = Capture()
+    killed = threading.Event()
+
+    def on_start(group):
+        def killer():
+            while "step 60/" not in out.text and all(c is None for c in group.poll()):
+                threading.Event().wait(0.2)
+            group.data.kill("data worker 0")
+            out.write("[test] killed data worker 0\n")
+            killed.set()
+
+        threading.Thread(target=killer, daemon=True).start()
+
+    rc = run(
+        LocalConfig(
+            1,
+            max_restarts=0,  # the trainer must not need a restart
+            data_workers=2,
+            trainer_args=trainer_flags(
+                synthetic,
+                tmp_path / "m",
+                "--train_steps=300",
+                "--log_every_steps=20",
+                "--steps_per_loop=10",
+                "--checkpoint_every_steps=300",
+            ),
+        ),
+        out=out,
+        on_start=on_start,
+    )
+    text = out.text
+    assert rc == 0, text[-3000:]
+    assert killed.is_set()
+    assert "[launch] data worker 0 exited with code -9: starting it again (restart 1)" in text
+    after_kill = text.split("[test] killed data worker 0", 1)[1]
+    steps_after = [int(s) for s in re.findall(r"\[worker 0\] .*step (\d+)/300", after_kill)]
+    assert steps_after and max(steps_after) == 300 and min(steps_after) <= 100
+    assert re.search(r"\[data worker 0\] data worker listening", after_kill)  # back again
+    assert "input from the tf.data service at grpc://localhost:" in text
+    (acc,) = re.findall(r"\[worker 0\] eval: accuracy ([\d.]+)", text)
+    assert float(acc) >= 0.9
+
+
+def test_data_workers_and_a_service_address_are_refused_together(tmp_path):
+    out = Capture()
+    rc = run(
+        LocalConfig(
+            1,
+            data_workers=1,
+            trainer_args=("--data_service_address=grpc://localhost:1", f"--model_dir={tmp_path}"),
+        ),
+        out=out,
+    )
+    assert rc == 1 and "drop --data_service_address" in out.text
+    assert "starting" not in out.text and not list(tmp_path.iterdir())
