@@ -40,6 +40,7 @@ setup(
         "console_scripts": [
             "trainer=trainer.__main__:run",
             "launch=launch.__main__:run",
+            "trainer-data=trainer.data.__main__:run",  # converter, verify, tf.data service
         ],
     },
 )

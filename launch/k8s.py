@@ -272,6 +272,12 @@ def commands(
                 # the side-car evaluator, if the run has one (launch/evaluator.py)
                 f"job/{name}-evaluator",
                 f"networkpolicy/{name}-evaluator",
+                # the tf.data service, if the run has one (launch/k8s_data.py)
+                f"deployment/{name}-data-dispatcher",
+                f"deployment/{name}-data-worker",
+                f"service/{name}-data",
+                f"networkpolicy/{name}-data-dispatcher",
+                f"networkpolicy/{name}-data-worker",
                 "--ignore-not-found",
                 "--cascade=foreground",
             )

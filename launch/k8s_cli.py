@@ -68,6 +68,14 @@ def add_parser(sub) -> None:
         "the workers then skip in-loop eval",
     )
     p.add_argument("--evaluator_gpus", type=int, default=0, help="--evaluator: 0 (CPU) or 1 GPU")
+    p.add_argument(
+        "--data_workers",
+        type=int,
+        default=0,
+        help="render/submit: add a tf.data service (dispatcher + N CPU data workers) that "
+        "decodes for the trainers",
+    )
+    p.add_argument("--data_worker_cpu", default="4", help="--data_workers: CPU request each")
     p.add_argument("--follow", action="store_true", help="logs: stream")
 
 
@@ -98,6 +106,14 @@ def _manifests(args, trainer_args) -> str:
         from launch import evaluator
 
         docs, side = evaluator.split(docs, spec, args.evaluator_gpus)
+    if args.data_workers:
+        from launch import k8s_data
+
+        label = k8s.CONTROLLERS[args.controller][1]
+        docs, data = k8s_data.add(
+            docs, spec, args.data_workers, {label: spec.name}, args.data_worker_cpu
+        )
+        side += data
     if args.controller == "jobset":
         from launch import jobset
 

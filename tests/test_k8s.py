@@ -315,6 +315,8 @@ DELETE_FLAGS = ["--ignore-not-found", "--cascade=foreground"]
 # the run's objects, and its evaluator's: always named (--ignore-not-found), harmless if absent
 DELETED = ["job/exp1", "service/exp1", "networkpolicy/exp1"]
 DELETED += ["job/exp1-evaluator", "networkpolicy/exp1-evaluator"]
+DELETED += ["deployment/exp1-data-dispatcher", "deployment/exp1-data-worker", "service/exp1-data"]
+DELETED += ["networkpolicy/exp1-data-dispatcher", "networkpolicy/exp1-data-worker"]
 
 
 def applied(calls):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.data import DataError, servers
+from trainer import dataservice as servers
+from trainer.data import DataError
 from trainer.storage import StorageError
 
 EXIT_USAGE = 1
@@ -107,5 +108,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (``trainer-data``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

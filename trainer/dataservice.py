@@ -1,4 +1,4 @@
-"""The tf.data service's processes: ``python -m trainer.data dispatcher|data_worker``.
+"""The tf.data service's processes: ``trainer-data dispatcher|data_worker`` (importable without TF).
 
 TensorFlow's own server classes (``tf.data.experimental.service.DispatchServer`` and
 ``WorkerServer``) in a process that prints one "listening" line, serves until SIGTERM or
