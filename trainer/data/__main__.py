@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m trainer.data", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m trainer.data", description="Data tools of the trainer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     syn = sub.add_parser("synthetic", help="write the built-in learnable pair set")
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--image_size", type=int, help="resize to SIZE x SIZE (re-encodes)")
     conv.add_argument("--gzip", action="store_true")
     conv.add_argument("--seed", type=int, default=0, help="seed of the train/eval split")
+    conv.add_argument("--num_workers", type=int, default=1, help="machines converting together")
+    conv.add_argument("--worker_index", type=int, default=0, help="this machine's slice")
+    conv.add_argument("--parallelism", type=int, default=0, help="threads (0: every core)")
+
+    fin = sub.add_parser("finalize", help="write dataset.json from every worker's part")
+    fin.add_argument("output_dir")
 
     disp = sub.add_parser("dispatcher", help="serve a tf.data service dispatcher until SIGTERM")
     disp.add_argument("--port", type=int, default=servers.DEFAULT_DISPATCHER_PORT)
@@ -61,6 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="read every record; report counts and the first bad one")
     ver.add_argument("data_dir")
     return parser
+
+
+def _part_status(output_dir: str, index: int, count: int) -> str:
+    import tensorflow as tf
+
+    from trainer.data import schema
+
+    if tf.io.gfile.exists(schema.join(output_dir, schema.METADATA_FILE)):
+        return f"worker {index} of {count}: every part is there; dataset.json written."
+    return (
+        f"worker {index} of {count}: part written; the last worker to finish writes "
+        f"dataset.json (or run: python -m trainer.data finalize {output_dir})."
+    )
 
 
 def main(argv=None) -> int:
@@ -94,8 +113,18 @@ def main(argv=None) -> int:
                 args.image_size,
                 args.gzip,
                 args.seed,
+                args.num_workers,
+                args.worker_index,
+                args.parallelism,
             )
             print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+            if args.num_workers > 1:
+                print(_part_status(args.output_dir, args.worker_index, args.num_workers))
+        elif args.command == "finalize":
+            from trainer.data.parts import finalize
+
+            info = finalize(args.output_dir)
+            print(f"finalized {args.output_dir}: {info.counts} pairs ({info.encoding})")
         elif args.command in ("dispatcher", "data_worker"):
             return servers.main(args)
         else:

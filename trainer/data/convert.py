@@ -2,6 +2,9 @@
 
 Every image is checked before anything is written: all missing or unreadable files are
 reported together, with their CSV row numbers. Relative paths are relative to the CSV's folder.
+The image work runs on every core (trainer.data.images) and the records keep the CSV's order.
+``--num_workers W --worker_index I`` converts slice I of W (trainer.data.parts): W machines
+write one dataset together, shard names and bytes identical to one run's.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import sys
 
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import schema, writer
+from trainer.data import images, parts, schema, writer
 from trainer.data.verify import DataError
 
 KEEP = "keep"
@@ -86,56 +90,120 @@ def _resolve(base: str, p: str) -> str:
     return p if p.startswith("/") or "://" in p else schema.join(base, p)
 
 
-def _load(path: str):
-    """(encoded bytes, format, uint8 pixels) of one image; raises ValueError with the reason."""
-    if not tf.io.gfile.exists(path):
-        raise ValueError("file not found")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    fmt = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg" if data[:2] == b"\xff\xd8" else None
-    if fmt is None:
-        raise ValueError("not a PNG or JPEG file")
-    try:
-        pixels = tf.io.decode_image(data, expand_animations=False).numpy()
-    except tf.errors.OpError:
-        raise ValueError(f"unreadable {fmt.upper()} data") from None
-    return data, fmt, pixels
+_load = images.load_image  # batch scoring re-reads a bad row's image for its reason
 
 
-def check_images(rows: list[Row]) -> tuple[tuple, str]:
-    """Loads every image once; returns (common shape, common format) or raises with all faults."""
-    problems, shapes, formats = [], set(), set()
-    for row in rows:
-        for column, path in (("image_a", row.image_a), ("image_b", row.image_b)):
-            try:
-                _, fmt, pixels = _load(path)
-            except ValueError as e:
-                problems.append(f"row {row.line} {column} {path}: {e}")
-                continue
-            shapes.add(pixels.shape)
-            formats.add(fmt)
+def _check(rows: list[Row], parallelism: int) -> images.Survey:
+    """Surveys every image of ``rows`` once; raises naming every fault, with its CSV row."""
+    paths = list(dict.fromkeys(p for r in rows for p in (r.image_a, r.image_b)))
+    found = images.survey(paths, parallelism)
+    problems = [
+        f"row {row.line} {column} {path}: {found.faults[path]}"
+        for row in rows
+        for column, path in (("image_a", row.image_a), ("image_b", row.image_b))
+        if path in found.faults
+    ]
     if problems:
         raise DataError(
             f"{len(problems)} images are missing or unreadable, nothing was written: "
             + "; ".join(problems)
             + "."
         )
-    return (shapes.pop() if len(shapes) == 1 else None), (
-        formats.pop() if len(formats) == 1 else None
-    )
+    return found
 
 
-def _pixels_for(pixels: np.ndarray, size, channels: int) -> np.ndarray:
-    image = tf.convert_to_tensor(pixels)
-    if image.shape[-1] != channels:
-        image = (
-            tf.image.rgb_to_grayscale(image)
-            if channels == 1
-            else tf.image.grayscale_to_rgb(image[..., :1])
+def _output_encoding(encoding: str, size, found: images.Survey, say) -> str | None:
+    """The records' encoding, or None to keep the files' bytes. ``keep`` re-encodes as PNG
+    (lossless) when it cannot keep: when resizing, or when the images differ in format."""
+    if encoding != KEEP:
+        return encoding
+    if size is not None:
+        say("re-encoding as PNG: --image_size resizes the images (--encoding picks another).")
+        return "png"
+    if len(found.shapes) > 1:
+        raise DataError("the images differ in size: pass --image_size to resize them.")
+    if len(found.formats) > 1:
+        say("re-encoding as PNG: the images mix PNG and JPEG (--encoding picks another).")
+        return "png"
+    return None
+
+
+def _split_rows(pairs, eval_pairs, eval_fraction, seed):
+    rows = read_pairs_csv(pairs)
+    if eval_pairs:
+        return rows, read_pairs_csv(eval_pairs)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_eval = int(round(len(rows) * eval_fraction))
+    return [rows[i] for i in sorted(order[n_eval:])], [rows[i] for i in sorted(order[:n_eval])]
+
+
+def _check_slicing(num_workers: int, worker_index: int, parallelism: int) -> None:
+    if num_workers < 1:
+        raise DataError(f"num_workers={num_workers} is invalid: it must be >= 1.")
+    if not 0 <= worker_index < num_workers:
+        raise DataError(f"worker_index={worker_index} is outside [0, {num_workers}).")
+    if parallelism < 0:
+        raise DataError(f"parallelism={parallelism} is invalid: it must be >= 0 (0: every core).")
+
+
+def _prepare(output_dir, plans, num_workers, worker_index) -> bool:
+    """One run: an empty folder. A slice: no dataset.json yet, and none of its own files.
+    Returns whether the folder was created here."""
+    created = not tf.io.gfile.exists(output_dir)
+    if num_workers == 1:
+        writer.prepare_output_dir(output_dir)
+        return created
+    writer.prepare_output_dir(output_dir, allow_shards=True)
+    mine = [n for plan in plans.values() for n, _, _ in plan]
+    mine.append(f"{parts.PARTS_DIR}/{parts.part_name(worker_index, num_workers)}")
+    there = [n for n in mine if tf.io.gfile.exists(schema.join(output_dir, n))]
+    if there:
+        raise FileExistsError(
+            f"worker {worker_index}'s files are in {output_dir} already ({there[0]}): choose an "
+            "empty folder for a new conversion."
         )
-    if size is not None and tuple(image.shape[:2]) != tuple(size):
-        image = tf.cast(tf.round(tf.image.resize(image, size, antialias=True)), tf.uint8)
-    return image.numpy().astype(np.uint8)
+    return created
+
+
+class _BadPairs(Exception):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+
+def _records(split: str, rows: list[Row], encoded, spec):
+    """Serialized pairs in row order; raises _BadPairs naming every pair the pass left out
+    (it drains the pass first, so all of them are named at once)."""
+    height, width, channels, encoding = spec
+    expected, missing = 0, []
+    for index, a, b in encoded:
+        missing.extend(range(expected, index))
+        expected = index + 1
+        if not missing:
+            row = rows[index]
+            yield schema.encode_pair(
+                a, b, row.label, height, width, channels, encoding, f"{split}:line{row.line}"
+            )
+    missing.extend(range(expected, len(rows)))
+    if missing:
+        problems = []
+        for row in (rows[i] for i in missing):
+            for column, path in (("image_a", row.image_a), ("image_b", row.image_b)):
+                reason = images.fault_of(path)
+                if reason != "unreadable" or column == "image_b":
+                    problems.append(f"row {row.line} {column} {path}: {reason}")
+                    break
+        raise _BadPairs(problems)
+
+
+def _remove_own(output_dir: str, plans: dict, created: bool) -> None:
+    """Deletes this run's shards (whole or temporary) and the folder if this run made it."""
+    for plan in plans.values():
+        for name, _, _ in plan:
+            for path in (schema.join(output_dir, name), schema.join(output_dir, name) + ".tmp"):
+                if tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
+    if created and not tf.io.gfile.listdir(output_dir):
+        tf.io.gfile.rmtree(output_dir)
 
 
 def convert(
@@ -148,77 +216,90 @@ def convert(
     image_size: int | None = None,
     gzip: bool = False,
     seed: int = 0,
+    num_workers: int = 1,
+    worker_index: int = 0,
+    parallelism: int = 0,
+    say=lambda line: print(line, file=sys.stderr),
 ) -> schema.DatasetInfo:
-    """Validates every row, then writes train/eval shards and dataset.json (last)."""
+    """Validates every row of this worker's slice, then writes its shards and dataset.json
+    (last; with several workers, the last one to finish finalizes). Returns the dataset's
+    info, or this worker's part when others are still running."""
     if not 0.0 <= eval_fraction < 1.0:
         raise DataError(f"eval_fraction={eval_fraction} must be in [0, 1).")
     if encoding not in (KEEP, *schema.ENCODINGS):
         raise DataError(f"encoding={encoding!r} is unknown: use keep, raw, png or jpeg.")
-    rows = read_pairs_csv(pairs)
-    if eval_pairs:
-        eval_rows = read_pairs_csv(eval_pairs)
-    else:
-        order = np.random.default_rng(seed).permutation(len(rows))
-        n_eval = int(round(len(rows) * eval_fraction))
-        eval_rows = [rows[i] for i in sorted(order[:n_eval])]
-        rows = [rows[i] for i in sorted(order[n_eval:])]
-    shape, fmt = check_images(rows + eval_rows)
-    size = (image_size, image_size) if image_size else None
-    if encoding == KEEP and (size is not None or shape is None or fmt is None):
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size={image_size} is invalid: it must be >= 1.")
+    _check_slicing(num_workers, worker_index, parallelism)
+    train_rows, eval_rows = _split_rows(pairs, eval_pairs, eval_fraction, seed)
+    num_classes = max(2, 1 + max(r.label for r in train_rows + eval_rows))
+    splits = {"train": train_rows, "eval": eval_rows}
+    plans = {
+        split: writer.shard_plan(split, len(rows), num_shards, gzip, num_workers, worker_index)
+        for split, rows in splits.items()
+        if rows
+    }
+    if not plans.get("train"):
         raise DataError(
-            "the images differ in size or format (or --image_size resizes them): choose "
-            "--encoding png, jpeg or raw to re-encode, and --image_size for one size."
+            f"worker {worker_index} of {num_workers} gets no training shard: use --num_shards "
+            f">= --num_workers (and at least {num_workers} training pairs)."
         )
-    if shape is None and size is None:
+    mine = {
+        split: [r for _, a, b in plan for r in splits[split][a:b]] for split, plan in plans.items()
+    }
+    found = _check([r for rows in mine.values() for r in rows], parallelism)
+    size = (image_size, image_size) if image_size else None
+    out_encoding = _output_encoding(encoding, size, found, say)
+    shape = next(iter(found.shapes)) if len(found.shapes) == 1 else None
+    if shape is None and size is None and found.shapes:
         raise DataError("the images differ in size: pass --image_size to resize them.")
-    height, width = size or shape[:2]
     channels = shape[2] if shape is not None else 3
-    out_encoding = fmt if encoding == KEEP else encoding
-    writer.prepare_output_dir(output_dir)
-
-    def records(split_rows, split):
-        for row in split_rows:
-            encoded = []
-            for path in (row.image_a, row.image_b):
-                data, _, pixels = _load(path)
-                if encoding != KEEP:
-                    data = writer.encode_image(_pixels_for(pixels, size, channels), out_encoding)
-                encoded.append(data)
-            yield schema.encode_pair(
-                *encoded,
-                row.label,
-                height,
-                width,
-                channels,
-                out_encoding,
-                pair_id=f"{split}:line{row.line}",
-            )
-
+    height, width = size or (shape[:2] if shape else (0, 0))
+    created = _prepare(output_dir, plans, num_workers, worker_index)
+    out_format = out_encoding or next(iter(found.formats))
     files, counts = {}, {}
-    for split, split_rows in (("train", rows), ("eval", eval_rows)):
-        if split_rows:
-            files.update(
-                writer.write_split(
-                    output_dir,
-                    split,
-                    records(split_rows, split),
-                    len(split_rows),
-                    num_shards,
-                    gzip,
-                    f"converting {split}",
-                )
+    try:
+        for split, plan in plans.items():
+            rows = mine[split]
+            encoded = images.encoded_pairs(
+                [r.image_a for r in rows],
+                [r.image_b for r in rows],
+                out_encoding,
+                size or (height, width),
+                channels,
+                parallelism,
             )
-            counts[split] = len(split_rows)
-    num_classes = max(2, 1 + max(r.label for r in rows + eval_rows))
+            spec = (height, width, channels, out_format)
+            records = _records(split, rows, encoded, spec)
+            label = f"converting {split}"
+            files.update(writer.write_shards(output_dir, plan, records, gzip, label))
+            counts[split] = len(rows)
+    except _BadPairs as bad:
+        _remove_own(output_dir, plans, created)
+        raise DataError(
+            f"{len(bad.problems)} images failed to decode, nothing was written: "
+            + "; ".join(bad.problems)
+            + "."
+        ) from None
     info = schema.DatasetInfo(
         height=int(height),
         width=int(width),
         channels=int(channels),
-        encoding=out_encoding,
+        encoding=out_format,
         compression="GZIP" if gzip else "",
         counts=counts,
         files=files,
         label_names=tuple(str(i) for i in range(num_classes)),
     )
-    schema.write_info(output_dir, info)
+    if num_workers == 1:
+        schema.write_info(output_dir, info)
+        return info
+    parts.write_part(output_dir, worker_index, num_workers, info)
+    if len(parts.parts_present(output_dir, num_workers)) == num_workers:
+        try:
+            return parts.finalize(output_dir)
+        except DataError as e:
+            if "finalized" in str(e):  # another worker finished at the same moment
+                return schema.read_info(output_dir)
+            raise
     return info

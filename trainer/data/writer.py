@@ -20,8 +20,10 @@ from trainer.data import schema
 class Progress:
     """A one-line progress bar on stderr for long writes (quiet when total is small)."""
 
-    def __init__(self, total: int, label: str, stream=sys.stderr, min_total: int = 200):
-        self.total, self.label, self.stream = total, label, stream
+    def __init__(
+        self, total: int, label: str, stream=sys.stderr, min_total: int = 200, unit: str = "pairs"
+    ):
+        self.total, self.label, self.stream, self.unit = total, label, stream, unit
         self.enabled = total >= min_total
         self.start = time.monotonic()
         self.last = 0.0
@@ -36,7 +38,8 @@ class Progress:
         eta = (self.total - done) / rate if rate > 0 else 0.0
         bar = "#" * int(30 * frac)
         self.stream.write(
-            f"\r{self.label} [{bar:<30}] {done}/{self.total} {rate:,.0f} pairs/s ETA {eta:,.0f}s"
+            f"\r{self.label} [{bar:<30}] {done}/{self.total} {rate:,.0f} {self.unit}/s "
+            f"ETA {eta:,.0f}s"
         )
         if done >= self.total:
             self.stream.write("\n")
@@ -54,6 +57,51 @@ def encode_image(image: np.ndarray, encoding: str, jpeg_quality: int = 95) -> by
     raise ValueError(f"encoding={encoding!r} is unknown: use one of {schema.ENCODINGS}.")
 
 
+def shard_plan(
+    split: str, num_records: int, num_shards: int, gzip: bool, num_workers=1, worker_index=0
+) -> list[tuple[str, int, int]]:
+    """(file name, first record, end) of each shard that worker ``worker_index`` of
+    ``num_workers`` writes: the records are cut into ``num_shards`` contiguous blocks (fewer
+    when there are fewer records) and each worker takes a contiguous run of whole blocks, so
+    the union over the workers is, name for name and byte for byte, what one worker writes."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards} is invalid: it must be >= 1.")
+    count = max(1, min(num_shards, num_records)) if num_records else 1
+    bounds = np.linspace(0, num_records, count + 1).astype(int)
+    first, last = count * worker_index // num_workers, count * (worker_index + 1) // num_workers
+    return [
+        (schema.shard_name(split, i, count, gzip), int(bounds[i]), int(bounds[i + 1]))
+        for i in range(first, last)
+    ]
+
+
+def write_shards(
+    output_dir: str,
+    plan: list[tuple[str, int, int]],
+    records: Iterable[bytes],
+    gzip: bool,
+    progress_label: str,
+) -> dict:
+    """Writes the records (exactly the plan's, in order) into the plan's files, each under a
+    temporary name renamed when whole. Returns {file name: record count}."""
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip else "")
+    total = sum(stop - start for _, start, stop in plan)
+    progress = Progress(total, progress_label)
+    iterator = iter(records)
+    counts, done = {}, 0
+    for name, start, stop in plan:
+        path = schema.join(output_dir, name)
+        tmp = path + ".tmp"
+        with tf.io.TFRecordWriter(tmp, options) as writer:
+            for _ in range(stop - start):
+                writer.write(next(iterator))
+                done += 1
+                progress.update(done)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+        counts[name] = stop - start
+    return counts
+
+
 def write_split(
     output_dir: str,
     split: str,
@@ -68,35 +116,18 @@ def write_split(
     Returns {file name: record count}; the reader shuffles files and records, so the blocks
     need no mixing here.
     """
-    if num_shards < 1:
-        raise ValueError(f"num_shards={num_shards} is invalid: it must be >= 1.")
-    num_shards = max(1, min(num_shards, num_records)) if num_records else 1
-    options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip else "")
-    bounds = np.linspace(0, num_records, num_shards + 1).astype(int)
-    counts = {}
-    progress = Progress(num_records, progress_label or f"writing {split}")
-    iterator = iter(records)
-    done = 0
-    for index in range(num_shards):
-        name = schema.shard_name(split, index, num_shards, gzip)
-        path = schema.join(output_dir, name)
-        tmp = path + ".tmp"
-        n = int(bounds[index + 1] - bounds[index])
-        with tf.io.TFRecordWriter(tmp, options) as writer:
-            for _ in range(n):
-                writer.write(next(iterator))
-                done += 1
-                progress.update(done)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-        counts[name] = n
-    return counts
+    plan = shard_plan(split, num_records, num_shards, gzip)
+    return write_shards(output_dir, plan, records, gzip, progress_label or f"writing {split}")
 
 
-def prepare_output_dir(output_dir: str) -> None:
-    """Creates the folder; refuses one that already holds a dataset, so nothing is mixed."""
+def prepare_output_dir(output_dir: str, allow_shards: bool = False) -> None:
+    """Creates the folder; refuses one that already holds a dataset, so nothing is mixed
+    (``allow_shards``: other workers' shards of the same conversion may be there)."""
     storage.require_bucket(output_dir, "output_dir")  # before makedirs: see trainer/storage.py
     if tf.io.gfile.exists(output_dir):
         existing = [n for n in tf.io.gfile.listdir(output_dir) if schema.SHARD_RE.match(n)]
+        if allow_shards:
+            existing = []
         if existing or tf.io.gfile.exists(schema.join(output_dir, schema.METADATA_FILE)):
             raise FileExistsError(
                 f"output_dir {output_dir} already holds a dataset ({len(existing)} shard files): "
