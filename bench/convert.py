@@ -85,8 +85,10 @@ def main() -> None:
     try:
         t = time.perf_counter()
         csv = write_workload(work, args.pairs)
-        print(f"workload: {args.pairs} pairs written in {time.perf_counter() - t:.0f} s; "
-              f"cores: {os.cpu_count()}")
+        print(
+            f"workload: {args.pairs} pairs written in {time.perf_counter() - t:.0f} s; "
+            f"cores: {os.cpu_count()}"
+        )
         rates = {1: [], 0: []}
         digests = set()
         for r in range(args.rounds):

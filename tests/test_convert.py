@@ -144,7 +144,7 @@ def test_parallel_conversion_equals_the_serial_order_and_the_images(tmp_path):
         got = _parsed(tmp_path / "parallel", split)
         lines = [int(pid.split(":line")[1]) for pid, *_ in got]
         assert lines == sorted(lines) and all(pid.startswith(split) for pid, *_ in got)
-        for (pid, label, a, b), line in zip(got, lines):
+        for (_, label, a, b), line in zip(got, lines):
             row = rows[line]
             assert label == row.label
             for image, path in ((a, row.image_a), (b, row.image_b)):
