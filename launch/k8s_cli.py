@@ -1,4 +1,4 @@
-"""``launch k8s render|submit|status|logs|delete``: the Kubernetes commands of the launcher.
+"""``launch k8s render|submit|status|logs|delete|convert``: the launcher's Kubernetes commands.
 
 render and ``--dry_run`` print the manifests; submit looks the name up first (an existing job
 is refused with its state, or replaced with ``--replace``), runs the Cloud Storage preflight
@@ -15,11 +15,11 @@ import sys
 
 from launch import k8s
 
-ACTIONS = ("render", "submit", "status", "logs", "delete")
+ACTIONS = ("render", "submit", "status", "logs", "delete", "convert")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("k8s", help="Kubernetes jobs (render, submit, status, logs, delete)")
+    p = sub.add_parser("k8s", help="Kubernetes jobs (" + ", ".join(ACTIONS) + ")")
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--name", required=True, help="job name (a DNS-1123 label)")
     p.add_argument("--image", default="", help="container image (render, submit)")
@@ -76,6 +76,8 @@ def add_parser(sub) -> None:
         "decodes for the trainers",
     )
     p.add_argument("--data_worker_cpu", default="4", help="--data_workers: CPU request each")
+    p.add_argument("--pairs", default="", help="convert: gs:// CSV of image pairs")
+    p.add_argument("--output_dir", default="", help="convert: gs:// dataset folder to write")
     p.add_argument("--follow", action="store_true", help="logs: stream")
 
 
@@ -94,7 +96,29 @@ def _spec(args, trainer_args) -> k8s.JobSpec:
     )
 
 
+def _convert_manifests(args, converter_args) -> str:
+    from launch import k8s_convert
+
+    k8s_convert.check(args.pairs, args.output_dir, tuple(converter_args))
+    spec = k8s.JobSpec(
+        name=args.name,
+        image=args.image,
+        workers=args.workers,
+        gpus_per_worker=0,
+        model_dir=args.output_dir,
+        namespace=args.namespace,
+        trainer_args=tuple(converter_args),
+        service_account=args.service_account,
+    )
+    k8s.check_spec(spec)
+    k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
+    docs = k8s.render(spec, k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, 0)))
+    return k8s.to_yaml(k8s_convert.render(docs, spec, args.pairs, args.output_dir))
+
+
 def _manifests(args, trainer_args) -> str:
+    if args.action == "convert":
+        return _convert_manifests(args, trainer_args)
     spec = _spec(args, trainer_args)
     k8s.check_spec(spec)  # before running kubectl at all
     k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
@@ -227,7 +251,7 @@ def main(args, trainer_args) -> int:
     from launch.preflight import PreflightError
 
     try:
-        if args.action in ("render", "submit"):
+        if args.action in ("render", "submit", "convert"):
             manifests = _manifests(args, trainer_args)
             if args.action == "render" or args.dry_run:
                 sys.stdout.write(manifests)
@@ -235,8 +259,8 @@ def main(args, trainer_args) -> int:
             existing = _existing_job(args)
             if existing is not None and not args.replace:
                 raise k8s.SpecError(_exists_sentence(args, existing))
-            if not args.skip_preflight:
-                _preflight(args)
+            if not args.skip_preflight and args.action == "submit":
+                _preflight(args)  # convert: the converter checks its CSV and images itself
             if existing is not None:
                 _delete_and_wait(args)
             return _kubectl(

@@ -1,11 +1,22 @@
-"""`launch k8s render --data_workers N`: the tf.data service's objects, validated strictly
-(official Kubernetes schemas; the JobSet against its CRD), and who may reach whom."""
+"""`launch k8s render --data_workers N` (the tf.data service's objects: validated strictly
+against the official Kubernetes schemas, the JobSet against its CRD, and who may reach whom)
+and `launch k8s convert` (an Indexed Job of converter slices). No API server here: submits go
+to the named stub kubectl (tests/stubs)."""
 
 import pytest
+import yaml
 
 from launch import k8s
 from tests.test_jobset import _validate_jobset
-from tests.test_k8s import _pod_labels, _selects, launch, render_with_evaluator, validate
+from tests.test_k8s import (
+    _pod_labels,
+    _selects,
+    k8s_expand,
+    launch,
+    render_with_evaluator,
+    stub_kubectl,  # noqa: F401 - a fixture
+    validate,
+)
 
 JOBSET_POD = {"jobset.sigs.k8s.io/jobset-name": "exp1"}  # what the JobSet controller adds
 
@@ -129,4 +140,61 @@ def test_bad_data_service_requests_render_nothing(own, trainer, fragment):
     base = ["k8s", "render", "--name", "exp1", "--image", "i:1", "--model_dir", "gs://b/r"]
     r = launch(*base, "--data_workers", "2", *own, *trainer)  # a later flag wins
     assert r.returncode == 1 and r.stdout == ""
+    assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+CONVERT = ["k8s", "convert", "--name", "conv1", "--image", "i:1", "--workers", "3"]
+CONVERT += ["--pairs", "gs://b/pairs.csv", "--output_dir", "gs://b/ds", "--namespace", "ml"]
+
+
+def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: F811
+    r = launch(*CONVERT, "--dry_run", "--", "--image_size=64", "--num_shards=48", "--note=$(X)")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "m.yaml").write_text(r.stdout)
+    assert validate(tmp_path / "m.yaml").count("passed") == 3
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert stub_kubectl() == []  # --dry_run applies nothing
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
+            "values": [1]}} in rules  # fmt: skip
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["trainer-data"] and "ports" not in container
+    assert "nvidia.com/gpu" not in str(container["resources"]) and "nodeSelector" not in pod
+    (index_var,) = [e for e in container["env"] if e["name"] == "JOB_COMPLETION_INDEX"]
+    annotation = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert index_var["valueFrom"] == {"fieldRef": {"fieldPath": annotation}}
+    for i in range(3):  # what pod i's converter receives after Kubernetes' expansion
+        args = [k8s_expand(a, {"JOB_COMPLETION_INDEX": str(i)}) for a in container["args"]]
+        assert args == [
+            "convert", "--pairs=gs://b/pairs.csv", "--output_dir=gs://b/ds",
+            "--num_workers=3", f"--worker_index={i}", "--image_size=64", "--num_shards=48",
+            "--note=$(X)",
+        ]  # fmt: skip
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["ingress"] == [] and _selects(
+        policy["spec"]["podSelector"], _pod_labels(job, 2)
+    )
+    r = launch(*CONVERT)  # without --dry_run: looked up, then applied
+    assert r.returncode == 0, r.stderr
+    lookup, apply = stub_kubectl()
+    assert lookup["argv"][-5:] == ["job", "conv1", "-o", "json", "--ignore-not-found"]
+    assert apply["argv"][-3:] == ["apply", "-f", "-"] and "trainer-data" in apply["stdin"]
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--pairs", "pairs.csv"], "--pairs='pairs.csv' must be a gs:// path"),
+        (["--output_dir", "/data/out"], "--output_dir='/data/out' must be a gs:// path"),
+        (["--", "--worker_index=1"], "converter flag '--worker_index=1' is set by launch"),
+        (["--workers", "0"], "--workers=0 must be at least 1"),
+    ],
+)
+def test_bad_convert_requests_submit_nothing(extra, fragment, stub_kubectl):  # noqa: F811
+    r = launch(*CONVERT, *extra)
+    assert r.returncode == 1 and r.stdout == "" and stub_kubectl() == []
     assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

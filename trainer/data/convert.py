@@ -146,21 +146,19 @@ def _check_slicing(num_workers: int, worker_index: int, parallelism: int) -> Non
         raise DataError(f"parallelism={parallelism} is invalid: it must be >= 0 (0: every core).")
 
 
-def _prepare(output_dir, plans, num_workers, worker_index) -> bool:
-    """One run: an empty folder. A slice: no dataset.json yet, and none of its own files.
-    Returns whether the folder was created here."""
+def _prepare(output_dir, num_workers, worker_index) -> bool:
+    """One run: an empty folder. A slice: no dataset.json yet, and this worker not finished
+    (its part record absent); shards of its own from an attempt that died are rewritten, so
+    a retried pod (an Indexed Job's) just runs again. Returns whether the folder was made."""
     created = not tf.io.gfile.exists(output_dir)
     if num_workers == 1:
         writer.prepare_output_dir(output_dir)
         return created
     writer.prepare_output_dir(output_dir, allow_shards=True)
-    mine = [n for plan in plans.values() for n, _, _ in plan]
-    mine.append(f"{parts.PARTS_DIR}/{parts.part_name(worker_index, num_workers)}")
-    there = [n for n in mine if tf.io.gfile.exists(schema.join(output_dir, n))]
-    if there:
+    if tf.io.gfile.exists(parts.part_path(output_dir, worker_index, num_workers)):
         raise FileExistsError(
-            f"worker {worker_index}'s files are in {output_dir} already ({there[0]}): choose an "
-            "empty folder for a new conversion."
+            f"worker {worker_index} of {num_workers} has finished in {output_dir} already (its "
+            f"part record is there): choose an empty folder for a new conversion."
         )
     return created
 
@@ -255,7 +253,7 @@ def convert(
         raise DataError("the images differ in size: pass --image_size to resize them.")
     channels = shape[2] if shape is not None else 3
     height, width = size or (shape[:2] if shape else (0, 0))
-    created = _prepare(output_dir, plans, num_workers, worker_index)
+    created = _prepare(output_dir, num_workers, worker_index)
     out_format = out_encoding or next(iter(found.formats))
     files, counts = {}, {}
     try:
