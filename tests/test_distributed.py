@@ -77,11 +77,26 @@ def losses(text, worker=None):
     return out
 
 
-def test_two_workers_converge_with_identical_weights(data, tmp_path):
+def test_two_workers_converge_with_identical_weights_through_two_data_workers(data, tmp_path):
+    """Two trainer workers fed by a tf.data service of two data workers (launch local
+    --data_workers 2), one of which is killed mid-run: the supervisor starts it again, training
+    goes on without a restart, and both trainers reach the target with identical weights."""
     out = Capture()
+
+    def kill_a_data_worker(group):
+        def killer():
+            while "step 100/" not in out.text and all(c is None for c in group.poll()):
+                threading.Event().wait(0.2)
+            group.data.kill("data worker 0")
+            out.write("[test] killed data worker 0\n")
+
+        threading.Thread(target=killer, daemon=True).start()
+
     rc = run(
         LocalConfig(
             2,
+            max_restarts=0,  # a lost data worker must not need a restart of the trainers
+            data_workers=2,
             trainer_args=trainer_flags(
                 data,
                 tmp_path / "m",
@@ -96,15 +111,24 @@ def test_two_workers_converge_with_identical_weights(data, tmp_path):
             ),
         ),
         out=out,
+        on_start=kill_a_data_worker,
     )
-    assert rc == 0, out.text[-3000:]
-    accs = re.findall(r"\[worker (\d)\] eval: accuracy ([\d.]+)", out.text)
+    text = out.text
+    assert rc == 0, text[-3000:]
+    accs = re.findall(r"\[worker (\d)\] eval: accuracy ([\d.]+)", text)
     assert sorted(w for w, _ in accs) == ["0", "1"]
     assert all(float(a) >= 0.9 for _, a in accs), accs
-    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", out.text))
+    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", text))
     assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
     assert (tmp_path / "m/export/saved_model.pb").exists()  # the chief exported
     assert not list((tmp_path / "m").glob(".scratch*"))  # the other worker left nothing behind
+    # the service: both trainers read from it; the killed worker came back; training went on
+    assert text.count("input from the tf.data service at grpc://localhost:") == 2
+    assert "[launch] data worker 0 exited with code -9: starting it again (restart 1)" in text
+    after_kill = text.split("[test] killed data worker 0", 1)[1]
+    assert re.search(r"\[data worker 0\] data worker listening", after_kill)
+    steps_after = [int(s) for s in re.findall(r"\[worker \d\] .*step (\d+)/400", after_kill)]
+    assert steps_after and min(steps_after) <= 200 and max(steps_after) == 400
 
 
 def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):

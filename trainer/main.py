@@ -12,7 +12,7 @@ import sys
 import tensorflow as tf
 from absl import logging
 
-from trainer import EXIT_OK, EXIT_RETRY, EXIT_USAGE, checkpoint, distribute, storage
+from trainer import EXIT_OK, EXIT_RETRY, EXIT_USAGE, checkpoint, dataservice, distribute, storage
 from trainer.config import Config, ConfigError, default_cache_dir
 from trainer.data import DataError
 from trainer.data.schema import join
@@ -166,6 +166,8 @@ def train_and_evaluate(config: Config) -> int:
         if config.mode == "continuous_eval" and _evaluated_before(config):
             return EXIT_OK
         data_dir, train_src, eval_src = _sources(config.data.data_dir)
+        if config.mode == "train" and config.data.service_address:
+            dataservice.wait_for(config.data.service_address, config.peer_timeout_seconds)
         strategy, name, index, workers, gpus = distribute.make_strategy(
             config.strategy,
             peer_timeout_s=config.peer_timeout_seconds,
@@ -248,6 +250,9 @@ def train_and_evaluate(config: Config) -> int:
         return EXIT_USAGE
     except Preempted as e:
         sys.stderr.write(f"{e} Exit {EXIT_RETRY}: rerun to resume.\n")
+        return EXIT_RETRY
+    except dataservice.Unreachable as e:
+        sys.stderr.write(f"error: {e} Exit {EXIT_RETRY}: rerun once it is up.\n")
         return EXIT_RETRY
     except distribute.PEER_ERRORS as e:
         if isinstance(e, tf.errors.OpError) and (code := _storage_failed(e, config)) is not None:
