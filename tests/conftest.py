@@ -8,6 +8,7 @@ the bounded work starts, with slack, never from process start.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -40,6 +41,29 @@ def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedPr
 
 
 MAIN_JOB = "main_job"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heaviest modules first, heaviest tests first within each, by the durations measured
+    in tests/durations.json (a scheduling hint only; unknown tests count 1 s).
+
+    Why: xdist's worksteal hands each process a contiguous half of this list and moves work
+    only from the end of a queue (the last two never move), so a heavy test near the end
+    of a half kept one process busy minutes after the other had finished. Within a module,
+    tests that read the main job come last: it trains in the background meanwhile."""
+    table = json.loads((pathlib.Path(__file__).with_name("durations.json")).read_text())
+    module_total: dict = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        module_total[module] = module_total.get(module, 0.0) + table.get(item.nodeid, 1.0)
+    items.sort(
+        key=lambda item: (
+            -module_total[item.nodeid.split("::")[0]],
+            item.nodeid.split("::")[0],
+            MAIN_JOB in item.fixturenames,
+            -table.get(item.nodeid, 1.0),
+        )
+    )
 
 
 def _main_job_root(config):
