@@ -69,7 +69,7 @@ def test_every_record_once_per_epoch_over_two_data_workers_and_two_trainers(sour
         ids = sorted(k for e, k in both if e == epoch)
         assert ids == list(range(N)), (epoch, len(ids))
         assert {both[(epoch, k)] for k in ids} == {1}
-    assert sum(seen[0].values()) == sum(seen[1].values()) > 0
+    assert min(sum(s.values()) for s in seen) > 0  # both trainers were fed
     assert not set(seen[0]) & set(seen[1])  # no pair of an epoch went to both trainers
 
 
