@@ -45,13 +45,24 @@ def test_convert_keeps_png_and_splits(tmp_path):
 def test_convert_resizes_and_reencodes(tmp_path):
     pairs = _csv(tmp_path, 4, fmt="jpeg", sizes={1: 12})
     out = str(tmp_path / "out")
-    with pytest.raises(DataError, match="differ in size"):
-        convert.convert(pairs, out, eval_fraction=0.0)
-    assert not tf.io.gfile.exists(out)
     info = convert.convert(pairs, out, eval_fraction=0.0, encoding="raw", image_size=16)
     assert (info.height, info.width, info.encoding) == (16, 16, "raw")
     ((x, y),) = reader.eval_dataset(open_source(out), 4).take(1)
     assert x["input1"].shape == (4, 16, 16, 3)
+    # keep, sizes 8 (three pairs) and 12 (one): resized to the most common, said in one line
+    notes = []
+    info = convert.convert(pairs, str(tmp_path / "k"), eval_fraction=0.0, say=notes.append)
+    assert (info.height, info.width, info.encoding) == (8, 8, "png")
+    assert notes == [
+        "re-encoding as PNG at 8x8: the images come in 2 sizes and 8x8 is the most common "
+        "(--image_size and --encoding pick others)."
+    ]
+    grey = [round(v * 255) for x, _ in reader.eval_dataset(open_source(str(tmp_path / "k")), 4)
+            for v in x["input1"].numpy().mean(axis=(1, 2, 3))]  # fmt: skip
+    assert [abs(g - 10 * i) <= 2 for i, g in enumerate(grey)] == [True] * 4
+    with pytest.raises(DataError, match="differ in size: pass --image_size, so that every"):
+        convert.convert(pairs, str(tmp_path / "s"), eval_fraction=0.0, num_workers=2)
+    assert not tf.io.gfile.exists(str(tmp_path / "s"))
 
 
 def test_missing_and_unreadable_images_are_all_reported_first(tmp_path, capsys):

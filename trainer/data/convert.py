@@ -112,20 +112,42 @@ def _check(rows: list[Row], parallelism: int) -> images.Survey:
     return found
 
 
-def _output_encoding(encoding: str, size, found: images.Survey, say) -> str | None:
-    """The records' encoding, or None to keep the files' bytes. ``keep`` re-encodes as PNG
-    (lossless) when it cannot keep: when resizing, or when the images differ in format."""
+def _layout(encoding: str, image_size, found: images.Survey, num_workers: int, say):
+    """(records' encoding or None to keep the files' bytes, (height, width), channels).
+
+    ``keep`` re-encodes as PNG (lossless) when it cannot keep, and says so in one line: when
+    resizing; when the sizes differ (resized to the most common size, the smaller on a tie,
+    unless --image_size says otherwise); when PNG and JPEG are mixed."""
+    sizes: dict = {}
+    for (h, w, _), n in found.shapes.items():
+        sizes[(h, w)] = sizes.get((h, w), 0) + n
+    channel_counts = {c for _, _, c in found.shapes}
+    channels = channel_counts.pop() if len(channel_counts) == 1 else 3
+    size = (image_size, image_size) if image_size else None
+    if size is None and len(sizes) > 1:
+        if num_workers > 1:
+            raise DataError(
+                "the images differ in size: pass --image_size, so that every slice writes one."
+            )
+        size = min(sizes, key=lambda hw: (-sizes[hw], hw[0] * hw[1]))
+        why = f"the images come in {len(sizes)} sizes and {size[0]}x{size[1]} is the most common"
+        if encoding != KEEP:
+            say(f"resizing to {size[0]}x{size[1]}: {why} (--image_size picks another).")
+        else:
+            say(
+                f"re-encoding as PNG at {size[0]}x{size[1]}: {why} (--image_size and --encoding "
+                "pick others)."
+            )
+            return "png", size, channels
     if encoding != KEEP:
-        return encoding
+        return encoding, size or next(iter(sizes), (0, 0)), channels
     if size is not None:
         say("re-encoding as PNG: --image_size resizes the images (--encoding picks another).")
-        return "png"
-    if len(found.shapes) > 1:
-        raise DataError("the images differ in size: pass --image_size to resize them.")
+        return "png", size, channels
     if len(found.formats) > 1:
         say("re-encoding as PNG: the images mix PNG and JPEG (--encoding picks another).")
-        return "png"
-    return None
+        return "png", next(iter(sizes)), channels
+    return None, next(iter(sizes), (0, 0)), channels
 
 
 def _split_rows(pairs, eval_pairs, eval_fraction, seed):
@@ -246,13 +268,10 @@ def convert(
         split: [r for _, a, b in plan for r in splits[split][a:b]] for split, plan in plans.items()
     }
     found = _check([r for rows in mine.values() for r in rows], parallelism)
-    size = (image_size, image_size) if image_size else None
-    out_encoding = _output_encoding(encoding, size, found, say)
-    shape = next(iter(found.shapes)) if len(found.shapes) == 1 else None
-    if shape is None and size is None and found.shapes:
-        raise DataError("the images differ in size: pass --image_size to resize them.")
-    channels = shape[2] if shape is not None else 3
-    height, width = size or (shape[:2] if shape else (0, 0))
+    out_encoding, (height, width), channels = _layout(encoding, image_size, found, num_workers, say)
+    # Kept bytes are checked against the one size; re-encoded images resized only if needed.
+    resize = any((h, w) != (height, width) for h, w, _ in found.shapes)
+    size = (height, width) if out_encoding is None or resize else None
     created = _prepare(output_dir, num_workers, worker_index)
     out_format = out_encoding or next(iter(found.formats))
     files, counts = {}, {}
@@ -263,7 +282,7 @@ def convert(
                 [r.image_a for r in rows],
                 [r.image_b for r in rows],
                 out_encoding,
-                size or (height, width),
+                size,
                 channels,
                 parallelism,
             )

@@ -17,6 +17,7 @@ on tf.data's threads outside the GIL; Python receives batches and only serialize
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -64,7 +65,7 @@ def fault_of(path: str) -> str:
 class Survey:
     """What the header survey found: shapes and formats of the good images, faults of the bad."""
 
-    shapes: frozenset  # (height, width, channels)
+    shapes: dict  # (height, width, channels) -> number of images
     formats: frozenset  # "png", "jpeg"
     faults: dict  # path -> reason
 
@@ -116,7 +117,7 @@ def survey(paths: list[str], parallelism: int = 0, label: str = "checking images
         .prefetch(AUTOTUNE)
         .with_options(_options(parallelism))
     )
-    shapes, formats, seen = set(), set(), set()
+    shapes, formats, seen = collections.Counter(), set(), set()
     progress = Progress(len(paths), label, unit="images")
     for index, fmt, shape in ds.as_numpy_iterator():
         seen.update(index.tolist())
@@ -125,7 +126,7 @@ def survey(paths: list[str], parallelism: int = 0, label: str = "checking images
         progress.update(len(seen))
     progress.update(len(paths))
     bad = [paths[i] for i in sorted(set(range(len(paths))) - seen)]
-    return Survey(frozenset(shapes), frozenset(formats), {p: fault_of(p) for p in bad})
+    return Survey(dict(shapes), frozenset(formats), {p: fault_of(p) for p in bad})
 
 
 def resize(pixels, size):
