@@ -61,11 +61,21 @@ def test_every_record_once_per_epoch_over_two_data_workers_and_two_trainers(sour
     # Two consumers of one job, as two trainer workers of a run: each batch reaches one.
     seen = [collections.Counter(), collections.Counter()]
     its = [iter(_probe(source, cluster, "shared").as_numpy_iterator()) for _ in range(2)]
-    for _ in range(5 * N // BATCH // 2):  # five epochs' worth between the two
+    both = collections.Counter()
+
+    def complete():
+        return all(sum(1 for e, _ in both if e == epoch) == N for epoch in (0, 1))
+
+    # Read until epochs 0 and 1 are whole (later ones may still be in flight: each data worker
+    # interleaves up to 6 files and buffers batches, and one may run ahead of the other), at
+    # most twenty epochs' worth.
+    for _ in range(20 * N // BATCH // 2):
         for it, counter in zip(its, seen):
             _count([next(it)], counter)
-    both = seen[0] + seen[1]
-    for epoch in (0, 1, 2):  # later epochs may still sit in a worker's buffers
+        both = seen[0] + seen[1]
+        if complete():
+            break
+    for epoch in (0, 1):
         ids = sorted(k for e, k in both if e == epoch)
         assert ids == list(range(N)), (epoch, len(ids))
         assert {both[(epoch, k)] for k in ids} == {1}

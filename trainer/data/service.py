@@ -27,6 +27,7 @@ batch - the decode stays on the data workers.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -48,7 +49,8 @@ def _file_splits(source: Source, seed: int, first_epoch: int):
     """(epoch, file) for split i = epoch * F + j: an endless sequence the dispatcher hands out.
 
     Only a Range and maps before the interleave, so dynamic sharding splits by file."""
-    files = tf.constant(list(source.files))
+    # The data workers open these paths, maybe from another folder: no relative paths.
+    files = tf.constant([f if "://" in f else os.path.abspath(f) for f in source.files])
     n = len(source.files)
 
     def file_of(i):
