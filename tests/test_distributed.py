@@ -101,12 +101,14 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
                 data,
                 tmp_path / "m",
                 # Steps, not pairs, cost time here (each is an all-reduce over gRPC): 400
-                # steps of 64 at 2e-3 measured 0.94, 500 steps of 32 at 1e-3 about 0.95.
-                "--train_steps=400",
+                # steps of 64 at 2e-3 measured 0.94 with each worker's own input, but 0.898
+                # once through the service (its order is not reproducible, and the killed
+                # worker's records are lost for that epoch): 500 for a margin.
+                "--train_steps=500",
                 "--global_batch_size=64",
                 "--learning_rate=2e-3",
                 "--log_every_steps=50",
-                "--checkpoint_every_steps=400",
+                "--checkpoint_every_steps=500",
                 "--export",
             ),
         ),
@@ -127,8 +129,8 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
     assert "[launch] data worker 0 exited with code -9: starting it again (restart 1)" in text
     after_kill = text.split("[test] killed data worker 0", 1)[1]
     assert re.search(r"\[data worker 0\] data worker listening", after_kill)
-    steps_after = [int(s) for s in re.findall(r"\[worker \d\] .*step (\d+)/400", after_kill)]
-    assert steps_after and min(steps_after) <= 200 and max(steps_after) == 400
+    steps_after = [int(s) for s in re.findall(r"\[worker \d\] .*step (\d+)/500", after_kill)]
+    assert steps_after and min(steps_after) <= 200 and max(steps_after) == 500
 
 
 def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
