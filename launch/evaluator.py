@@ -80,16 +80,6 @@ def split(docs: list[dict], spec: k8s.JobSpec, gpus: int) -> tuple[list[dict], l
         pod.pop("nodeSelector", None)
         pod.pop("tolerations", None)
 
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "labels": dict(labels)},
-        "spec": {
-            "podSelector": {"matchLabels": {k8s.JOB_NAME_LABEL: name}},
-            "policyTypes": ["Ingress"],
-            "ingress": [],  # it serves nothing: no one may connect
-        },
-    }
-    if spec.namespace:
-        policy["metadata"]["namespace"] = spec.namespace
+    # it serves nothing: no one may connect
+    policy = k8s.ingress_policy(name, spec.namespace, labels, {k8s.JOB_NAME_LABEL: name}, [])
     return docs, [evaluator, policy]

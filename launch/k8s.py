@@ -29,6 +29,7 @@ CONTROLLERS = {
     "jobset": ("jobset", "jobset.sigs.k8s.io/jobset-name"),
 }
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+GPU_PRESENT = "nvidia.com/gpu.present"  # the NVIDIA GPU operator's node label
 RESERVED_FLAGS = ("--model_dir", "--data_dir", "--strategy")
 PORT = tfconfig.DEFAULT_PORT
 
@@ -151,6 +152,40 @@ def set_gpus(container: dict, gpus: int) -> None:
             section["nvidia.com/gpu"] = str(gpus)
         else:
             section.pop("nvidia.com/gpu", None)
+
+
+def place_on_cpu_nodes(pod: dict) -> None:
+    """A pod spec that needs no GPU: no accelerator selector or toleration, and nodes labelled
+    with an accelerator (GKE's label, or the NVIDIA GPU operator's) excluded, so CPU work
+    (decoding, converting) does not take a GPU node's place."""
+    for key in ("nodeSelector", "tolerations"):
+        pod.pop(key, None)
+    absent = [{"key": k, "operator": "DoesNotExist"} for k in (ACCELERATOR_LABEL, GPU_PRESENT)]
+    pod["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": absent}]
+            }
+        }
+    }
+
+
+def ingress_policy(name: str, namespace: str, labels: dict, selects: dict, ingress: list) -> dict:
+    """A NetworkPolicy on the pods matching ``selects`` that admits only ``ingress`` (an empty
+    list: no one)."""
+    meta = {"name": name, "labels": dict(labels)}
+    if namespace:
+        meta["namespace"] = namespace
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": dict(selects)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
 
 
 def render(spec: JobSpec, docs: list[dict]) -> list[dict]:

@@ -41,21 +41,8 @@ def render(docs: list[dict], spec: k8s.JobSpec, pairs: str, output_dir: str) -> 
     job, account = by_kind["Job"], by_kind["ServiceAccount"]
     job["metadata"].setdefault("labels", {})["app.kubernetes.io/component"] = "converter"
     pod = job["spec"]["template"]["spec"]
-    for key in ("subdomain", "nodeSelector", "tolerations"):
-        pod.pop(key, None)
-    pod["affinity"] = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": k8s.ACCELERATOR_LABEL, "operator": "DoesNotExist"}
-                        ]
-                    }
-                ]
-            }
-        }
-    }
+    pod.pop("subdomain", None)
+    k8s.place_on_cpu_nodes(pod)
     container = k8s.container_of(job)
     container["command"] = ["trainer-data"]
     container["args"] = [
@@ -73,16 +60,6 @@ def render(docs: list[dict], spec: k8s.JobSpec, pairs: str, output_dir: str) -> 
     ]
     container.pop("ports", None)
     k8s.set_gpus(container, 0)
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": spec.name, "labels": dict(job["metadata"]["labels"])},
-        "spec": {
-            "podSelector": {"matchLabels": {k8s.JOB_NAME_LABEL: spec.name}},
-            "policyTypes": ["Ingress"],
-            "ingress": [],
-        },
-    }
-    if spec.namespace:
-        policy["metadata"]["namespace"] = spec.namespace
+    selects = {k8s.JOB_NAME_LABEL: spec.name}
+    policy = k8s.ingress_policy(spec.name, spec.namespace, job["metadata"]["labels"], selects, [])
     return [account, job, policy]

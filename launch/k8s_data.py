@@ -49,24 +49,10 @@ def _pod(job: dict, labels: dict, args: list[str], cpu: str, mem: str):
     """A pod template from the workers' (same image, account, security, /tmp) without GPUs,
     ports or cluster variables."""
     pod = copy.deepcopy(job["spec"]["template"]["spec"])
-    for key in ("subdomain", "nodeSelector", "tolerations"):
-        pod.pop(key, None)
+    pod.pop("subdomain", None)
     pod["restartPolicy"] = "Always"  # a Deployment's pods restart in place
     pod["terminationGracePeriodSeconds"] = 30
-    pod["affinity"] = {  # CPU-only nodes: keep decoding off the accelerator nodes
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": k8s.ACCELERATOR_LABEL, "operator": "DoesNotExist"},
-                            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
-                        ]
-                    }
-                ]
-            }
-        }
-    }
+    k8s.place_on_cpu_nodes(pod)  # keep decoding off the accelerator nodes
     (container,) = pod["containers"]
     container["name"] = labels[COMPONENT]
     container["command"] = ["trainer-data"]
@@ -100,24 +86,11 @@ def _deployment(name: str, namespace: str, labels: dict, replicas: int, template
 
 
 def _policy(name: str, namespace: str, target: dict, sources: list[dict], port: int) -> dict:
-    meta = {"name": name, "labels": {INSTANCE: target[INSTANCE]}}
-    if namespace:
-        meta["namespace"] = namespace
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta,
-        "spec": {
-            "podSelector": {"matchLabels": dict(target)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": s}} for s in sources],
-                    "ports": [{"protocol": "TCP", "port": port}],
-                }
-            ],
-        },
+    rule = {
+        "from": [{"podSelector": {"matchLabels": s}} for s in sources],
+        "ports": [{"protocol": "TCP", "port": port}],
     }
+    return k8s.ingress_policy(name, namespace, {INSTANCE: target[INSTANCE]}, target, [rule])
 
 
 def add(
