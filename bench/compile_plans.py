@@ -1,4 +1,4 @@
-"""What XLA compiles of a training step (trainer.distribute.compile_plan), side by side:
+"""What XLA compiles of a training step (trainer.runtime.strategy.compile_plan), side by side:
 ``none``, ``forward_backward`` (today's split: forward/backward in XLA, update outside) and
 ``whole_step`` (forward, backward and optimizer update in one XLA cluster; what the trainer
 picks for one GPU replica). One process, one model per plan, in-memory batches, the plans
@@ -30,8 +30,8 @@ from bench.harness import (  # noqa: E402
     print_table,
     write_json,
 )
-from trainer import steps as steps_lib  # noqa: E402
-from trainer.distribute import COMPILE_PLANS, compile_plan  # noqa: E402
+from trainer.run import steps as steps_lib  # noqa: E402
+from trainer.runtime.strategy import COMPILE_PLANS, compile_plan  # noqa: E402
 
 
 def main():

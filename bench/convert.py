@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from trainer.data import convert  # noqa: E402
+from trainer.data.write import convert  # noqa: E402
 
 
 def photo_like(rng: np.random.Generator, height: int, width: int, gray: bool) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The trainer's input work with and without the tf.data service, side by side.
 
 For 128 px and 32 px JPEG pairs (the built-in synthetic set): the training stream exactly as
-the trainer builds it - ``trainer.data.reader.train_dataset`` in the process (service off), or
-``trainer.data.service.train_stream`` fed by 1 or 2 data workers that ``launch local
+the trainer builds it - ``trainer.data.read.pipeline.train_dataset`` in the process (service
+off), or
+``trainer.data.service.client.train_stream`` fed by 1 or 2 data workers that ``launch local
 --data_workers`` would start (real processes on loopback) - consumed batch after batch by this
 process, which stands for the trainer process. The model step is left out on purpose: on this
 CPU-only host it costs 100x the decode and would hide it, while on a GPU node it runs on the
@@ -24,10 +25,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from launch.data_service import LocalService  # noqa: E402
-from trainer.data import reader, service  # noqa: E402
-from trainer.data.source import open_source  # noqa: E402
-from trainer.data.synthetic import write_synthetic  # noqa: E402
+from launch.local.data_service import LocalService  # noqa: E402
+from trainer.data.read import pipeline  # noqa: E402
+from trainer.data.read.source import open_source  # noqa: E402
+from trainer.data.service import client as service  # noqa: E402
+from trainer.data.write.synthetic import write_synthetic  # noqa: E402
 
 BATCH = 64
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -62,9 +64,9 @@ def consume(ds, batches: int, workers=()) -> tuple[float, float, float]:
 
 def measure(data: str, mode: int, batches: int, round_: int):
     source = open_source(data)
-    config = reader.ReaderConfig(batch_size=BATCH, seed=round_)
+    config = pipeline.ReaderConfig(batch_size=BATCH, seed=round_)
     if mode == 0:
-        ds, _ = reader.train_dataset(source, config)
+        ds, _ = pipeline.train_dataset(source, config)
         return consume(ds, batches)
     svc = LocalService(mode, out=io.StringIO())
     svc.start()

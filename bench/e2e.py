@@ -65,7 +65,7 @@ def fit_child(batch: int) -> None:
     import keras
     import numpy as np
 
-    from trainer import model as model_lib
+    from trainer.model import builders as model_lib
 
     model = model_lib.create_dual_input_network((32, 32), 3, 0.0)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy")

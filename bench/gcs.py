@@ -46,25 +46,25 @@ def _inner(args):
     import tensorflow as tf
 
     from bench.harness import model_config, paired_ratio, pipeline_rate, trainer_rates
-    from trainer.data import reader
-    from trainer.data.source import open_source
-    from trainer.train import _build
+    from trainer.data.read import pipeline
+    from trainer.data.read.source import open_source
+    from trainer.run.train import _build
 
     spec = json.loads(args.inner)
     out = {"pipeline": {}, "train": {}, "save": {}}
-    default_records = reader._plain_records
+    default_records = pipeline._plain_records
     for case, paths in spec["cases"].items():
         batch = 64
         for width in WIDTHS:
             for buf_name, buf in BUFFERS.items():
-                reader._plain_records = lambda c, b=buf: (
+                pipeline._plain_records = lambda c, b=buf: (
                     lambda p: tf.data.TFRecordDataset(p, compression_type=c, buffer_size=b)
                 )
                 rates = {k: [] for k in paths}
                 for _ in range(args.rounds):
                     for where, path in paths.items():
-                        ds, _ = reader.train_dataset(
-                            open_source(path), reader.ReaderConfig(batch, cycle_length=width)
+                        ds, _ = pipeline.train_dataset(
+                            open_source(path), pipeline.ReaderConfig(batch, cycle_length=width)
                         )
                         rates[where].append(pipeline_rate(ds, batch, args.batches))
                 ratio = float(np.median(np.array(rates["gs"]) / np.array(rates["local"])))
@@ -73,12 +73,12 @@ def _inner(args):
                     "gs": float(np.median(rates["gs"])),
                     "ratio": ratio,
                 }
-        reader._plain_records = default_records
+        pipeline._plain_records = default_records
     if spec["train"]:
         size = 32
         paths = spec["cases"][f"{size} png"]
         datasets = {
-            k: reader.train_dataset(open_source(p), reader.ReaderConfig(64))[0]
+            k: pipeline.train_dataset(open_source(p), pipeline.ReaderConfig(64))[0]
             for k, p in paths.items()
         }
         rates = trainer_rates(datasets, size, 64, "float32", False, 25, rounds=args.rounds)

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer.model import create_dual_input_network  # noqa: E402
+from trainer.model.builders import create_dual_input_network  # noqa: E402
 
 
 def measure(batch: int, precision: str, steps: int) -> dict:

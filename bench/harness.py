@@ -20,13 +20,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainer import model as model_lib  # noqa: E402
-from trainer import steps as steps_lib  # noqa: E402
 from trainer.config import ModelConfig  # noqa: E402
-from trainer.data import reader  # noqa: E402
-from trainer.data.source import open_source  # noqa: E402
-from trainer.data.synthetic import write_synthetic  # noqa: E402
-from trainer.train import _build  # noqa: E402
+from trainer.data.read import pipeline  # noqa: E402
+from trainer.data.read.source import open_source  # noqa: E402
+from trainer.data.write.synthetic import write_synthetic  # noqa: E402
+from trainer.model import builders as model_lib  # noqa: E402
+from trainer.run import steps as steps_lib  # noqa: E402
+from trainer.run.train import _build  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), "inception-pair-bench")
 
@@ -97,7 +97,9 @@ def pipeline_cpu_per_pair(path: str, batch: int, batches: int, warmup: int = 5) 
 
 
 def streaming_dataset(path: str, batch: int, cache: bool = False):
-    ds, _ = reader.train_dataset(open_source(path), reader.ReaderConfig(batch, seed=0, cache=cache))
+    ds, _ = pipeline.train_dataset(
+        open_source(path), pipeline.ReaderConfig(batch, seed=0, cache=cache)
+    )
     return ds
 
 
@@ -118,7 +120,7 @@ def trainer_rates(
     others: dict | None = None,
     plan: str | None = None,
 ) -> dict:
-    """Pairs/s of the trainer's own compiled step (trainer.steps) on each of ``datasets``.
+    """Pairs/s of the trainer's own compiled step (trainer.run.steps) on each of ``datasets``.
 
     One model and one compiled step serve every dataset; the datasets take turns for
     ``rounds`` rounds of ``steps`` steps and each gets its median, so neither gains from

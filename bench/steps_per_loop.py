@@ -31,7 +31,7 @@ from bench.harness import (  # noqa: E402
     print_table,
     write_json,
 )
-from trainer import steps as steps_lib  # noqa: E402
+from trainer.run import steps as steps_lib  # noqa: E402
 
 LOOPS = (1, 10, 100)
 STEPS = {2: 400, 8: 300, 64: 100}  # per variant and round: a few seconds each here

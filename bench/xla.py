@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tensorflow as tf  # noqa: E402
 
 from bench.harness import in_memory_dataset, print_table, trainer_rate, write_json  # noqa: E402
-from trainer.distribute import use_jit  # noqa: E402
+from trainer.runtime.strategy import use_jit  # noqa: E402
 
 
 def main():

@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
         default=60.0,
         help="how long stopped workers get to save before SIGKILL",
     )
-    from launch import k8s_cli
+    from launch.k8s import cli as k8s_cli
 
     k8s_cli.add_parser(sub)
     return p
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     own, trainer_args = _split(argv)
     args = parser().parse_args(own)
     if args.target == "local":
-        from launch.local import LocalConfig, run
+        from launch.local.workers import LocalConfig, run
 
         return run(
             LocalConfig(
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                 data_workers=args.data_workers,
             )
         )
-    from launch import k8s_cli
+    from launch.k8s import cli as k8s_cli
 
     return k8s_cli.main(args, trainer_args)
 

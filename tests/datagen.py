@@ -4,7 +4,9 @@ can be checked by value."""
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import schema, writer
+from trainer.common.paths import join
+from trainer.data import schema
+from trainer.data.write import shards as writer
 
 SIZE = 8
 
@@ -48,7 +50,7 @@ def write_pairs(
             size, size, 3, encoding, "GZIP" if gzip else "", {split: len(records)}, files
         ),
     )
-    return sorted(schema.join(directory, f) for f in files)
+    return sorted(join(directory, f) for f in files)
 
 
 def ids_of(dataset, batches):

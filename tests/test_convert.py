@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.data import DataError, convert, reader, schema
+from trainer.data import DataError, schema
 from trainer.data.__main__ import main as data_main
-from trainer.data.source import open_source
+from trainer.data.read import pipeline
+from trainer.data.read.source import open_source
+from trainer.data.write import convert
 
 
 def _image(path, value, fmt, size=8):
@@ -33,7 +35,7 @@ def test_convert_keeps_png_and_splits(tmp_path):
     assert info.counts == {"train": 8, "eval": 2} and info.encoding == "png"
     seen = {}
     for split in ("train", "eval"):
-        for x, y in reader.eval_dataset(open_source(out, split), 4):
+        for x, y in pipeline.eval_dataset(open_source(out, split), 4):
             for a, b, label in zip(x["input1"].numpy(), x["input2"].numpy(), y.numpy()):
                 i = int(round(a.mean() * 255)) // 10
                 assert round(b.mean() * 255) == 10 * i + 5 and label == i % 2
@@ -47,7 +49,7 @@ def test_convert_resizes_and_reencodes(tmp_path):
     out = str(tmp_path / "out")
     info = convert.convert(pairs, out, eval_fraction=0.0, encoding="raw", image_size=16)
     assert (info.height, info.width, info.encoding) == (16, 16, "raw")
-    ((x, y),) = reader.eval_dataset(open_source(out), 4).take(1)
+    ((x, y),) = pipeline.eval_dataset(open_source(out), 4).take(1)
     assert x["input1"].shape == (4, 16, 16, 3)
     # keep, sizes 8 (three pairs) and 12 (one): resized to the most common, said in one line
     notes = []
@@ -57,7 +59,7 @@ def test_convert_resizes_and_reencodes(tmp_path):
         "re-encoding as PNG at 8x8: the images come in 2 sizes and 8x8 is the most common "
         "(--image_size and --encoding pick others)."
     ]
-    grey = [round(v * 255) for x, _ in reader.eval_dataset(open_source(str(tmp_path / "k")), 4)
+    grey = [round(v * 255) for x, _ in pipeline.eval_dataset(open_source(str(tmp_path / "k")), 4)
             for v in x["input1"].numpy().mean(axis=(1, 2, 3))]  # fmt: skip
     assert [abs(g - 10 * i) <= 2 for i, g in enumerate(grey)] == [True] * 4
     with pytest.raises(DataError, match="differ in size: pass --image_size, so that every"):
@@ -227,6 +229,6 @@ def test_keep_mixing_png_and_jpeg_reencodes_as_png(tmp_path):
     assert info.encoding == "png" and notes == [
         "re-encoding as PNG: the images mix PNG and JPEG (--encoding picks another)."
     ]
-    ids = [i for x, _ in reader.eval_dataset(open_source(str(tmp_path / "o")), 4)
+    ids = [i for x, _ in pipeline.eval_dataset(open_source(str(tmp_path / "o")), 4)
            for i in (x["input1"].numpy().mean(axis=(1, 2, 3)) * 255).round()]  # fmt: skip
     assert ids == [0, 10, 20, 30]

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch.local import LocalConfig, free_ports, run
-from trainer import checkpoint, rendezvous
-from trainer.data.synthetic import write_synthetic
+from launch.local.workers import LocalConfig, free_ports, run
+from trainer.data.write.synthetic import write_synthetic
+from trainer.run import checkpoint
+from trainer.runtime import rendezvous
 
 PY = sys.executable
 LOSS = re.compile(r"step (\d+)/\d+ loss ([\d.]+)")

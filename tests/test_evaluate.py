@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_module
-from trainer.data.synthetic import write_synthetic
+from trainer.data.write.synthetic import write_synthetic
 
 PY = sys.executable
 
@@ -53,8 +53,8 @@ def tensorboard_steps(folder, tag="eval/loss") -> list[int]:
 
 def outputs_of_checkpoint(model_dir, step, x1, x2):
     """The trained model of ckpt-<step>, rebuilt in this process, on (x1, x2)."""
-    from trainer import checkpoint
-    from trainer.train import build_model
+    from trainer.run import checkpoint
+    from trainer.run.train import build_model
 
     model = build_model(checkpoint.load_model_config(str(model_dir)))
     prefix = f"{checkpoint.checkpoint_dir(str(model_dir))}/ckpt-{step}"
@@ -157,7 +157,7 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
     # --mode=evaluate of a step that is not there: one sentence naming the steps that are
     # (checked in this process: the refusal comes before any model is built).
     from trainer.config import ConfigError
-    from trainer.evaluate import Evaluator
+    from trainer.run.evaluate import Evaluator
 
     with pytest.raises(ConfigError, match=rf"at that step \(it has steps {old}, {last}\)"):
         Evaluator(None, None, str(model_dir), last).evaluate_one(old + 1)
@@ -177,7 +177,7 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
     # --mode=evaluate of one step (in this process: the same entry as `trainer` after its
     # flags) prints the figures the evaluator recorded for it.
     from trainer.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
-    from trainer.main import train_and_evaluate
+    from trainer.run.main import train_and_evaluate
 
     (data,) = (main_job.root / "cache/inception-pair-trainer").iterdir()
     cfg = Config(

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tests.gcs_sandbox import Sandbox
 from tests.test_k8s import applied, stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
 from tests.test_trainer import read_checkpoint, small_flags
-from trainer.data.synthetic import make_pair
+from trainer.data.write.synthetic import make_pair
 
 PY = sys.executable
 # Short enough that a failing test does not wait out TF's ~195 s per operation.
@@ -102,13 +102,13 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 records" in r.stdout and "all records are good" in r.stdout
     # The shards written to gs:// hold the pixels of the images read from gs://.
-    from trainer.data import reader
-    from trainer.data.source import open_source
+    from trainer.data.read import pipeline
+    from trainer.data.read.source import open_source
 
     local = download(gcs, "data", "conv/", tmp_path / "conv")
     seen = set()
     for split in ("train", "eval"):
-        for x, y in reader.eval_dataset(open_source(local, split), 4):
+        for x, y in pipeline.eval_dataset(open_source(local, split), 4):
             for a, b, label in zip(x["input1"].numpy(), x["input2"].numpy(), y.numpy()):
                 i = int(round(a.mean() * 255)) // 10
                 assert round(b.mean() * 255) == 10 * i + 5 and label == i % 2
@@ -209,7 +209,7 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
          "gs://raw/pair/a.png", "gs://raw/pair/b.png"]
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    from trainer.predict import predict
+    from trainer.tools.predict import predict
 
     assert float(r.stdout) == pytest.approx(predict(first, _png(a), _png(b)), abs=2e-6)
 

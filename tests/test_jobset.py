@@ -8,7 +8,8 @@ import pathlib
 import pytest
 import yaml
 
-from launch import jobset, k8s
+from launch.k8s import jobset
+from launch.k8s import manifests as k8s
 from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the named kubectl stub)
     K8S,
     _pod_labels,
@@ -19,7 +20,7 @@ from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the na
     stub_kubectl,
     validate,
 )
-from trainer import tfconfig
+from trainer.runtime import cluster as tfconfig
 
 # Data, read where it lies (not copied into the project): ../shared/crds beside the checkout,
 # or shared/crds inside it.

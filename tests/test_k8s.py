@@ -13,8 +13,9 @@ import sys
 import pytest
 import yaml
 
-from launch import k8s, preflight
-from trainer import tfconfig
+from launch.k8s import manifests as k8s
+from launch.k8s import preflight
+from trainer.runtime import cluster as tfconfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"

@@ -6,7 +6,7 @@ to the named stub kubectl (tests/stubs)."""
 import pytest
 import yaml
 
-from launch import k8s
+from launch.k8s import manifests as k8s
 from tests.test_jobset import _validate_jobset
 from tests.test_k8s import (
     _pod_labels,

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import model as m
+from trainer.model import builders as m
 
 TABLES = pathlib.Path(__file__).parent / "data" / "seed_summary_tables.md"
 ROW = re.compile(r"^\| ([^|]+?) \((\w+)[^)]*\) \| \(([^)]*)\) \| ([\d,]+) \|")

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_module
-from trainer.data.synthetic import make_pair
+from trainer.data.write.synthetic import make_pair
 
 N = 30
 
@@ -115,8 +115,8 @@ def test_bad_rows_write_nothing_or_are_skipped_exactly(main_job, pairs, tmp_path
 
 
 def test_batch_prediction_of_tfrecords(main_job, tmp_path):
-    from trainer.data import reader
-    from trainer.data.source import open_source
+    from trainer.data.read import pipeline
+    from trainer.data.read.source import open_source
 
     data = main_job.root / "cache/inception-pair-trainer"
     (data,) = data.iterdir()
@@ -132,10 +132,10 @@ def test_batch_prediction_of_tfrecords(main_job, tmp_path):
     got = read_csv(out)
     assert got[0] == ["pair_id", "probability", "label"]
     source = open_source(str(data), "eval")
-    records = tf.stack(list(reader.records_in_order(source)))  # file order
+    records = tf.stack(list(pipeline.records_in_order(source)))  # file order
     ids = tf.io.parse_example(records, {"pair_id": tf.io.FixedLenFeature([], tf.string)})
     ids = [x.decode() for x in ids["pair_id"].numpy()]
-    images_a, images_b, labels = reader.parse_batch(records, source.spec)
+    images_a, images_b, labels = pipeline.parse_batch(records, source.spec)
     assert [g[0] for g in got[1:]] == ids and len(ids) == source.num_records
     assert [int(g[2]) for g in got[1:]] == labels.numpy().tolist()
     fn = tf.saved_model.load(str(main_job.export_dir)).signatures["serving_float"]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from trainer import tfconfig
+from trainer.runtime import cluster as tfconfig
 
 
 def test_tf_config_used_as_is():
@@ -54,7 +54,7 @@ def test_bad_cluster_environment(env, fragment):
 
 def test_choose_strategy_and_jit():
     from trainer.config import ConfigError
-    from trainer.distribute import choose_strategy, use_jit
+    from trainer.runtime.strategy import choose_strategy, use_jit
 
     assert choose_strategy("auto", has_cluster=True, num_gpus=0) == "multi_worker"
     assert choose_strategy("auto", has_cluster=False, num_gpus=4) == "mirrored"
@@ -68,7 +68,7 @@ def test_choose_strategy_and_jit():
 
 
 def test_thread_pools_and_input_placement():
-    from trainer.distribute import fetch_to_device, thread_counts
+    from trainer.runtime.strategy import fetch_to_device, thread_counts
 
     # CPU only: one thread per op (ops run side by side on the inter-op pool).
     assert thread_counts(0, 0, num_gpus=0, env={}) == (1, 0)
@@ -83,7 +83,7 @@ def test_thread_pools_and_input_placement():
 
 
 def test_auc_from_histograms_matches_pairwise_count():
-    from trainer.steps import AUC_BINS, auc_from_histograms
+    from trainer.run.steps import AUC_BINS, auc_from_histograms
 
     rng = np.random.default_rng(0)
     pos_scores = rng.beta(4, 2, 300)
@@ -118,7 +118,7 @@ def _waits(env):
 
 @pytest.mark.parametrize("timeout", [6, 12, 60, 300, 3600])
 def test_storage_retry_budget_is_a_third_of_the_timeout_per_operation(timeout):
-    from trainer import storage
+    from trainer.runtime import storage
 
     env = storage.retry_env(timeout, {})
     budget = timeout / storage.OPERATIONS_PER_FAILED_WRITE
@@ -131,7 +131,7 @@ def test_storage_retry_budget_is_a_third_of_the_timeout_per_operation(timeout):
 
 
 def test_storage_retry_env_leaves_the_users_variables_alone():
-    from trainer import storage
+    from trainer.runtime import storage
 
     env = storage.retry_env(300, {"GCS_RETRY_CONFIG_MAX_RETRIES": "2"})
     assert "GCS_RETRY_CONFIG_MAX_RETRIES" not in env and len(env) == len(storage.RETRY_VARS) - 1
@@ -158,7 +158,7 @@ _UNAVAILABLE = (
 
 
 def test_storage_failure_names_operation_path_and_cause():
-    from trainer import storage
+    from trainer.runtime import storage
 
     gone = storage.failure(_GONE)
     assert (gone.operation, gone.path, gone.transient) == (
@@ -188,7 +188,7 @@ def test_storage_failure_names_operation_path_and_cause():
 
 def test_an_evaluator_never_joins_a_cluster():
     from trainer.config import ConfigError
-    from trainer.distribute import choose_strategy
+    from trainer.runtime.strategy import choose_strategy
 
     assert choose_strategy("auto", True, 0) == "multi_worker"
     assert choose_strategy("auto", True, 0, evaluator=True) == "one_device"
@@ -198,7 +198,7 @@ def test_an_evaluator_never_joins_a_cluster():
 
 
 def test_exact_auc_thresholds_and_f1_against_pairwise_counts():
-    from trainer import metrics
+    from trainer.tools import metrics
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 300)
@@ -221,8 +221,8 @@ def test_exact_auc_thresholds_and_f1_against_pairwise_counts():
 
 
 def test_best_model_rule_and_checkpoints_to_evaluate():
-    from trainer.best import is_better
-    from trainer.evaluate import finished, pending
+    from trainer.run.best import is_better
+    from trainer.run.evaluate import finished, pending
 
     assert is_better("auc", 0.8, 0.7) and not is_better("auc", 0.7, 0.7)  # a tie keeps it
     assert is_better("loss", 0.2, 0.3) and not is_better("loss", 0.3, 0.2)
@@ -234,8 +234,8 @@ def test_best_model_rule_and_checkpoints_to_evaluate():
 
 
 def test_pairs_csv_with_and_without_labels(tmp_path):
-    from trainer.data.convert import read_pairs_csv
     from trainer.data.schema import DataError
+    from trainer.data.write.convert import read_pairs_csv
 
     def rows(text, **kw):
         (tmp_path / "p.csv").write_text(text)
@@ -257,8 +257,8 @@ def test_loops_end_at_every_step_the_host_has_work_and_plans_per_device():
     from types import SimpleNamespace
 
     from trainer.config import ConfigError
-    from trainer.control import loop_length
-    from trainer.distribute import compile_plan, steps_per_loop
+    from trainer.run.control import loop_length
+    from trainer.runtime.strategy import compile_plan, steps_per_loop
 
     cfg = SimpleNamespace(
         train_steps=250, log_every_steps=50, checkpoint_every_steps=100, eval_every_steps=0

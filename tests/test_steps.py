@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import steps as steps_lib
 from trainer.config import ModelConfig
-from trainer.train import _build
+from trainer.run import steps as steps_lib
+from trainer.run.train import _build
 
 CFG = ModelConfig("elu", 1e-4, "branch", "flatten", "float32", (16, 16), 3)
 

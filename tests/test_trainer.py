@@ -15,7 +15,7 @@ import tensorflow as tf
 import yaml
 
 from tests.conftest import run_module
-from trainer.data.synthetic import make_pair, write_synthetic
+from trainer.data.write.synthetic import make_pair, write_synthetic
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,8 +160,8 @@ def _png(image):
 def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir, export = main_job.model_dir, main_job.export_dir
-    from trainer import checkpoint
-    from trainer.train import build_model
+    from trainer.run import checkpoint
+    from trainer.run.train import build_model
 
     model_cfg = checkpoint.load_model_config(str(model_dir))
     size = model_cfg.image_size[0]
@@ -300,7 +300,7 @@ def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(main_job, tmp_path):
 def test_ram_filesystem_paths_in_process(tmp_path):
     """data_dir, model_dir and export_dir on a non-local TF filesystem (as gs:// would be)."""
     from trainer.config import Config, DataConfig, ModelConfig, TrainConfig
-    from trainer.main import train_and_evaluate
+    from trainer.run.main import train_and_evaluate
 
     write_synthetic("ram://d", num_train=64, num_eval=16, image_size=16, num_shards=2)
     cfg = Config(

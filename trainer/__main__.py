@@ -14,7 +14,7 @@ def _main(argv):
     if flags.FLAGS.storage_timeout_seconds > 0:  # else from_flags refuses it
         # TensorFlow's gs:// client reads these once, when it loads: before from_flags,
         # whose activation check is the first import of TensorFlow.
-        from trainer import storage
+        from trainer.runtime import storage
 
         storage.apply_retry_env(flags.FLAGS.storage_timeout_seconds)
     try:
@@ -22,7 +22,7 @@ def _main(argv):
     except config.ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
-    from trainer.main import train_and_evaluate  # loads TensorFlow: only for valid flags
+    from trainer.run.main import train_and_evaluate  # loads TensorFlow: only for valid flags
 
     return train_and_evaluate(cfg)
 

@@ -12,7 +12,8 @@ import re
 
 from absl import flags
 
-from trainer import options, storage
+from trainer.model import options
+from trainer.runtime import storage
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -186,7 +187,7 @@ class ModelConfig:
     channels: int = 3
 
     def builder_kwargs(self) -> dict:
-        """Keyword arguments of the trainer.model builders for this configuration."""
+        """Keyword arguments of the trainer.model.builders builders for this configuration."""
         return dict(
             image_size=self.image_size,
             n_channels=self.channels,
@@ -224,7 +225,7 @@ class TrainConfig:
     deterministic: bool
     profile_steps: tuple = ()
     best_metric: str = "none"
-    steps_per_loop: str = "auto"  # a number or "auto" (trainer.distribute.steps_per_loop)
+    steps_per_loop: str = "auto"  # a number or "auto" (trainer.runtime.strategy.steps_per_loop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,7 +297,7 @@ def _check_service(f) -> None:
 
 def _check_activation(name: str) -> None:
     """Needs Keras (TensorFlow), so it runs after the checks that do not."""
-    from trainer import model as model_lib
+    from trainer.model import builders as model_lib
 
     try:
         model_lib._check_activation(name)

@@ -1,8 +1,9 @@
-"""Paired-image TFRecords: schema, writers (synthetic, convert), verify and the tf.data reader.
+"""Paired-image TFRecords: the schema (``schema``), reading (``read``), writing (``write``)
+and the tf.data service (``service``). Importing this package loads no TensorFlow.
 
 Command line: ``python -m trainer.data synthetic|convert|finalize|verify|dispatcher|data_worker``.
 """
 
-from trainer.data.schema import DataError
 
-__all__ = ["DataError"]
+class DataError(ValueError):
+    """A bad record or data folder; the message names the file (and record index)."""

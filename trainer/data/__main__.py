@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer import dataservice as servers
+from trainer.common.paths import join
 from trainer.data import DataError
-from trainer.storage import StorageError
+from trainer.data.service import servers
+from trainer.runtime.storage import StorageError
 
 EXIT_USAGE = 1
 
@@ -74,7 +75,7 @@ def _part_status(output_dir: str, index: int, count: int) -> str:
 
     from trainer.data import schema
 
-    if tf.io.gfile.exists(schema.join(output_dir, schema.METADATA_FILE)):
+    if tf.io.gfile.exists(join(output_dir, schema.METADATA_FILE)):
         return f"worker {index} of {count}: every part is there; dataset.json written."
     return (
         f"worker {index} of {count}: part written; the last worker to finish writes "
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "synthetic":
-            from trainer.data.synthetic import write_synthetic
+            from trainer.data.write.synthetic import write_synthetic
 
             info = write_synthetic(
                 args.output_dir,
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
             )
             print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
         elif args.command == "convert":
-            from trainer.data.convert import convert
+            from trainer.data.write.convert import convert
 
             info = convert(
                 args.pairs,
@@ -121,14 +122,14 @@ def main(argv=None) -> int:
             if args.num_workers > 1:
                 print(_part_status(args.output_dir, args.worker_index, args.num_workers))
         elif args.command == "finalize":
-            from trainer.data.parts import finalize
+            from trainer.data.write.slices import finalize
 
             info = finalize(args.output_dir)
             print(f"finalized {args.output_dir}: {info.counts} pairs ({info.encoding})")
         elif args.command in ("dispatcher", "data_worker"):
             return servers.main(args)
         else:
-            from trainer.data.verify import verify_folder
+            from trainer.data.read.verify import verify_folder
 
             return verify_folder(args.data_dir, sys.stdout)
     except (DataError, StorageError, ValueError, FileExistsError, FileNotFoundError) as e:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import posixpath
 import re
 
 import tensorflow as tf
 
+from trainer.common.paths import join
+from trainer.data import DataError  # noqa: F401  (schema.DataError: one name for both)
+
 ENCODINGS = ("raw", "png", "jpeg")
-
-
-class DataError(ValueError):
-    """A bad record or data folder; the message names the file (and record index)."""
 
 
 SPLITS = ("train", "eval")
@@ -39,15 +37,6 @@ FEATURES = {
 def shard_name(split: str, index: int, count: int, gzip: bool) -> str:
     """``train-00003-of-00016.tfrecord[.gz]``."""
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if gzip else "")
-
-
-def join(directory: str, name: str) -> str:
-    """Joins without os.path, so gs:// and ram:// paths keep their scheme."""
-    return (
-        posixpath.join(directory.rstrip("/") or "/", name)
-        if "://" not in directory
-        else (directory.rstrip("/") + "/" + name)
-    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""``launch k8s status --name N``: one screen on how far a run got.
+
+From the cluster (kubectl JSON): the run's state and each worker's pod phase and restarts.
+From its model_dir on Cloud Storage (google-cloud-storage; the model_dir is read from the
+run's own container arguments): the newest checkpoint's step and time, and the last eval
+(``<model_dir>/eval/last.json``, written by the trainer's chief). Pure functions turn the
+JSON into lines; only ``gather`` talks to kubectl and Cloud Storage.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+
+from launch.k8s import manifests as k8s
+
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+
+
+def model_dir_of(run: dict) -> str | None:
+    """The --model_dir the run's containers were given (a Job or a JobSet object)."""
+    spec = run.get("spec") or {}
+    if run.get("kind") == "JobSet":
+        spec = spec["replicatedJobs"][0]["template"]["spec"]
+    for arg in spec["template"]["spec"]["containers"][0].get("args", []):
+        if arg.startswith("--model_dir="):
+            return arg[len("--model_dir=") :].replace("$$", "$")  # undo escape_expansion
+    return None
+
+
+def workers(pods: dict, count: int) -> list[str]:
+    """One line per worker index: the newest pod's phase and how often the worker restarted
+    (earlier pods of that index, plus container restarts)."""
+    by_index: dict[int, list] = {}
+    for pod in pods.get("items", []):
+        labels = pod["metadata"].get("labels", {})
+        if INDEX_LABEL in labels:
+            by_index.setdefault(int(labels[INDEX_LABEL]), []).append(pod)
+    lines = []
+    for i in range(count):
+        mine = sorted(by_index.get(i, []), key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        if not mine:
+            lines.append(f"  worker {i}: no pod")
+            continue
+        newest = mine[-1]
+        restarts = (
+            len(mine)
+            - 1
+            + sum(
+                c.get("restartCount", 0)
+                for p in mine
+                for c in (p.get("status") or {}).get("containerStatuses", [])
+            )
+        )
+        phase = (newest.get("status") or {}).get("phase", "Unknown")
+        lines.append(
+            f"  worker {i}: {phase:<9} restarts {restarts}  pod {newest['metadata']['name']}"
+        )
+    return lines
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "time unknown"
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, logs: str) -> str:
+    """The whole status screen as text. ``storage``: {"model_dir", "checkpoint": (step, time)
+    or None, "eval": dict or None, "best": dict or None, "error": str or None}."""
+    count = (run.get("spec") or {}).get("completions")
+    if run.get("kind") == "JobSet":
+        count = run["spec"]["replicatedJobs"][0]["template"]["spec"]["completions"]
+    lines = [f"{controller} {name}: {k8s.job_state(run)}", "workers:"]
+    lines += workers(pods, count or 1)
+    lines.append(f"model_dir: {storage.get('model_dir') or 'unknown'}")
+    if storage.get("error"):
+        lines.append(f"  Cloud Storage: {storage['error']}")
+    else:
+        ckpt = storage.get("checkpoint")
+        lines.append(
+            f"  latest checkpoint: step {ckpt[0]} at {_when(ckpt[1])}" if ckpt else
+            "  latest checkpoint: none yet"
+        )  # fmt: skip
+        ev = storage.get("eval")
+        if ev:
+            lines.append(
+                f"  last eval: step {ev['step']} accuracy {ev['accuracy']:.4f} auc {ev['auc']:.4f}"
+                f" loss {ev['loss']:.4f} at {_when(ev.get('time'))}"
+            )
+        else:
+            lines.append("  last eval: none yet")
+        best = storage.get("best")
+        if best:
+            m = best["metrics"]
+            lines.append(
+                f"  best model: step {best['step']} by {best['metric']} (accuracy "
+                f"{m['accuracy']:.4f} auc {m['auc']:.4f} loss {m['loss']:.4f}) in export_best/"
+            )
+    lines.append(f"logs: {logs}")
+    return "\n".join(lines) + "\n"
+
+
+def read_storage(client, model_dir: str) -> dict:
+    """Newest checkpoint (step, time), the last eval and the best model's record (trainer/
+    best.py) from ``model_dir`` (gs://)."""
+    from google.api_core import exceptions as gexc
+
+    from launch.k8s.preflight import split_gs
+
+    out = {"model_dir": model_dir, "checkpoint": None, "eval": None, "best": None, "error": None}
+    try:
+        bucket_name, prefix = split_gs(model_dir)
+        bucket = client.bucket(bucket_name)
+        try:
+            state = bucket.blob(f"{prefix}/checkpoints/checkpoint".lstrip("/")).download_as_text()
+        except gexc.NotFound:
+            state = ""
+        match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', state, re.M)
+        if match:
+            step = int(match.group(1))
+            index = bucket.get_blob(f"{prefix}/checkpoints/ckpt-{step}.index".lstrip("/"))
+            out["checkpoint"] = (step, index.updated.timestamp() if index is not None else None)
+        for key, path in (("eval", "eval/last.json"), ("best", "export_best/best.json")):
+            try:
+                text = bucket.blob(f"{prefix}/{path}".lstrip("/")).download_as_text()
+                out[key] = json.loads(text)
+            except gexc.NotFound:
+                pass
+    except Exception as e:  # the screen still shows the cluster's part
+        out["error"] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    return out

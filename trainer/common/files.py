@@ -1,0 +1,42 @@
+"""Files that appear whole or not at all, on a local disk, ``gs://`` or ``ram://``.
+
+Each write goes to ``<path>.tmp`` through TensorFlow's file system layer and is renamed over
+``path`` when complete, so a reader (``launch k8s status``, a restarted evaluator, the
+trainer) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+
+from trainer.common.paths import join
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary name and a rename; makes the folder."""
+    import tensorflow as tf
+
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    if folder and not tf.io.gfile.exists(folder):
+        tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def write_json(path: str, value, **dump_kwargs) -> None:
+    """``value`` as JSON at ``path``, written whole (see write_atomic)."""
+    write_atomic(path, json.dumps(value, **dump_kwargs))
+
+
+def read_json(path: str):
+    """The JSON at ``path``, or None when there is no such file."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+__all__ = ["join", "read_json", "write_atomic", "write_json"]

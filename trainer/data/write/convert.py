@@ -1,0 +1,327 @@
+"""Converts a CSV of image pairs (``image_a_path,image_b_path,label``) into paired TFRecords.
+
+Every image is checked before anything is written: all missing or unreadable files are
+reported together, with their CSV row numbers. Relative paths are relative to the CSV's folder.
+The image work runs on every core (trainer.data.write.image_pass) and the records keep the
+CSV's order. ``--num_workers W --worker_index I`` converts slice I of W
+(trainer.data.write.slices): W machines write one dataset together, shard names and bytes
+identical to one run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from trainer.common.paths import join
+from trainer.data import schema
+from trainer.data.read.verify import DataError
+from trainer.data.write import image_pass as images
+from trainer.data.write import shards as writer
+from trainer.data.write import slices as parts
+
+KEEP = "keep"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    line: int  # 1-based line in the CSV
+    image_a: str  # resolved: relative paths joined to the CSV's folder
+    image_b: str
+    label: int | None  # None: a CSV without labels (batch prediction)
+    given_a: str = ""  # as written in the CSV
+    given_b: str = ""
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _is_header(number: int, fields: list[str]) -> bool:
+    """The first line is a header when its label is not a number or, without a label
+    column, when neither field names an image file."""
+    if number != 1:
+        return False
+    if len(fields) == 3:
+        return not fields[2].strip().lstrip("-").isdigit()
+    return not any(f.strip().lower().endswith(IMAGE_SUFFIXES) for f in fields)
+
+
+def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
+    """Rows of a pairs CSV (``image_a,image_b,label``; the label column may be left out
+    when not ``labels_required``, on every row); a header line is allowed. Raises DataError
+    naming every bad line."""
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"pairs file {path} does not exist.")
+    with tf.io.gfile.GFile(path, "r") as f:
+        lines = list(csv.reader(io.StringIO(f.read())))
+    base = path.rsplit("/", 1)[0] if "/" in path else "."
+    allowed = (3,) if labels_required else (2, 3)
+    rows, problems, width = [], [], None
+    for number, fields in enumerate(lines, start=1):
+        if not fields or all(not x.strip() for x in fields):
+            continue
+        if len(fields) not in allowed or (width is not None and len(fields) != width):
+            expected = width or " or ".join(map(str, allowed))
+            problems.append(f"line {number}: expected {expected} fields, found {len(fields)}")
+            continue
+        if _is_header(number, fields):
+            continue
+        width = len(fields)
+        a, b = fields[0].strip(), fields[1].strip()
+        label = None
+        if width == 3:
+            text = fields[2].strip()
+            if not text.lstrip("-").isdigit():
+                problems.append(f"line {number}: label {text!r} is not an integer")
+                continue
+            label = int(text)
+            if label < 0:
+                problems.append(f"line {number}: label {label} is negative")
+                continue
+        rows.append(Row(number, _resolve(base, a), _resolve(base, b), label, a, b))
+    if problems:
+        raise DataError(f"{path} has {len(problems)} bad lines: " + "; ".join(problems) + ".")
+    if not rows:
+        raise DataError(f"{path} holds no pairs.")
+    return rows
+
+
+def _resolve(base: str, p: str) -> str:
+    return p if p.startswith("/") or "://" in p else join(base, p)
+
+
+_load = images.load_image  # batch scoring re-reads a bad row's image for its reason
+
+
+def _check(rows: list[Row], parallelism: int) -> images.Survey:
+    """Surveys every image of ``rows`` once; raises naming every fault, with its CSV row."""
+    paths = list(dict.fromkeys(p for r in rows for p in (r.image_a, r.image_b)))
+    found = images.survey(paths, parallelism)
+    problems = [
+        f"row {row.line} {column} {path}: {found.faults[path]}"
+        for row in rows
+        for column, path in (("image_a", row.image_a), ("image_b", row.image_b))
+        if path in found.faults
+    ]
+    if problems:
+        raise DataError(
+            f"{len(problems)} images are missing or unreadable, nothing was written: "
+            + "; ".join(problems)
+            + "."
+        )
+    return found
+
+
+def _layout(encoding: str, image_size, found: images.Survey, num_workers: int, say):
+    """(records' encoding or None to keep the files' bytes, (height, width), channels).
+
+    ``keep`` re-encodes as PNG (lossless) when it cannot keep, and says so in one line: when
+    resizing; when the sizes differ (resized to the most common size, the smaller on a tie,
+    unless --image_size says otherwise); when PNG and JPEG are mixed."""
+    sizes: dict = {}
+    for (h, w, _), n in found.shapes.items():
+        sizes[(h, w)] = sizes.get((h, w), 0) + n
+    channel_counts = {c for _, _, c in found.shapes}
+    channels = channel_counts.pop() if len(channel_counts) == 1 else 3
+    size = (image_size, image_size) if image_size else None
+    if size is None and len(sizes) > 1:
+        if num_workers > 1:
+            raise DataError(
+                "the images differ in size: pass --image_size, so that every slice writes one."
+            )
+        size = min(sizes, key=lambda hw: (-sizes[hw], hw[0] * hw[1]))
+        why = f"the images come in {len(sizes)} sizes and {size[0]}x{size[1]} is the most common"
+        if encoding != KEEP:
+            say(f"resizing to {size[0]}x{size[1]}: {why} (--image_size picks another).")
+        else:
+            say(
+                f"re-encoding as PNG at {size[0]}x{size[1]}: {why} (--image_size and --encoding "
+                "pick others)."
+            )
+            return "png", size, channels
+    if encoding != KEEP:
+        return encoding, size or next(iter(sizes), (0, 0)), channels
+    if size is not None:
+        say("re-encoding as PNG: --image_size resizes the images (--encoding picks another).")
+        return "png", size, channels
+    if len(found.formats) > 1:
+        say("re-encoding as PNG: the images mix PNG and JPEG (--encoding picks another).")
+        return "png", next(iter(sizes)), channels
+    return None, next(iter(sizes), (0, 0)), channels
+
+
+def _split_rows(pairs, eval_pairs, eval_fraction, seed):
+    rows = read_pairs_csv(pairs)
+    if eval_pairs:
+        return rows, read_pairs_csv(eval_pairs)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_eval = int(round(len(rows) * eval_fraction))
+    return [rows[i] for i in sorted(order[n_eval:])], [rows[i] for i in sorted(order[:n_eval])]
+
+
+def _check_slicing(num_workers: int, worker_index: int, parallelism: int) -> None:
+    if num_workers < 1:
+        raise DataError(f"num_workers={num_workers} is invalid: it must be >= 1.")
+    if not 0 <= worker_index < num_workers:
+        raise DataError(f"worker_index={worker_index} is outside [0, {num_workers}).")
+    if parallelism < 0:
+        raise DataError(f"parallelism={parallelism} is invalid: it must be >= 0 (0: every core).")
+
+
+def _prepare(output_dir, num_workers, worker_index) -> bool:
+    """One run: an empty folder. A slice: no dataset.json yet, and this worker not finished
+    (its part record absent); shards of its own from an attempt that died are rewritten, so
+    a retried pod (an Indexed Job's) just runs again. Returns whether the folder was made."""
+    created = not tf.io.gfile.exists(output_dir)
+    if num_workers == 1:
+        writer.prepare_output_dir(output_dir)
+        return created
+    writer.prepare_output_dir(output_dir, allow_shards=True)
+    if tf.io.gfile.exists(parts.part_path(output_dir, worker_index, num_workers)):
+        raise FileExistsError(
+            f"worker {worker_index} of {num_workers} has finished in {output_dir} already (its "
+            f"part record is there): choose an empty folder for a new conversion."
+        )
+    return created
+
+
+class _BadPairs(Exception):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+
+def _records(split: str, rows: list[Row], encoded, spec):
+    """Serialized pairs in row order; raises _BadPairs naming every pair the pass left out
+    (it drains the pass first, so all of them are named at once)."""
+    height, width, channels, encoding = spec
+    expected, missing = 0, []
+    for index, a, b in encoded:
+        missing.extend(range(expected, index))
+        expected = index + 1
+        if not missing:
+            row = rows[index]
+            yield schema.encode_pair(
+                a, b, row.label, height, width, channels, encoding, f"{split}:line{row.line}"
+            )
+    missing.extend(range(expected, len(rows)))
+    if missing:
+        problems = []
+        for row in (rows[i] for i in missing):
+            for column, path in (("image_a", row.image_a), ("image_b", row.image_b)):
+                reason = images.fault_of(path)
+                if reason != "unreadable" or column == "image_b":
+                    problems.append(f"row {row.line} {column} {path}: {reason}")
+                    break
+        raise _BadPairs(problems)
+
+
+def _remove_own(output_dir: str, plans: dict, created: bool) -> None:
+    """Deletes this run's shards (whole or temporary) and the folder if this run made it."""
+    for plan in plans.values():
+        for name, _, _ in plan:
+            for path in (join(output_dir, name), join(output_dir, name) + ".tmp"):
+                if tf.io.gfile.exists(path):
+                    tf.io.gfile.remove(path)
+    if created and not tf.io.gfile.listdir(output_dir):
+        tf.io.gfile.rmtree(output_dir)
+
+
+def convert(
+    pairs: str,
+    output_dir: str,
+    eval_pairs: str | None = None,
+    eval_fraction: float = 0.1,
+    num_shards: int = 4,
+    encoding: str = KEEP,
+    image_size: int | None = None,
+    gzip: bool = False,
+    seed: int = 0,
+    num_workers: int = 1,
+    worker_index: int = 0,
+    parallelism: int = 0,
+    say=lambda line: print(line, file=sys.stderr),
+) -> schema.DatasetInfo:
+    """Validates every row of this worker's slice, then writes its shards and dataset.json
+    (last; with several workers, the last one to finish finalizes). Returns the dataset's
+    info, or this worker's part when others are still running."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DataError(f"eval_fraction={eval_fraction} must be in [0, 1).")
+    if encoding not in (KEEP, *schema.ENCODINGS):
+        raise DataError(f"encoding={encoding!r} is unknown: use keep, raw, png or jpeg.")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size={image_size} is invalid: it must be >= 1.")
+    _check_slicing(num_workers, worker_index, parallelism)
+    train_rows, eval_rows = _split_rows(pairs, eval_pairs, eval_fraction, seed)
+    num_classes = max(2, 1 + max(r.label for r in train_rows + eval_rows))
+    splits = {"train": train_rows, "eval": eval_rows}
+    plans = {
+        split: writer.shard_plan(split, len(rows), num_shards, gzip, num_workers, worker_index)
+        for split, rows in splits.items()
+        if rows
+    }
+    if not plans.get("train"):
+        raise DataError(
+            f"worker {worker_index} of {num_workers} gets no training shard: use --num_shards "
+            f">= --num_workers (and at least {num_workers} training pairs)."
+        )
+    mine = {
+        split: [r for _, a, b in plan for r in splits[split][a:b]] for split, plan in plans.items()
+    }
+    found = _check([r for rows in mine.values() for r in rows], parallelism)
+    out_encoding, (height, width), channels = _layout(encoding, image_size, found, num_workers, say)
+    # Kept bytes are checked against the one size; re-encoded images resized only if needed.
+    resize = any((h, w) != (height, width) for h, w, _ in found.shapes)
+    size = (height, width) if out_encoding is None or resize else None
+    created = _prepare(output_dir, num_workers, worker_index)
+    out_format = out_encoding or next(iter(found.formats))
+    files, counts = {}, {}
+    try:
+        for split, plan in plans.items():
+            rows = mine[split]
+            encoded = images.encoded_pairs(
+                [r.image_a for r in rows],
+                [r.image_b for r in rows],
+                out_encoding,
+                size,
+                channels,
+                parallelism,
+            )
+            spec = (height, width, channels, out_format)
+            records = _records(split, rows, encoded, spec)
+            label = f"converting {split}"
+            files.update(writer.write_shards(output_dir, plan, records, gzip, label))
+            counts[split] = len(rows)
+    except _BadPairs as bad:
+        _remove_own(output_dir, plans, created)
+        raise DataError(
+            f"{len(bad.problems)} images failed to decode, nothing was written: "
+            + "; ".join(bad.problems)
+            + "."
+        ) from None
+    info = schema.DatasetInfo(
+        height=int(height),
+        width=int(width),
+        channels=int(channels),
+        encoding=out_format,
+        compression="GZIP" if gzip else "",
+        counts=counts,
+        files=files,
+        label_names=tuple(str(i) for i in range(num_classes)),
+    )
+    if num_workers == 1:
+        schema.write_info(output_dir, info)
+        return info
+    parts.write_part(output_dir, worker_index, num_workers, info)
+    if len(parts.parts_present(output_dir, num_workers)) == num_workers:
+        try:
+            return parts.finalize(output_dir)
+        except DataError as e:
+            if "finalized" in str(e):  # another worker finished at the same moment
+                return schema.read_info(output_dir)
+            raise
+    return info

@@ -1,0 +1,160 @@
+"""The compiled functions: the distributed training loop and eval step, and metric maths.
+
+Training runs in loops: one tf.function runs up to --steps_per_loop steps with the
+distributed iterator inside (a ``tf.range`` loop, TensorFlow model garden's host loop),
+sums the metrics on the device and returns once, so the host pays one round trip per loop.
+What XLA compiles of a step is trainer.runtime.strategy.compile_plan's choice: nothing, the
+per-replica forward/backward pass (the gradient all-reduce and the optimizer update, inside
+Keras' ``optimizer.apply``, outside it: XLA cannot compile collectives on CPU, DESIGN.md), or
+the whole replica step (one GPU replica).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+AUC_BINS = 200
+SUM = tf.distribute.ReduceOp.SUM
+
+
+METRICS = 5  # loss, regularization, correct, count, stop: summed over replicas
+
+
+def make_train_loop(
+    strategy,
+    model,
+    optimizer,
+    global_batch: int,
+    plan: str,
+    loss_scale: bool,
+    timed=True,
+    counters=None,
+):
+    """Returns train_loop(iterator, num_steps, stop) -> (sums, steps run, first bad step,
+    input wait seconds, last step's metrics).
+
+    ``sums`` adds up every step's [loss, reg, correct, count, stop] (each summed over
+    replicas). ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns
+    at the same loop's end that one of them was asked to stop. A step whose loss is NaN or
+    Inf ends the loop at once; its index in the loop is the third value (-1: none). The input
+    wait is the time spent in ``next(iterator)`` (``tf.timestamp`` around it); 0 when not
+    ``timed``: TensorFlow refuses timestamps under op determinism (--deterministic).
+    ``counters`` (global step, pairs seen: int64 variables) advance inside the function, so
+    the host issues no extra ops per loop.
+    """
+    replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
+
+    @tf.function
+    def train_loop(iterator, num_steps, stop):
+        sums = tf.zeros([METRICS])
+        last = tf.zeros([METRICS])
+        done = tf.constant(0)
+        bad = tf.constant(-1)
+        wait = tf.constant(0.0, tf.float64)
+        for i in tf.range(num_steps):
+            if timed:
+                # Explicit edges: a timestamp touches no resource, so tf.function would not
+                # order it against the iterator's get_next by itself.
+                started = tf.timestamp()
+                with tf.control_dependencies([started]):
+                    inputs, labels = next(iterator)
+                ready = tf.nest.flatten((inputs, labels), expand_composites=True)
+                with tf.control_dependencies(ready):
+                    wait += tf.timestamp() - started
+            else:
+                inputs, labels = next(iterator)
+            last = strategy.reduce(SUM, strategy.run(replica_step, (inputs, labels, stop)), None)
+            sums += last
+            done += 1
+            if not tf.math.is_finite(last[0] + last[1]):
+                bad = i
+                break
+        if counters is not None:
+            steps = tf.cast(done, tf.int64)
+            counters[0].assign_add(steps)
+            counters[1].assign_add(steps * global_batch)
+        return sums, done, bad, wait, last
+
+    return train_loop
+
+
+def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool):
+    """The per-replica step -> [loss, reg, correct, count, stop], compiled as ``plan`` says."""
+    num_replicas = strategy.num_replicas_in_sync
+
+    def forward_backward(inputs, labels):
+        with tf.GradientTape() as tape:
+            pred = model(inputs, training=True)
+            y = tf.cast(tf.reshape(labels, [-1, 1]), pred.dtype)
+            per_example = keras.losses.binary_crossentropy(y, pred)
+            loss = tf.reduce_sum(per_example) / global_batch
+            # Each replica adds 1/num_replicas of the penalty; the all-reduce sums it once.
+            reg = tf.add_n(model.losses) / num_replicas if model.losses else tf.zeros([])
+            total = loss + tf.cast(reg, loss.dtype)
+            scaled = optimizer.scale_loss(total) if loss_scale else total
+        grads = tape.gradient(scaled, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32))
+        return grads, loss, tf.cast(reg, tf.float32), correct
+
+    if plan == "forward_backward":
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(inputs, labels, stop):
+        grads, loss, reg, correct = forward_backward(inputs, labels)
+        optimizer.apply(grads, model.trainable_variables)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
+
+    if plan == "whole_step":
+        return tf.function(replica_step, jit_compile=True)
+    if plan not in ("none", "forward_backward"):
+        raise ValueError(f"unknown compile plan {plan!r}")
+    return replica_step
+
+
+def make_eval_step(strategy, model):
+    """Returns eval_step(batch) -> [bce sum, correct, weight, pos hist..., neg hist...]."""
+
+    def replica_eval(inputs, labels, weights):
+        pred = tf.cast(model(inputs, training=False)[:, 0], tf.float32)
+        y = tf.cast(labels, tf.float32)
+        bce = keras.losses.binary_crossentropy(y[:, None], pred[:, None])
+        correct = tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32)
+        bins = tf.clip_by_value(tf.cast(pred * AUC_BINS, tf.int32), 0, AUC_BINS - 1)
+        pos = tf.math.unsorted_segment_sum(weights * y, bins, AUC_BINS)
+        neg = tf.math.unsorted_segment_sum(weights * (1 - y), bins, AUC_BINS)
+        sums = tf.stack(
+            [tf.reduce_sum(bce * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)]
+        )
+        return tf.concat([sums, pos, neg], 0)
+
+    @tf.function
+    def eval_step(iterator):
+        inputs, labels, weights = next(iterator)
+        return strategy.reduce(SUM, strategy.run(replica_eval, (inputs, labels, weights)), None)
+
+    return eval_step
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC from prediction histograms of positives and negatives (trapezoids)."""
+    tp = np.concatenate([[0.0], np.cumsum(pos[::-1])])
+    fp = np.concatenate([[0.0], np.cumsum(neg[::-1])])
+    if tp[-1] == 0 or fp[-1] == 0:
+        return float("nan")
+    tpr, fpr = tp / tp[-1], fp / fp[-1]
+    return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def eval_metrics(total: np.ndarray) -> dict:
+    """Loss, accuracy and AUC from the summed eval vector."""
+    bce, correct, weight = total[:3]
+    pos, neg = total[3 : 3 + AUC_BINS], total[3 + AUC_BINS :]
+    return {
+        "loss": float(bce / max(weight, 1)),
+        "accuracy": float(correct / max(weight, 1)),
+        "auc": auc_from_histograms(pos, neg),
+        "pairs": int(weight),
+    }

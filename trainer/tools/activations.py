@@ -1,0 +1,93 @@
+"""``python -m trainer.inspect --model_dir DIR --output grid.png A.png B.png``: the seed's Magic #3.
+
+Restores the latest checkpoint into the instrumentation model (model A, which exposes every
+convolution and concatenation of both towers) and writes a PNG grid: one row per layer and
+input, the first channels of each activation side by side.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from absl import app, flags
+
+import trainer.config  # noqa: E402,F401  (--model_dir is the trainer's flag)
+
+flags.DEFINE_string("output", "activations.png", "Where the PNG grid goes.")
+flags.DEFINE_integer("grid_channels", 8, "Channels shown per layer.")
+FLAGS = flags.FLAGS
+
+
+def instrumented_from_checkpoint(model_dir: str):
+    """(model A, model config dict) with the weights of model_dir's latest checkpoint."""
+    import tensorflow as tf
+
+    from trainer.model import builders as model_lib
+    from trainer.run import checkpoint
+    from trainer.run.train import build_model
+
+    cfg = checkpoint.load_model_config(model_dir)
+    if cfg is None:
+        raise FileNotFoundError(f"{model_dir} has no {checkpoint.CONFIG_FILE}.")
+    trained = build_model(cfg)
+    latest = tf.train.latest_checkpoint(checkpoint.checkpoint_dir(model_dir))
+    if latest is None:
+        raise FileNotFoundError(f"{model_dir} has no checkpoint.")
+    tf.train.Checkpoint(model=trained).restore(latest).expect_partial()
+    model_a, _ = model_lib.create_instrumented_dual_network(**cfg.builder_kwargs())
+    tower = trained.get_layer("inception_tower")
+    probe = model_a.get_layer("inception_tower_probe")
+    for layer in tower.layers:
+        if layer.weights:
+            probe.get_layer(layer.name).set_weights(layer.get_weights())
+    for name in ("D3", "output"):
+        model_a.get_layer(name).set_weights(trained.get_layer(name).get_weights())
+    return model_a, cfg
+
+
+def activation_grid(outputs: dict, channels: int, cell: int = 32) -> np.ndarray:
+    """uint8 image: a row per (input, layer), ``channels`` tiles per row, each min-max scaled."""
+    rows = []
+    for key in sorted(k for k in outputs if k != "output"):
+        act = np.asarray(outputs[key])[0]
+        tiles = []
+        for c in range(min(channels, act.shape[-1])):
+            a = act[..., c]
+            a = (a - a.min()) / (np.ptp(a) or 1.0)
+            reps = max(1, cell // a.shape[0])
+            tiles.append(np.kron(a, np.ones((reps, reps)))[:cell, :cell])
+        tiles += [np.zeros((cell, cell))] * (channels - len(tiles))
+        rows.append(np.concatenate([np.pad(t, 1, constant_values=1.0) for t in tiles], 1))
+    return (np.concatenate(rows, 0) * 255).astype(np.uint8)[..., None]
+
+
+def _main(argv) -> int:
+    import tensorflow as tf
+
+    paths = argv[1:]
+    if not FLAGS.model_dir or len(paths) != 2:
+        sys.stderr.write(
+            "error: usage: python -m trainer.inspect --model_dir DIR "
+            "[--output grid.png] A.png B.png\n"
+        )
+        return 1
+    try:
+        model_a, cfg = instrumented_from_checkpoint(FLAGS.model_dir)
+        images = []
+        for p in paths:
+            with tf.io.gfile.GFile(p, "rb") as f:
+                img = tf.io.decode_image(f.read(), channels=cfg.channels, expand_animations=False)
+            images.append(tf.image.resize(tf.cast(img, tf.float32), cfg.image_size)[None] / 255)
+    except (FileNotFoundError, tf.errors.OpError) as e:
+        sys.stderr.write(f"error: {getattr(e, 'message', e)}\n")
+        return 1
+    outputs = model_a({"input1": images[0], "input2": images[1]})
+    grid = activation_grid({k: v.numpy() for k, v in outputs.items()}, FLAGS.grid_channels)
+    tf.io.write_file(FLAGS.output, tf.io.encode_png(grid))
+    print(f"probability {float(outputs['output'][0, 0]):.6f}; activations: {FLAGS.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(_main)

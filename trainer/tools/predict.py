@@ -1,0 +1,204 @@
+"""``python -m trainer.predict``: score pairs with an exported SavedModel.
+
+One pair:    ``--saved_model DIR A.png B.png`` prints the probability that B follows A.
+Many pairs:  ``--saved_model DIR --pairs pairs.csv --output scores.csv [--batch_size B]``
+             writes ``image_a,image_b,probability[,label]``, one row per input row in input
+             order; ``--data_dir DIR [--split eval]`` scores TFRecords instead
+             (``pair_id,probability,label``). With labels, loss, accuracy and AUC are printed.
+Paths may be local or gs://. Rows with missing or unreadable images are named by CSV line;
+nothing is written unless ``--skip_bad_rows``. The output appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+
+from absl import app, flags
+
+import trainer.config  # noqa: F401  (--data_dir is the trainer's flag)
+
+flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (local or gs://).")
+flags.DEFINE_string("pairs", "", "CSV of image_a,image_b[,label] rows (local or gs://).")
+flags.DEFINE_string("output", "", "Where the scores CSV goes (local or gs://).")
+flags.DEFINE_string("split", "eval", "With --data_dir: the split to score.")
+flags.DEFINE_integer("batch_size", 256, "Pairs per SavedModel call.")
+flags.DEFINE_boolean("skip_bad_rows", False, "Score the rows whose images load; name the rest.")
+FLAGS = flags.FLAGS
+
+USAGE = (
+    "usage: python -m trainer.predict --saved_model DIR (A.png B.png | --pairs CSV --output "
+    "OUT.csv | --data_dir DIR --output OUT.csv)"
+)
+
+
+def predict(saved_model: str, image_a: bytes, image_b: bytes) -> float:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model)
+    out = loaded.signatures["serving_default"](
+        input1=tf.constant([image_a]), input2=tf.constant([image_b])
+    )
+    return float(out["probability"].numpy()[0, 0])
+
+
+def check_source_flags(argv_paths: list, pairs: str, data_dir: str, batch_size: int) -> str:
+    """'' when the flags name exactly one input, else the sentence saying what is wrong."""
+    given = [name for name, v in (("--pairs", pairs), ("--data_dir", data_dir)) if v]
+    if argv_paths and given:
+        return f"give either two image files or {given[0]}, not both"
+    if len(given) > 1:
+        return "give --pairs or --data_dir, not both"
+    if not argv_paths and not given:
+        return USAGE
+    if batch_size < 1:
+        return f"--batch_size={batch_size} is invalid: it must be > 0"
+    return ""
+
+
+def score(pairs: str, data_dir: str, keep_wrong: int = 0):
+    """Scored pairs for the command line's input (trainer.tools.scoring)."""
+    from trainer.tools import scoring
+
+    if pairs:
+        return scoring.score_csv(
+            FLAGS.saved_model, pairs, FLAGS.batch_size, FLAGS.skip_bad_rows, keep_wrong
+        )
+    return scoring.score_records(
+        FLAGS.saved_model, data_dir, FLAGS.split, FLAGS.batch_size, keep_wrong
+    )
+
+
+def scores_csv(scored) -> str:
+    """The output file's text: a header, then one row per scored pair in input order."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    id_columns = ["image_a", "image_b"] if len(scored.ids[0]) == 2 else ["pair_id"]
+    w.writerow(id_columns + ["probability"] + (["label"] if scored.labels is not None else []))
+    for i, ids in enumerate(scored.ids):
+        row = [*ids, f"{float(scored.scores[i]):.7f}"]
+        if scored.labels is not None:
+            row.append(int(scored.labels[i]))
+        w.writerow(row)
+    return out.getvalue()
+
+
+def write_whole(path: str, text: str) -> None:
+    """Writes through a temporary name, so the file appears whole or not at all."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def fail_on_storage(e) -> int:
+    """Exit status and one sentence for a Cloud Storage failure (75 when transient)."""
+    from trainer import EXIT_RETRY, EXIT_USAGE
+    from trainer.runtime import storage
+
+    found = storage.failure(e)
+    if found is None:
+        raise e
+    sys.stderr.write(f"error: {found.sentence()}.\n")
+    return EXIT_RETRY if found.transient else EXIT_USAGE
+
+
+def guarded(action):
+    """Runs ``action()``: (its result, None), or (None, exit status) after one sentence for
+    bad input (1) or a Cloud Storage failure (75 when transient). Names skipped rows."""
+    import tensorflow as tf
+
+    from trainer.runtime import storage
+    from trainer.tools import scoring
+
+    try:
+        scored = action()
+    except (scoring.ScoringError, storage.StorageError, ValueError) as e:  # DataError too
+        sys.stderr.write(f"error: {e}\n")
+        return None, 1
+    except tf.errors.OpError as e:
+        return None, fail_on_storage(e)
+    for line in getattr(scored, "bad", None) or []:
+        sys.stderr.write(f"skipped {line}\n")
+    return scored, None
+
+
+def _batch(output: str) -> int:
+    import tensorflow as tf
+
+    from trainer.runtime import storage
+    from trainer.tools import metrics
+
+    if not output:
+        sys.stderr.write("error: --output is missing: name the scores CSV to write.\n")
+        return 1
+    parent = output.rsplit("/", 1)[0] if "/" in output else "."
+    if not storage.is_gcs(output) and not tf.io.gfile.isdir(parent):
+        sys.stderr.write(f"error: the folder of --output={output} does not exist.\n")
+        return 1
+
+    def run():
+        storage.require_bucket(output, "output")
+        scored = score(FLAGS.pairs, FLAGS.data_dir)
+        write_whole(output, scores_csv(scored))
+        return scored
+
+    scored, code = guarded(run)
+    if code is not None:
+        return code
+    print(
+        f"scored {len(scored.scores)} pairs in {scored.seconds:.1f} s ({scored.rate:,.0f} "
+        f"pairs/s){f', skipped {len(scored.bad)} bad rows' if scored.bad else ''}: {output}"
+    )
+    if scored.labels is not None:
+        try:
+            m = metrics.summary(scored.scores, scored.labels)
+        except ValueError as e:
+            sys.stderr.write(f"no metrics: {e}\n")
+            return 0
+        print(
+            f"loss {m['loss']:.4f} accuracy {m['at_0.5']['accuracy']:.4f} auc {m['auc']:.4f} "
+            f"on {m['pairs']} labelled pairs"
+        )
+    return 0
+
+
+def _main(argv) -> int:
+    import tensorflow as tf
+
+    paths = argv[1:]
+    if not FLAGS.saved_model:
+        sys.stderr.write(f"error: --saved_model is missing; {USAGE}\n")
+        return 1
+    problem = check_source_flags(paths, FLAGS.pairs, FLAGS.data_dir, FLAGS.batch_size)
+    if problem:
+        sys.stderr.write(f"error: {problem}.\n" if problem != USAGE else f"error: {USAGE}\n")
+        return 1
+    if not paths:
+        return _batch(FLAGS.output)
+    if len(paths) != 2:
+        sys.stderr.write(f"error: {USAGE}\n")
+        return 1
+    if not tf.io.gfile.exists(FLAGS.saved_model + "/saved_model.pb"):
+        sys.stderr.write(f"error: {FLAGS.saved_model} is not a SavedModel folder.\n")
+        return 1
+    images = []
+    for p in paths:
+        if not tf.io.gfile.exists(p):
+            sys.stderr.write(f"error: image {p} does not exist.\n")
+            return 1
+        with tf.io.gfile.GFile(p, "rb") as f:
+            images.append(f.read())
+    try:
+        prob = predict(FLAGS.saved_model, *images)
+    except tf.errors.InvalidArgumentError:
+        sys.stderr.write(f"error: {paths[0]} or {paths[1]} is not a PNG or JPEG image.\n")
+        return 1
+    print(f"{prob:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(_main)
