@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.harness import (  # noqa: E402
-    _build,
     _strategy,
+    build_model_and_optimizer,
     in_memory_dataset,
     model_config,
     print_table,
@@ -48,9 +48,16 @@ def main():
     strategy = _strategy()
     runs = {}
     for plan in COMPILE_PLANS:
-        model, optimizer = _build(strategy, model_config(args.size, args.precision), 1e-3)
+        model, optimizer = build_model_and_optimizer(
+            strategy, model_config(args.size, args.precision), 1e-3
+        )
         loop = steps_lib.make_train_loop(
-            strategy, model, optimizer, args.batch, plan, args.precision == "mixed_float16"
+            strategy=strategy,
+            model=model,
+            optimizer=optimizer,
+            global_batch=args.batch,
+            plan=plan,
+            loss_scale=args.precision == "mixed_float16",
         )
         ds = in_memory_dataset(args.size, args.batch)
         runs[plan] = (loop, iter(strategy.experimental_distribute_dataset(ds)))
@@ -60,7 +67,7 @@ def main():
         loop, it = runs[plan]
         start = time.perf_counter()
         for _ in range(max(1, args.steps // args.steps_per_loop)):
-            loop(it, n, stop)[0].numpy()
+            loop(it, n, stop).sums.loss.numpy()
         steps = max(1, args.steps // args.steps_per_loop) * args.steps_per_loop
         return steps * args.batch / (time.perf_counter() - start)
 

@@ -27,22 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 
 from trainer.data.write import convert  # noqa: E402
-
-
-def photo_like(rng: np.random.Generator, height: int, width: int, gray: bool) -> np.ndarray:
-    """Smooth shading + a few soft blobs + noise: compresses like a photo, not like a flat."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(40, 200, 3) + rng.uniform(-0.6, 0.6, 3) * (x[..., None] + y[..., None])
-    for _ in range(4):
-        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(6, 30)
-        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))
-        base = base + blob[..., None] * rng.uniform(-90, 90, 3)
-    coarse = rng.normal(0, 12, (height // 8 + 1, width // 8 + 1, 3))
-    base = base + np.kron(coarse, np.ones((8, 8, 1)))[:height, :width]
-    image = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
-    if gray:
-        image = image.mean(axis=2, keepdims=True).astype(np.uint8)
-    return image
+from trainer.data.write.synthetic import photo_like_image  # noqa: E402
 
 
 def write_workload(folder: str, pairs: int, seed: int = 0) -> str:
@@ -52,7 +37,7 @@ def write_workload(folder: str, pairs: int, seed: int = 0) -> str:
         names = []
         for side in "ab":
             h, w = rng.integers(72, 121, 2)
-            image = photo_like(rng, int(h), int(w), gray=rng.random() < 1 / 6)
+            image = photo_like_image(rng, int(h), int(w), gray=rng.random() < 1 / 6)
             if rng.random() < 0.5:
                 name, data = f"{i}{side}.jpg", tf.io.encode_jpeg(image, quality=90)
             else:

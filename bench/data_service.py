@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from launch.local.data_service import LocalService  # noqa: E402
+from trainer.config import DataConfig  # noqa: E402
 from trainer.data.read import pipeline  # noqa: E402
 from trainer.data.read.source import open_source  # noqa: E402
 from trainer.data.service import client as service  # noqa: E402
@@ -64,15 +65,23 @@ def consume(ds, batches: int, workers=()) -> tuple[float, float, float]:
 
 def measure(data: str, mode: int, batches: int, round_: int):
     source = open_source(data)
-    config = pipeline.ReaderConfig(batch_size=BATCH, seed=round_)
+    config = DataConfig(seed=round_)
     if mode == 0:
-        ds, _ = pipeline.train_dataset(source, config)
+        ds, _ = pipeline.train_dataset(source, config, batch_size=BATCH)
         return consume(ds, batches)
     svc = LocalService(mode, out=io.StringIO())
     svc.start()
     try:
         name = f"bench-{mode}-{round_}-{time.monotonic_ns()}"
-        ds = service.train_stream(source, config, svc.address, name, 0, 0)
+        ds = service.train_stream(
+            source,
+            config,
+            batch_size=BATCH,
+            address=svc.address,
+            name=name,
+            examples_seen=0,
+            start_step=0,
+        )
         pids = [p.pid for n, p in svc.procs.items() if n.startswith("data worker")]
         return consume(ds, batches, pids)
     finally:

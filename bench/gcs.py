@@ -17,6 +17,7 @@ by side, several rounds, medians of per-round ratios:
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -46,9 +47,10 @@ def _inner(args):
     import tensorflow as tf
 
     from bench.harness import model_config, paired_ratio, pipeline_rate, trainer_rates
+    from trainer.config import DataConfig
     from trainer.data.read import pipeline
     from trainer.data.read.source import open_source
-    from trainer.run.train import _build
+    from trainer.run.programs import build_model_and_optimizer
 
     spec = json.loads(args.inner)
     out = {"pipeline": {}, "train": {}, "save": {}}
@@ -64,7 +66,7 @@ def _inner(args):
                 for _ in range(args.rounds):
                     for where, path in paths.items():
                         ds, _ = pipeline.train_dataset(
-                            open_source(path), pipeline.ReaderConfig(batch, cycle_length=width)
+                            open_source(path), DataConfig(cycle_length=width), batch_size=batch
                         )
                         rates[where].append(pipeline_rate(ds, batch, args.batches))
                 ratio = float(np.median(np.array(rates["gs"]) / np.array(rates["local"])))
@@ -78,13 +80,13 @@ def _inner(args):
         size = 32
         paths = spec["cases"][f"{size} png"]
         datasets = {
-            k: pipeline.train_dataset(open_source(p), pipeline.ReaderConfig(64))[0]
+            k: pipeline.train_dataset(open_source(p), DataConfig(), batch_size=64)[0]
             for k, p in paths.items()
         }
         rates = trainer_rates(datasets, size, 64, "float32", False, 25, rounds=args.rounds)
         out["train"] = {**rates, "ratio": paired_ratio("gs", "local")}
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-        model, optimizer = _build(strategy, model_config(size, "float32"), 1e-3)
+        model, optimizer = build_model_and_optimizer(strategy, model_config(size, "float32"), 1e-3)
         ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer)
         managers = {
             k: tf.train.CheckpointManager(ckpt, d, max_to_keep=2)
@@ -115,7 +117,15 @@ def main():
         return _inner(args)
 
     from bench.harness import print_table, write_json
-    from tests.gcs_sandbox import Sandbox
+
+    # The storage namespace is the tests' fixture (tests/gcs_sandbox.py); loaded by its path,
+    # so bench depends on that one file, not on the tests package (which imports no bench).
+    spec = importlib.util.spec_from_file_location(
+        "gcs_sandbox", os.path.join(ROOT, "tests", "gcs_sandbox.py")
+    )
+    sandbox_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sandbox_module)
+    Sandbox = sandbox_module.Sandbox
 
     sandbox = Sandbox()
     local_root = tempfile.mkdtemp(prefix="bench-gcs-")

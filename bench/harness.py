@@ -20,13 +20,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainer.config import ModelConfig  # noqa: E402
+from trainer.config import (
+    DataConfig,
+    ModelConfig,  # noqa: E402
+)
 from trainer.data.read import pipeline  # noqa: E402
 from trainer.data.read.source import open_source  # noqa: E402
 from trainer.data.write.synthetic import write_synthetic  # noqa: E402
 from trainer.model import builders as model_lib  # noqa: E402
 from trainer.run import steps as steps_lib  # noqa: E402
-from trainer.run.train import _build  # noqa: E402
+from trainer.run.programs import build_model_and_optimizer  # noqa: E402
 
 CACHE = os.path.join(tempfile.gettempdir(), "inception-pair-bench")
 
@@ -48,7 +51,7 @@ def dataset_dir(size: int, encoding: str, num_train: int) -> str:
 
 
 def model_config(size: int, precision: str) -> ModelConfig:
-    return ModelConfig("elu", 0.0, "branch", "flatten", precision, (size, size), 3)
+    return ModelConfig(precision=precision, image_size=(size, size), channels=3)
 
 
 def in_memory_arrays(size: int, n: int, seed: int = 0):
@@ -98,7 +101,7 @@ def pipeline_cpu_per_pair(path: str, batch: int, batches: int, warmup: int = 5) 
 
 def streaming_dataset(path: str, batch: int, cache: bool = False):
     ds, _ = pipeline.train_dataset(
-        open_source(path), pipeline.ReaderConfig(batch, seed=0, cache=cache)
+        open_source(path), DataConfig(seed=0, cache=cache), batch_size=batch
     )
     return ds
 
@@ -129,20 +132,20 @@ def trainer_rates(
     can be taken round by round (``paired_ratio``) under the same machine conditions.
     """
     strategy = _strategy()
-    model, optimizer = _build(strategy, model_config(size, precision), 1e-3)
+    model, optimizer = build_model_and_optimizer(strategy, model_config(size, precision), 1e-3)
     loop = steps_lib.make_train_loop(
-        strategy,
-        model,
-        optimizer,
-        batch,
-        plan or ("forward_backward" if jit else "none"),
+        strategy=strategy,
+        model=model,
+        optimizer=optimizer,
+        global_batch=batch,
+        plan=plan or ("forward_backward" if jit else "none"),
         loss_scale=precision == "mixed_float16",
     )
     its = {k: iter(strategy.experimental_distribute_dataset(d)) for k, d in datasets.items()}
     stop, one = tf.constant(0.0), tf.constant(1)
 
     def step(it):  # the trainer with --steps_per_loop=1, less its host read-back
-        return loop(it, one, stop)[0]
+        return loop(it, one, stop).sums.loss
 
     for it in its.values():
         for _ in range(warmup):

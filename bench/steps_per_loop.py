@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench.harness import (  # noqa: E402
-    _build,
     _strategy,
+    build_model_and_optimizer,
     in_memory_dataset,
     keras_fit_runner,
     model_config,
@@ -40,16 +40,23 @@ STEPS = {2: 400, 8: 300, 64: 100}  # per variant and round: a few seconds each h
 def measure(batch: int, rounds: int) -> dict:
     steps = STEPS[batch]
     strategy = _strategy()
-    model, optimizer = _build(strategy, model_config(32, "float32"), 1e-3)
-    loop = steps_lib.make_train_loop(strategy, model, optimizer, batch, "none", False)
+    model, optimizer = build_model_and_optimizer(strategy, model_config(32, "float32"), 1e-3)
+    loop = steps_lib.make_train_loop(
+        strategy=strategy,
+        model=model,
+        optimizer=optimizer,
+        global_batch=batch,
+        plan="none",
+        loss_scale=False,
+    )
     it = iter(strategy.experimental_distribute_dataset(in_memory_dataset(32, batch)))
     stop = tf.constant(0.0)
 
     def run_loops(n: int) -> float:
         start = time.perf_counter()
         for _ in range(steps // n):
-            sums, done, _, _, _ = loop(it, tf.constant(n), stop)
-            sums.numpy(), done.numpy()  # the host reads the metrics once per loop
+            out = loop(it, tf.constant(n), stop)
+            out.sums.loss.numpy(), out.steps.numpy()  # the host reads the metrics once per loop
         return steps * batch / (time.perf_counter() - start)
 
     for n in LOOPS:  # warm-up: the trace, tf.data buffers, thread pools

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_USAGE = 1
+from trainer.common.errors import EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):

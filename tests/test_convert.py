@@ -104,7 +104,7 @@ def test_dataset_json_is_written_last(tmp_path, monkeypatch):
 
 def _mixed_csv(tmp_path, n=24):
     """Photo-like pairs of 20-40 px, PNG and JPEG, some grayscale (bench/convert.py's kind)."""
-    from bench.convert import photo_like
+    from trainer.data.write.synthetic import photo_like_image
 
     rng = np.random.default_rng(7)
     rows = ["image_a,image_b,label"]
@@ -112,7 +112,7 @@ def _mixed_csv(tmp_path, n=24):
         names = []
         for side in "ab":
             h, w = (int(x) for x in rng.integers(20, 41, 2))
-            img = photo_like(rng, h, w, gray=i % 5 == 0)
+            img = photo_like_image(rng, h, w, gray=i % 5 == 0)
             fmt = "png" if (i + (side == "b")) % 2 else "jpeg"
             data = tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img, quality=90)
             (tmp_path / f"{i}{side}.{fmt}").write_bytes(data.numpy())

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tests import datagen
+from trainer.config import DataConfig
 from trainer.data import DataError, schema
 from trainer.data.read import decode, pipeline, verify
 from trainer.data.read.source import open_source
@@ -36,11 +37,11 @@ def test_round_trip_pixels_and_labels(tmp_path, encoding):
 def test_same_seed_same_order_and_epochs_differ(tmp_path):
     datagen.write_pairs(str(tmp_path), 48, 4)
     source = open_source(str(tmp_path))
-    cfg = pipeline.ReaderConfig(batch_size=8, seed=5, shuffle_buffer=16)
-    first = datagen.ids_of(pipeline.train_dataset(source, cfg)[0], 12)
-    again = datagen.ids_of(pipeline.train_dataset(source, cfg)[0], 12)
+    cfg = DataConfig(seed=5, shuffle_buffer=16)
+    first = datagen.ids_of(pipeline.train_dataset(source, cfg, batch_size=8)[0], 12)
+    again = datagen.ids_of(pipeline.train_dataset(source, cfg, batch_size=8)[0], 12)
     other = datagen.ids_of(
-        pipeline.train_dataset(source, pipeline.ReaderConfig(8, seed=6, shuffle_buffer=16))[0], 12
+        pipeline.train_dataset(source, DataConfig(seed=6, shuffle_buffer=16), batch_size=8)[0], 12
     )
     assert first == again
     assert first != other
@@ -54,14 +55,16 @@ def test_same_seed_same_order_and_epochs_differ(tmp_path):
 def test_sharding_covers_every_record_once_per_epoch(tmp_path, workers, num_files):
     datagen.write_pairs(str(tmp_path), 30, num_files)
     source = open_source(str(tmp_path))
-    cfg = pipeline.ReaderConfig(batch_size=1, seed=3)
+    cfg = DataConfig(seed=3)
     for epoch in range(2):
         seen = []
         for w in range(workers):
             shard = pipeline.worker_shard(source, w, workers)
             assert shard.stride == (1 if num_files >= workers else workers)
             n = shard.records_per_epoch
-            ds, _ = pipeline.train_dataset(source, cfg, w, workers, start_step=epoch * n)
+            ds, _ = pipeline.train_dataset(
+                source, cfg, batch_size=1, worker_index=w, num_workers=workers, start_step=epoch * n
+            )
             seen += sum(datagen.ids_of(ds, n), [])
         assert sorted(seen) == list(range(30)), f"epoch {epoch}"
 
@@ -70,10 +73,12 @@ def test_sharding_covers_every_record_once_per_epoch(tmp_path, workers, num_file
 def test_resume_at_step_k_matches_uninterrupted(tmp_path, options):
     datagen.write_pairs(str(tmp_path), 40, 4)
     source = open_source(str(tmp_path))
-    cfg = pipeline.ReaderConfig(batch_size=6, seed=11, shuffle_buffer=32, **options)
+    cfg = DataConfig(seed=11, shuffle_buffer=32, **options)
 
     def batches(start, count):
-        ds, _ = pipeline.train_dataset(source, cfg, 1, 2, start_step=start)
+        ds, _ = pipeline.train_dataset(
+            source, cfg, batch_size=6, worker_index=1, num_workers=2, start_step=start
+        )
         return [(x["input1"].numpy(), x["input2"].numpy(), y.numpy()) for x, y in ds.take(count)]
 
     straight = batches(0, 12)  # 20 records per worker: crosses three epoch boundaries
@@ -93,8 +98,8 @@ def test_augmentation_is_identical_for_both_images(tmp_path):
         rec.append(schema.encode_pair(img.tobytes(), img.tobytes(), 0, size, size, 3, "raw"))
     datagen.write_pairs(str(tmp_path), 16, 2, records=rec)
     source = open_source(str(tmp_path))
-    plain, _ = pipeline.train_dataset(source, pipeline.ReaderConfig(16, seed=2))
-    aug, _ = pipeline.train_dataset(source, pipeline.ReaderConfig(16, seed=2, augment=True))
+    plain, _ = pipeline.train_dataset(source, DataConfig(seed=2), batch_size=16)
+    aug, _ = pipeline.train_dataset(source, DataConfig(seed=2, augment=True), batch_size=16)
     (xp, _), (xa, _) = next(iter(plain)), next(iter(aug))
     np.testing.assert_array_equal(xa["input1"], xa["input2"])  # same transform on both
     assert not np.allclose(xa["input1"], xp["input1"])  # and it did transform
@@ -103,7 +108,7 @@ def test_augmentation_is_identical_for_both_images(tmp_path):
 def test_cache_reads_files_once(tmp_path):
     files = datagen.write_pairs(str(tmp_path), 12, 2)
     source = open_source(str(tmp_path))
-    ds, _ = pipeline.train_dataset(source, pipeline.ReaderConfig(4, seed=1, cache=True))
+    ds, _ = pipeline.train_dataset(source, DataConfig(seed=1, cache=True), batch_size=4)
     first = datagen.ids_of(ds, 3)  # one whole epoch fills the cache
     it = iter(ds)
     for path in files:
@@ -191,7 +196,7 @@ def test_bad_record_is_named_by_file_and_index(tmp_path, case):
     encoding, make, reason = BAD_RECORDS[case]
     (path,) = _dataset_with_bad_record(tmp_path, encoding, make())
     source = open_source(str(tmp_path))
-    ds, _ = pipeline.train_dataset(source, pipeline.ReaderConfig(8, seed=0))
+    ds, _ = pipeline.train_dataset(source, DataConfig(seed=0), batch_size=8)
     with pytest.raises(tf.errors.OpError):
         next(iter(ds))
     problem = verify.locate_first_bad(source)
@@ -219,7 +224,7 @@ def test_truncated_or_corrupt_file_is_named(tmp_path, how):
     index = int(problem.split(" record ")[1].split(":")[0])
     assert 2 <= index <= 4  # the file holds records 0..5; the damage is past its first third
     assert "truncated or corrupt" in problem or "ends after" in problem
-    ds, _ = pipeline.train_dataset(source, pipeline.ReaderConfig(4, seed=0))
+    ds, _ = pipeline.train_dataset(source, DataConfig(seed=0), batch_size=4)
     with pytest.raises(tf.errors.OpError):  # the reader refuses it too, never a short epoch
         datagen.ids_of(ds, 6)
 
@@ -231,7 +236,7 @@ def test_skip_corrupt_counts_and_skips_exactly(tmp_path):
     datagen.write_pairs(str(tmp_path), 10, 2, records=records)
     source = open_source(str(tmp_path))
     ds, skipped = pipeline.train_dataset(
-        source, pipeline.ReaderConfig(1, seed=0, skip_corrupt=True)
+        source, DataConfig(seed=0, skip_corrupt=True), batch_size=1
     )
     assert len(skipped) == 2
     assert "record 2: raw image bytes" in skipped[0] and "record 2: label" in skipped[1]
@@ -245,7 +250,7 @@ def test_skip_corrupt_with_truncated_file(tmp_path):
     _corrupt(paths[1], "truncated")
     source = open_source(str(tmp_path))
     ds, skipped = pipeline.train_dataset(
-        source, pipeline.ReaderConfig(1, seed=0, skip_corrupt=True)
+        source, DataConfig(seed=0, skip_corrupt=True), batch_size=1
     )
     readable = verify.scan_file(paths[1], source.spec, "", declared=6).truncated_at
     assert len(skipped) == 1 and f"records {readable} onwards" in skipped[0]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch.local.workers import LocalConfig, free_ports, run
+from launch.local.processes import free_ports
+from launch.local.workers import LocalConfig, run
 from trainer.data.write.synthetic import write_synthetic
 from trainer.run import checkpoint
 from trainer.runtime import rendezvous

@@ -68,7 +68,8 @@ def test_choose_strategy_and_jit():
 
 
 def test_thread_pools_and_input_placement():
-    from trainer.runtime.strategy import fetch_to_device, thread_counts
+    from trainer.runtime.strategy import fetch_to_device
+    from trainer.runtime.threads import thread_counts
 
     # CPU only: one thread per op (ops run side by side on the inter-op pool).
     assert thread_counts(0, 0, num_gpus=0, env={}) == (1, 0)
@@ -222,7 +223,7 @@ def test_exact_auc_thresholds_and_f1_against_pairwise_counts():
 
 def test_best_model_rule_and_checkpoints_to_evaluate():
     from trainer.run.best import is_better
-    from trainer.run.evaluate import finished, pending
+    from trainer.run.continuous import finished, pending
 
     assert is_better("auc", 0.8, 0.7) and not is_better("auc", 0.7, 0.7)  # a tie keeps it
     assert is_better("loss", 0.2, 0.3) and not is_better("loss", 0.3, 0.2)
@@ -253,30 +254,15 @@ def test_pairs_csv_with_and_without_labels(tmp_path):
         rows("a.png,b.png\n")
 
 
-def test_loops_end_at_every_step_the_host_has_work_and_plans_per_device():
-    from types import SimpleNamespace
-
-    from trainer.config import ConfigError
-    from trainer.run.control import loop_length
+def test_steps_per_loop_and_compile_plans_per_device():
+    from trainer.config import ConfigError, parse_steps_per_loop
     from trainer.runtime.strategy import compile_plan, steps_per_loop
 
-    cfg = SimpleNamespace(
-        train_steps=250, log_every_steps=50, checkpoint_every_steps=100, eval_every_steps=0
-    )
-    ends, step = [], 0
-    while step < cfg.train_steps:
-        step += loop_length(step, 40, cfg)
-        ends.append(step)
-    assert ends == [40, 50, 90, 100, 140, 150, 190, 200, 240, 250]
-    assert loop_length(0, 1000, cfg, profile_steps=(10, 20)) == 10
-    assert loop_length(10, 1000, cfg, profile_steps=(10, 20)) == 10
-    assert loop_length(247, 1, cfg) == 1 and loop_length(249, 100, cfg) == 1
-    cfg.eval_every_steps = 30
-    assert loop_length(0, 100, cfg) == 30 and loop_length(30, 100, cfg) == 20
-    assert steps_per_loop("auto", 0) == 10 and steps_per_loop("auto", 8) == 100
-    assert steps_per_loop("7", 0) == 7
+    assert steps_per_loop(parse_steps_per_loop("auto"), 0) == 10
+    assert steps_per_loop(parse_steps_per_loop("auto"), 8) == 100
+    assert steps_per_loop(parse_steps_per_loop("7"), 0) == 7
     with pytest.raises(ConfigError, match="--steps_per_loop=0 is invalid"):
-        steps_per_loop("0", 1)
+        parse_steps_per_loop("0")
     assert compile_plan(False, 8, 1) == "none"
     assert compile_plan(True, 0, 1) == "forward_backward"  # CPU: unchanged
     assert compile_plan(True, 1, 1) == "whole_step"  # one GPU replica: all of it

@@ -14,7 +14,7 @@ import tensorflow as tf
 from launch.local.workers import LocalConfig, run
 from tests.datagen import pair_pixels, write_pairs
 from tests.test_distributed import Capture
-from trainer.data.read import pipeline
+from trainer.config import DataConfig
 from trainer.data.read.source import open_source
 from trainer.data.service import client as service
 from trainer.data.write.synthetic import write_synthetic
@@ -96,8 +96,16 @@ def test_a_resumed_stream_starts_at_its_epoch(source, cluster):
 
 
 def test_trainer_side_gets_model_inputs(source, cluster):
-    config = pipeline.ReaderConfig(batch_size=BATCH, seed=1, augment=True)
-    ds = service.train_stream(source, config, cluster, "inputs", examples_seen=0, start_step=0)
+    config = DataConfig(seed=1, augment=True)
+    ds = service.train_stream(
+        source,
+        config,
+        batch_size=BATCH,
+        address=cluster,
+        name="inputs",
+        examples_seen=0,
+        start_step=0,
+    )
     inputs, label = next(iter(ds))
     assert inputs["input1"].dtype == tf.float32 and inputs["input1"].shape == (BATCH, 8, 8, 3)
     assert (
@@ -135,7 +143,7 @@ def test_data_workers_and_a_service_address_are_refused_together(tmp_path):
 
 
 def test_an_unreachable_dispatcher_or_a_bad_address_writes_nothing(synthetic, tmp_path):
-    from launch.local.workers import free_ports
+    from launch.local.processes import free_ports
     from tests.conftest import run_module
 
     (port,) = free_ports(1)  # nothing listens there

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from trainer.config import ModelConfig
 from trainer.run import steps as steps_lib
-from trainer.run.train import _build
+from trainer.run.programs import build_model_and_optimizer
 
-CFG = ModelConfig("elu", 1e-4, "branch", "flatten", "float32", (16, 16), 3)
+CFG = ModelConfig(lambda_regularization=1e-4, image_size=(16, 16), channels=3)
 
 
 def batches(n=8):
@@ -23,8 +23,15 @@ def batches(n=8):
 def loop_on(ds, plan="none"):
     keras.utils.set_random_seed(1)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    model, optimizer = _build(strategy, CFG, 1e-3)
-    loop = steps_lib.make_train_loop(strategy, model, optimizer, 8, plan, False)
+    model, optimizer = build_model_and_optimizer(strategy, CFG, 1e-3)
+    loop = steps_lib.make_train_loop(
+        strategy=strategy,
+        model=model,
+        optimizer=optimizer,
+        global_batch=8,
+        plan=plan,
+        loss_scale=False,
+    )
     return model, loop, iter(strategy.experimental_distribute_dataset(ds)), strategy
 
 
@@ -35,11 +42,12 @@ def test_whole_step_plan_trains_like_the_uncompiled_step():
     for plan in ("none", "whole_step"):
         model, loop, it, _ = loop_on(batches(), plan)
         before = [w.numpy() for w in model.trainable_weights]
-        sums, done, bad, _, _ = loop(it, tf.constant(3), tf.constant(0.0))
-        assert int(done) == 3 and int(bad) == -1
-        results[plan] = sums.numpy(), [w.numpy() for w in model.trainable_weights]
+        out = loop(it, tf.constant(3), tf.constant(0.0))
+        assert int(out.steps) == 3 and int(out.bad) == -1
+        sums = np.array([float(v) for v in out.sums])
+        results[plan] = sums, [w.numpy() for w in model.trainable_weights]
     np.testing.assert_allclose(results["whole_step"][0], results["none"][0], rtol=1e-5)
-    assert results["none"][0][1] > 0  # the L2 penalty went through both
+    assert results["none"][0][1] > 0  # the L2 penalty (StepSums.reg) went through both
     apart = [np.abs(a - b).max() for a, b in zip(*(r[1] for r in results.values()))]
     trained = [np.abs(a - b).max() for a, b in zip(results["whole_step"][1], before)]
     assert max(apart) < 1e-4 < min(trained)  # every weight moved, both plans alike
@@ -60,8 +68,8 @@ def test_input_wait_is_the_time_spent_waiting_for_batches():
         it = iter(strategy.experimental_distribute_dataset(ds))
         loop(it, tf.constant(2), tf.constant(0.0))  # warm up
         start = time.monotonic()
-        _, done, _, wait, _ = loop(it, tf.constant(steps), tf.constant(0.0))
-        fractions[name] = float(wait) / (time.monotonic() - start)
-        assert int(done) == steps
+        out = loop(it, tf.constant(steps), tf.constant(0.0))
+        fractions[name] = float(out.wait) / (time.monotonic() - start)
+        assert int(out.steps) == steps
     assert fractions["slow"] > 0.3 and fractions["slow"] > 2 * fractions["memory"], fractions
     assert fractions["memory"] < 0.25, fractions

@@ -1,38 +1,55 @@
-"""``python -m trainer`` / ``trainer``: parse flags, build the Config, run. No logic here."""
+"""``python -m trainer`` / ``trainer``: flags -> Config -> train_and_evaluate. No logic here."""
+
+from __future__ import annotations
 
 import sys
 
 from absl import app, flags
 
 
-def _main(argv):
-    from trainer import EXIT_USAGE, config
+def main(argv) -> int:
+    """The trainer for parsed flags (``argv``: what absl left over); the exit status."""
+    from trainer import flags as trainer_flags
+    from trainer.common.errors import EXIT_USAGE
+    from trainer.config import ConfigError
 
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
         return EXIT_USAGE
-    if flags.FLAGS.storage_timeout_seconds > 0:  # else from_flags refuses it
-        # TensorFlow's gs:// client reads these once, when it loads: before from_flags,
-        # whose activation check is the first import of TensorFlow.
-        from trainer.runtime import storage
-
-        storage.apply_retry_env(flags.FLAGS.storage_timeout_seconds)
     try:
-        cfg = config.from_flags()
-    except config.ConfigError as e:
+        config = trainer_flags.config_from_flags()
+    except ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
+    # TensorFlow's gs:// client reads its retry variables once, when it loads: set them first.
+    from trainer.runtime import storage
+
+    storage.apply_retry_env(config.runtime.storage_timeout_seconds)
     from trainer.run.main import train_and_evaluate  # loads TensorFlow: only for valid flags
 
-    return train_and_evaluate(cfg)
+    return train_and_evaluate(config)
+
+
+def run_in_process(argv: list[str]) -> int:
+    """``trainer ARGV`` in this process (tests): parses the flags afresh, runs, returns the
+    exit status. A bad flag is one sentence and 1, as on the command line."""
+    import trainer.flags  # noqa: F401  (defines the flags)
+
+    flags.FLAGS.unparse_flags()
+    try:
+        rest = flags.FLAGS(["trainer", *argv])
+    except flags.Error as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    return main(rest)
 
 
 def run():
     """Console-script entry point."""
-    import trainer.config  # noqa: F401  (defines the flags before absl parses argv)
+    import trainer.flags  # noqa: F401  (defines the flags before absl parses argv)
 
     try:
-        app.run(_main)
+        app.run(main)
     except flags.Error as e:  # pragma: no cover - absl prints its own message
         sys.stderr.write(f"error: {e}\n")
         sys.exit(1)

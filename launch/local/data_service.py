@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from launch.local.workers import free_ports, pump
+from launch.local.processes import free_ports, pump
 
 RESTART_PAUSE_S = 1.0
 READY_TIMEOUT_S = 120.0

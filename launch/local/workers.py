@@ -13,15 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
+from launch.local.processes import free_ports, pump
+from trainer.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RETRY, EXIT_USAGE
 from trainer.runtime import cluster as tfconfig
-
-EXIT_OK, EXIT_USAGE, EXIT_RETRY, EXIT_INTERRUPTED = 0, 1, 75, 130
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,20 +32,6 @@ class LocalConfig:
     trainer_args: tuple = ()
     python: str = sys.executable
     data_workers: int = 0  # > 0: a tf.data service on loopback (launch.local.data_service)
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def worker_env(base: dict, index: int, hosts: list[str]) -> dict:
@@ -65,16 +50,6 @@ def worker_command(cfg: LocalConfig) -> list[str]:
     if cfg.devices_per_worker:
         cmd.append(f"--devices_per_worker={cfg.devices_per_worker}")
     return cmd
-
-
-def pump(stream, prefix: str, out, ready=None) -> None:
-    """Copies a child's lines to ``out`` with a prefix; sets ``ready`` (a threading.Event) at
-    the first line that says the child is listening."""
-    for line in iter(stream.readline, ""):
-        out.write(f"{prefix} {line}")
-        out.flush()
-        if ready is not None and " listening on port " in line:
-            ready.set()
 
 
 class Group:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.common.errors import EXIT_USAGE
 from trainer.common.paths import join
 from trainer.data import DataError
 from trainer.data.service import servers
 from trainer.runtime.storage import StorageError
-
-EXIT_USAGE = 1
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,13 +14,13 @@ like every other object of the folder, and a reader that wants certainty loads
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
 
 BEST_DIR = "export_best"
@@ -40,11 +40,7 @@ def is_better(metric: str, new: float, old: float | None) -> bool:
 
 def read_best(model_dir: str) -> dict | None:
     """best.json of ``<model_dir>/export_best``, or None when no best model was kept yet."""
-    path = join(join(model_dir, BEST_DIR), BEST_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return read_json(join(join(model_dir, BEST_DIR), BEST_FILE))
 
 
 def _replace_dir(new: str, final: str) -> None:
@@ -95,8 +91,7 @@ class BestKeeper:
             "metrics": {k: float(v) for k, v in metrics.items()},
             "time": time.time(),
         }
-        with tf.io.gfile.GFile(join(tmp, BEST_FILE), "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
+        write_json(join(tmp, BEST_FILE), record, indent=2, sort_keys=True)
         _replace_dir(tmp, self.final)
         logging.info(
             "new best %s %.4f at step %d: exported to %s", self.metric, new, step, self.final

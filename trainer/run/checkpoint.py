@@ -8,18 +8,17 @@ so a checkpoint cut off mid-write (or damaged later) is skipped for the one befo
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 
 import tensorflow as tf
 
+from trainer.common.errors import first_line
+from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
 from trainer.config import ConfigError, ModelConfig
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
-LAST_EVAL_FILE = "eval/last.json"  # the newest eval's step, time and metrics
 
 
 def checkpoint_dir(model_dir: str) -> str:
@@ -33,24 +32,17 @@ def _scratch_dir(model_dir: str, worker_index: int) -> str:
 
 def load_model_config(model_dir: str) -> ModelConfig | None:
     """The ModelConfig saved in <model_dir>/config.json, or None when there is none."""
-    path = join(model_dir, CONFIG_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        saved = json.load(f)
-    return ModelConfig(**{**saved, "image_size": tuple(saved["image_size"])})
+    saved = read_json(join(model_dir, CONFIG_FILE))
+    return None if saved is None else ModelConfig.from_json_dict(saved)
 
 
 def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:
     """Refuses a run whose model-defining values differ from the saved config.json; writes
     config.json when there is none and ``write`` (the chief of a training run)."""
-    path = join(model_dir, CONFIG_FILE)
-    wanted = dataclasses.asdict(model)
-    wanted["image_size"] = list(wanted["image_size"])
+    wanted = model.to_json_dict()
     previous = load_model_config(model_dir)
     if previous is not None:
-        saved = dataclasses.asdict(previous)
-        saved["image_size"] = list(saved["image_size"])
+        saved = previous.to_json_dict()
         changed = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
@@ -60,11 +52,7 @@ def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:
             )
         return
     if write:
-        tf.io.gfile.makedirs(model_dir)
-        tmp = path + ".tmp"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump(wanted, f, indent=2, sort_keys=True)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
+        write_json(join(model_dir, CONFIG_FILE), wanted, indent=2, sort_keys=True)
 
 
 def readable(prefix: str) -> bool:
@@ -78,7 +66,7 @@ def readable(prefix: str) -> bool:
         log.warning(
             "checkpoint %s is unreadable (%s); trying the one before it",
             prefix,
-            str(e).splitlines()[0][:200],
+            first_line(e),
         )
         return False
 
@@ -97,11 +85,15 @@ class Checkpointer:
             checkpoint, checkpoint_dir(model_dir), max_to_keep=keep, checkpoint_name="ckpt"
         )
 
-    def restore_latest(self) -> str | None:
-        """Restores the newest whole checkpoint; returns its path or None (fresh start)."""
+    def restore_latest(self, partial: bool = False) -> str | None:
+        """Restores the newest whole checkpoint; returns its path or None (fresh start).
+        ``partial``: this checkpoint object holds only part of what was saved (the model
+        without its optimizer, for export)."""
         for prefix in reversed(self.manager.checkpoints):
             if readable(prefix):
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                status = self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                if partial:
+                    status.expect_partial()
                 return prefix
         return None
 
@@ -119,15 +111,3 @@ def latest_checkpoint_step(model_dir: str) -> int | None:
     """Step of the newest checkpoint in model_dir, or None."""
     path = tf.train.latest_checkpoint(checkpoint_dir(model_dir))
     return int(path.rsplit("-", 1)[1]) if path else None
-
-
-def write_last_eval(model_dir: str, step: int, metrics: dict) -> None:
-    """<model_dir>/eval/last.json (replaced whole): what `launch k8s status` shows."""
-    import time
-
-    record = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
-    path = join(model_dir, LAST_EVAL_FILE)
-    tf.io.gfile.makedirs(join(model_dir, "eval"))
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump(record, f, sort_keys=True)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

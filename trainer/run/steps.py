@@ -1,4 +1,4 @@
-"""The compiled functions: the distributed training loop and eval step, and metric maths.
+"""The compiled functions: the distributed training loop, the eval step, and their metric maths.
 
 Training runs in loops: one tf.function runs up to --steps_per_loop steps with the
 distributed iterator inside (a ``tf.range`` loop, TensorFlow model garden's host loop),
@@ -7,9 +7,14 @@ What XLA compiles of a step is trainer.runtime.strategy.compile_plan's choice: n
 per-replica forward/backward pass (the gradient all-reduce and the optimizer update, inside
 Keras' ``optimizer.apply``, outside it: XLA cannot compile collectives on CPU, DESIGN.md), or
 the whole replica step (one GPU replica).
+
+Both functions return named structures (StepSums, LoopOutput, EvalSums). Inside, a replica's
+figures travel as one stacked vector so that a step costs one all-reduce, not five.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -19,37 +24,55 @@ AUC_BINS = 200
 SUM = tf.distribute.ReduceOp.SUM
 
 
-METRICS = 5  # loss, regularization, correct, count, stop: summed over replicas
+class StepSums(NamedTuple):
+    """A step's figures summed over replicas (or a loop's, summed over its steps too)."""
+
+    loss: tf.Tensor  # data loss (each replica's share of the global mean)
+    reg: tf.Tensor  # the L2 penalty
+    correct: tf.Tensor  # pairs classified right
+    count: tf.Tensor  # pairs
+    stop: tf.Tensor  # workers that asked to stop (the multi-worker stop vote)
+
+    @classmethod
+    def stacked(cls, vector) -> StepSums:
+        return cls(*tf.unstack(vector, num=len(cls._fields)))
+
+
+class LoopOutput(NamedTuple):
+    sums: StepSums  # every step of the loop added up
+    steps: tf.Tensor  # steps run (fewer than asked when one diverged)
+    bad: tf.Tensor  # index in the loop of a step whose loss was NaN/Inf, or -1
+    wait: tf.Tensor  # seconds spent in next(iterator) (0 when untimed)
+    last: StepSums  # the last step's own figures
 
 
 def make_train_loop(
+    *,
     strategy,
     model,
     optimizer,
     global_batch: int,
     plan: str,
     loss_scale: bool,
-    timed=True,
+    timed: bool = True,
     counters=None,
 ):
-    """Returns train_loop(iterator, num_steps, stop) -> (sums, steps run, first bad step,
-    input wait seconds, last step's metrics).
+    """Returns train_loop(iterator, num_steps, stop) -> LoopOutput.
 
-    ``sums`` adds up every step's [loss, reg, correct, count, stop] (each summed over
-    replicas). ``stop`` (0 or 1 per worker) travels with the metrics, so every worker learns
-    at the same loop's end that one of them was asked to stop. A step whose loss is NaN or
-    Inf ends the loop at once; its index in the loop is the third value (-1: none). The input
-    wait is the time spent in ``next(iterator)`` (``tf.timestamp`` around it); 0 when not
-    ``timed``: TensorFlow refuses timestamps under op determinism (--deterministic).
-    ``counters`` (global step, pairs seen: int64 variables) advance inside the function, so
-    the host issues no extra ops per loop.
+    ``stop`` (0.0 or 1.0 per worker) travels with the metrics, so every worker learns at the
+    same loop's end that one of them was asked to stop. A step whose loss is NaN or Inf ends
+    the loop at once. The input wait is the time spent in ``next(iterator)`` (``tf.timestamp``
+    around it); 0 when not ``timed``: TensorFlow refuses timestamps under op determinism
+    (--deterministic). ``counters`` (global step, pairs seen: int64 variables) advance inside
+    the function, so the host issues no extra ops per loop.
     """
     replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
+    width = len(StepSums._fields)
 
     @tf.function
     def train_loop(iterator, num_steps, stop):
-        sums = tf.zeros([METRICS])
-        last = tf.zeros([METRICS])
+        sums = tf.zeros([width])
+        last = tf.zeros([width])
         done = tf.constant(0)
         bad = tf.constant(-1)
         wait = tf.constant(0.0, tf.float64)
@@ -75,13 +98,13 @@ def make_train_loop(
             steps = tf.cast(done, tf.int64)
             counters[0].assign_add(steps)
             counters[1].assign_add(steps * global_batch)
-        return sums, done, bad, wait, last
+        return LoopOutput(StepSums.stacked(sums), done, bad, wait, StepSums.stacked(last))
 
     return train_loop
 
 
 def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool):
-    """The per-replica step -> [loss, reg, correct, count, stop], compiled as ``plan`` says."""
+    """The per-replica step -> its StepSums as a vector, compiled as ``plan`` says."""
     num_replicas = strategy.num_replicas_in_sync
 
     def forward_backward(inputs, labels):
@@ -114,8 +137,18 @@ def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss
     return replica_step
 
 
+class EvalSums(NamedTuple):
+    """Eval figures summed over batches and replicas (padding pairs weigh 0)."""
+
+    bce: tf.Tensor  # binary cross-entropy, summed
+    correct: tf.Tensor
+    weight: tf.Tensor  # real pairs
+    positives: tf.Tensor  # histogram of the positives' scores, AUC_BINS bins
+    negatives: tf.Tensor  # the same for the negatives
+
+
 def make_eval_step(strategy, model):
-    """Returns eval_step(batch) -> [bce sum, correct, weight, pos hist..., neg hist...]."""
+    """Returns eval_step(iterator) -> EvalSums of one batch per replica."""
 
     def replica_eval(inputs, labels, weights):
         pred = tf.cast(model(inputs, training=False)[:, 0], tf.float32)
@@ -133,7 +166,9 @@ def make_eval_step(strategy, model):
     @tf.function
     def eval_step(iterator):
         inputs, labels, weights = next(iterator)
-        return strategy.reduce(SUM, strategy.run(replica_eval, (inputs, labels, weights)), None)
+        total = strategy.reduce(SUM, strategy.run(replica_eval, (inputs, labels, weights)), None)
+        pos, neg = total[3 : 3 + AUC_BINS], total[3 + AUC_BINS :]
+        return EvalSums(total[0], total[1], total[2], pos, neg)
 
     return eval_step
 
@@ -148,13 +183,12 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def eval_metrics(total: np.ndarray) -> dict:
-    """Loss, accuracy and AUC from the summed eval vector."""
-    bce, correct, weight = total[:3]
-    pos, neg = total[3 : 3 + AUC_BINS], total[3 + AUC_BINS :]
+def eval_metrics(total: EvalSums) -> dict:
+    """Loss, accuracy, AUC and the pair count from summed EvalSums (numpy values)."""
+    weight = max(float(total.weight), 1.0)
     return {
-        "loss": float(bce / max(weight, 1)),
-        "accuracy": float(correct / max(weight, 1)),
-        "auc": auc_from_histograms(pos, neg),
-        "pairs": int(weight),
+        "loss": float(total.bce) / weight,
+        "accuracy": float(total.correct) / weight,
+        "auc": auc_from_histograms(np.asarray(total.positives), np.asarray(total.negatives)),
+        "pairs": int(total.weight),
     }

@@ -14,16 +14,13 @@ import socket
 import threading
 import time
 
+from trainer.common import net
+
 HELLO = b"inception-pair-trainer rendezvous\n"
 
 
 class RendezvousTimeout(Exception):
     """Not every peer was reachable within the timeout."""
-
-
-def _split(host: str) -> tuple[str, int]:
-    name, _, port = host.rpartition(":")
-    return name.strip("[]"), int(port)
 
 
 def _accept_all(server: socket.socket, expected: int, seen: set, stop: threading.Event):
@@ -48,7 +45,7 @@ def meet(hosts: list[str], index: int, timeout: float) -> float:
     start = time.monotonic()
     if len(hosts) < 2:
         return 0.0
-    _, port = _split(hosts[index])
+    _, port = net.host_port(hosts[index])
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("", port))
@@ -71,7 +68,7 @@ def meet(hosts: list[str], index: int, timeout: float) -> float:
                 )
             for i in list(pending):
                 try:
-                    with socket.create_connection(_split(hosts[i]), timeout=1) as conn:
+                    with socket.create_connection(net.host_port(hosts[i]), timeout=1) as conn:
                         conn.sendall(HELLO + str(index).encode())
                     pending.remove(i)
                 except OSError:

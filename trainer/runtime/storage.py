@@ -20,8 +20,6 @@ import re
 import uuid
 from collections.abc import Mapping
 
-DEFAULT_TIMEOUT_S = 300
-
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
     "GCS_RETRY_CONFIG_MAX_RETRIES",

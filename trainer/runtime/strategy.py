@@ -5,6 +5,7 @@ Must run before TensorFlow touches a device: logical CPU devices can only be set
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -66,8 +67,8 @@ def compile_plan(jit: bool, num_gpus: int, replicas: int) -> str:
     return "whole_step"
 
 
-def steps_per_loop(flag: str, num_gpus: int) -> int:
-    """--steps_per_loop: a positive number as given; auto = 10 on CPU, 100 with GPUs.
+def steps_per_loop(value: int, num_gpus: int) -> int:
+    """--steps_per_loop: a positive number as given; 0 (auto) = 10 on CPU, 100 with GPUs.
 
     Measured on a 2-core CPU (bench/steps_per_loop.py, bench/e2e.py; bench/RESULTS.md): the
     host round trip costs about 2-3 ms per step, so 10 steps per loop ran 1.2x faster than 1 at
@@ -76,15 +77,9 @@ def steps_per_loop(flag: str, num_gpus: int) -> int:
     round trip per step would leave it idle most of the time; 100 steps keep a loop to a
     fraction of a second.
     """
-    if flag == "auto":
-        return 100 if num_gpus else 10
-    try:
-        value = int(flag)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"--steps_per_loop={flag} is invalid: use a number > 0 or auto.")
-    return value
+    if value:
+        return value
+    return 100 if num_gpus else 10
 
 
 def fetch_to_device(num_gpus: int) -> bool:
@@ -96,43 +91,6 @@ def fetch_to_device(num_gpus: int) -> bool:
     so the process stalls until the thread's next wake-up (measured: 8-10 s after a 15 s run).
     """
     return num_gpus > 0
-
-
-def thread_counts(intra_flag: int, inter_flag: int, num_gpus: int, env=None) -> tuple[int, int]:
-    """(intra-op, inter-op) pool sizes for TensorFlow; 0 leaves TensorFlow's own choice.
-
-    Auto intra-op is 1 without GPUs. This model's towers and Inception branches are
-    independent ops, so the inter-op pool (one thread per core) already keeps the cores busy
-    with whole ops; splitting each op over threads as well (TensorFlow's default) measured no
-    faster on 2 cores, with or without a busy neighbour, and spent more time in the kernel
-    handing work between threads (bench/threads.py, bench/RESULTS.md). An explicit flag, or
-    TF_NUM_INTRAOP_THREADS in the environment, wins.
-    """
-    env = os.environ if env is None else env
-    intra = intra_flag
-    if intra == 0 and num_gpus == 0 and not env.get("TF_NUM_INTRAOP_THREADS"):
-        intra = 1
-    return intra, inter_flag
-
-
-def configure_threads(intra_flag: int, inter_flag: int) -> tuple[int, int]:
-    """Sets TensorFlow's thread pools (before the runtime starts); returns what was set."""
-    num_gpus = len(tf.config.list_physical_devices("GPU"))
-    intra, inter = thread_counts(intra_flag, inter_flag, num_gpus)
-    pools = tf.config.threading
-    try:
-        if intra and pools.get_intra_op_parallelism_threads() != intra:
-            pools.set_intra_op_parallelism_threads(intra)
-        if inter and pools.get_inter_op_parallelism_threads() != inter:
-            pools.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:  # the runtime already started (train_and_evaluate in-process)
-        logging.warning("thread pools stay as they are: TensorFlow had already started")
-    logging.info(
-        "TensorFlow thread pools: intra-op %d, inter-op %d (0: TensorFlow's choice)",
-        pools.get_intra_op_parallelism_threads(),
-        pools.get_inter_op_parallelism_threads(),
-    )
-    return intra, inter
 
 
 def split_cpu(devices_per_worker: int) -> None:
@@ -178,14 +136,34 @@ def _configure_coordination(cluster: dict, timeout_s: int) -> None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where this process trains: its strategy and its place in the cluster."""
+
+    strategy: tf.distribute.Strategy
+    name: str  # one of STRATEGIES but auto
+    worker_index: int
+    num_workers: int
+    num_gpus: int
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker_index == 0
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+
 def make_strategy(
     flag: str,
+    *,
     env=None,
     peer_timeout_s: int = 300,
     devices_per_worker: int = 0,
     evaluator: bool = False,
-):
-    """Returns (strategy, name, worker index, worker count, number of GPUs)."""
+) -> Placement:
+    """The strategy for --strategy=flag here (TF_CONFIG derived first; peers met first)."""
     env = os.environ if env is None else env
     try:
         cluster = None if evaluator else tfconfig.derive_tf_config(env)
@@ -232,7 +210,7 @@ def make_strategy(
         strategy = tf.distribute.OneDeviceStrategy(_local_devices()[0])
     else:
         strategy = tf.distribute.get_strategy()
-    return strategy, name, index, count, num_gpus
+    return Placement(strategy, name, index, count, num_gpus)
 
 
 # Errors a collective or the coordination service raises when a peer is gone.

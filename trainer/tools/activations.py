@@ -10,13 +10,17 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import trainer.config  # noqa: E402,F401  (--model_dir is the trainer's flag)
+from trainer.common import cli
 
-flags.DEFINE_string("output", "activations.png", "Where the PNG grid goes.")
-flags.DEFINE_integer("grid_channels", 8, "Channels shown per layer.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # this tool's own flags only
+flags.DEFINE_string(
+    "model_dir", "", "The training run's model_dir (local or gs://).", flag_values=FLAGS
+)
+flags.DEFINE_string("output", "activations.png", "Where the PNG grid goes.", flag_values=FLAGS)
+flags.DEFINE_integer("grid_channels", 8, "Channels shown per layer.", flag_values=FLAGS)
+USAGE = "usage: python -m trainer.inspect --model_dir DIR [--output grid.png] A.png B.png"
 
 
 def instrumented_from_checkpoint(model_dir: str):
@@ -25,7 +29,7 @@ def instrumented_from_checkpoint(model_dir: str):
 
     from trainer.model import builders as model_lib
     from trainer.run import checkpoint
-    from trainer.run.train import build_model
+    from trainer.run.programs import build_model
 
     cfg = checkpoint.load_model_config(model_dir)
     if cfg is None:
@@ -67,10 +71,7 @@ def _main(argv) -> int:
 
     paths = argv[1:]
     if not FLAGS.model_dir or len(paths) != 2:
-        sys.stderr.write(
-            "error: usage: python -m trainer.inspect --model_dir DIR "
-            "[--output grid.png] A.png B.png\n"
-        )
+        sys.stderr.write(f"error: {USAGE}\n")
         return 1
     try:
         model_a, cfg = instrumented_from_checkpoint(FLAGS.model_dir)
@@ -89,5 +90,6 @@ def _main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    app.run(_main)
+def main(argv: list[str]) -> int:
+    """``python -m trainer.inspect ARGV`` in this process; the exit status."""
+    return cli.call(_main, FLAGS, argv)

@@ -15,17 +15,31 @@ import csv
 import io
 import sys
 
-from absl import app, flags
+from absl import flags
 
-import trainer.config  # noqa: F401  (--data_dir is the trainer's flag)
+from trainer.common import cli
+from trainer.common.files import write_atomic
 
-flags.DEFINE_string("saved_model", None, "Exported SavedModel folder (local or gs://).")
-flags.DEFINE_string("pairs", "", "CSV of image_a,image_b[,label] rows (local or gs://).")
-flags.DEFINE_string("output", "", "Where the scores CSV goes (local or gs://).")
-flags.DEFINE_string("split", "eval", "With --data_dir: the split to score.")
-flags.DEFINE_integer("batch_size", 256, "Pairs per SavedModel call.")
-flags.DEFINE_boolean("skip_bad_rows", False, "Score the rows whose images load; name the rest.")
-FLAGS = flags.FLAGS
+
+def define_source_flags(fv: flags.FlagValues) -> None:
+    """The flags that name a model and the pairs to score (predict and report share them)."""
+    flags.DEFINE_string(
+        "saved_model", None, "Exported SavedModel folder (local or gs://).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "pairs", "", "CSV of image_a,image_b[,label] rows (local or gs://).", flag_values=fv
+    )
+    flags.DEFINE_string("data_dir", "", "A dataset folder of TFRecords to score.", flag_values=fv)
+    flags.DEFINE_string("split", "eval", "With --data_dir: the split to score.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 256, "Pairs per SavedModel call.", flag_values=fv)
+    flags.DEFINE_boolean(
+        "skip_bad_rows", False, "Score the rows whose images load; name the rest.", flag_values=fv
+    )
+
+
+FLAGS = flags.FlagValues()  # this tool's own flags only
+define_source_flags(FLAGS)
+flags.DEFINE_string("output", "", "Where the scores CSV goes (local or gs://).", flag_values=FLAGS)
 
 USAGE = (
     "usage: python -m trainer.predict --saved_model DIR (A.png B.png | --pairs CSV --output "
@@ -57,17 +71,15 @@ def check_source_flags(argv_paths: list, pairs: str, data_dir: str, batch_size: 
     return ""
 
 
-def score(pairs: str, data_dir: str, keep_wrong: int = 0):
-    """Scored pairs for the command line's input (trainer.tools.scoring)."""
+def score(fv: flags.FlagValues, keep_wrong: int = 0):
+    """Scored pairs for the input that ``fv`` (a tool's parsed source flags) names."""
     from trainer.tools import scoring
 
-    if pairs:
+    if fv.pairs:
         return scoring.score_csv(
-            FLAGS.saved_model, pairs, FLAGS.batch_size, FLAGS.skip_bad_rows, keep_wrong
+            fv.saved_model, fv.pairs, fv.batch_size, fv.skip_bad_rows, keep_wrong
         )
-    return scoring.score_records(
-        FLAGS.saved_model, data_dir, FLAGS.split, FLAGS.batch_size, keep_wrong
-    )
+    return scoring.score_records(fv.saved_model, fv.data_dir, fv.split, fv.batch_size, keep_wrong)
 
 
 def scores_csv(scored) -> str:
@@ -84,18 +96,9 @@ def scores_csv(scored) -> str:
     return out.getvalue()
 
 
-def write_whole(path: str, text: str) -> None:
-    """Writes through a temporary name, so the file appears whole or not at all."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
 def fail_on_storage(e) -> int:
     """Exit status and one sentence for a Cloud Storage failure (75 when transient)."""
-    from trainer import EXIT_RETRY, EXIT_USAGE
+    from trainer.common.errors import EXIT_RETRY, EXIT_USAGE
     from trainer.runtime import storage
 
     found = storage.failure(e)
@@ -141,8 +144,8 @@ def _batch(output: str) -> int:
 
     def run():
         storage.require_bucket(output, "output")
-        scored = score(FLAGS.pairs, FLAGS.data_dir)
-        write_whole(output, scores_csv(scored))
+        scored = score(FLAGS)
+        write_atomic(output, scores_csv(scored))
         return scored
 
     scored, code = guarded(run)
@@ -200,5 +203,6 @@ def _main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    app.run(_main)
+def main(argv: list[str]) -> int:
+    """``python -m trainer.predict ARGV`` in this process; the exit status."""
+    return cli.call(_main, FLAGS, argv)

@@ -19,13 +19,25 @@ import io
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
-import trainer.tools.predict  # noqa: F401  (--saved_model, --pairs, --split, --batch_size flags)
+from trainer.common import cli
+from trainer.common.files import write_atomic
+from trainer.tools.predict import USAGE as PREDICT_USAGE
+from trainer.tools.predict import check_source_flags, define_source_flags, guarded, score
 
-flags.DEFINE_string("output_dir", "", "Where metrics.json and the PNGs go (local or gs://).")
-flags.DEFINE_integer("wrong_pairs", 12, "Pairs on the most-confidently-wrong sheet.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # this tool's own flags only
+define_source_flags(FLAGS)
+flags.DEFINE_string(
+    "output_dir", "", "Where metrics.json and the PNGs go (local or gs://).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "wrong_pairs", 12, "Pairs on the most-confidently-wrong sheet.", flag_values=FLAGS
+)
+USAGE = (
+    "usage: python -m trainer.report --saved_model DIR (--pairs CSV | --data_dir DIR) "
+    "--output_dir OUT"
+)
 
 CLASS_NAMES = ("different", "follows")  # label 0, label 1
 PICTURES = (
@@ -211,7 +223,6 @@ def write_report(scored, output_dir: str, wrong_pairs: int) -> dict:
 
     from trainer.data.schema import join
     from trainer.tools import metrics
-    from trainer.tools.predict import write_whole
 
     summary = metrics.summary(scored.scores, scored.labels)
     tf.io.gfile.makedirs(output_dir)
@@ -225,25 +236,23 @@ def write_report(scored, output_dir: str, wrong_pairs: int) -> dict:
     for name, data in pictures.items():
         with tf.io.gfile.GFile(join(output_dir, name), "wb") as f:
             f.write(data)
-    write_whole(join(output_dir, "metrics.json"), json.dumps(summary, indent=2, sort_keys=True))
+    write_atomic(join(output_dir, "metrics.json"), json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 
 def _main(argv) -> int:
     from trainer.runtime import storage
     from trainer.tools import scoring
-    from trainer.tools.predict import USAGE, check_source_flags, guarded, score
 
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
         return 1
     problem = check_source_flags([], FLAGS.pairs, FLAGS.data_dir, FLAGS.batch_size)
     if not FLAGS.saved_model or not FLAGS.output_dir or problem:
-        detail = problem if problem and problem != USAGE else "--saved_model and --output_dir"
-        sys.stderr.write(
-            f"error: {detail}; usage: python -m trainer.report --saved_model DIR (--pairs CSV "
-            "| --data_dir DIR) --output_dir OUT.\n"
+        detail = (
+            problem if problem and problem != PREDICT_USAGE else "--saved_model and --output_dir"
         )
+        sys.stderr.write(f"error: {detail}; {USAGE}.\n")
         return 1
     if FLAGS.wrong_pairs < 0:
         sys.stderr.write(f"error: --wrong_pairs={FLAGS.wrong_pairs} is invalid: use >= 0.\n")
@@ -258,7 +267,7 @@ def _main(argv) -> int:
                 raise scoring.ScoringError(
                     f"{FLAGS.pairs} has no label column: a report compares scores with labels."
                 )
-        scored = score(FLAGS.pairs, FLAGS.data_dir, keep_wrong=FLAGS.wrong_pairs)
+        scored = score(FLAGS, keep_wrong=FLAGS.wrong_pairs)
         scored.summary = write_report(scored, FLAGS.output_dir, FLAGS.wrong_pairs)
         return scored
 
@@ -276,5 +285,6 @@ def _main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    app.run(_main)
+def main(argv: list[str]) -> int:
+    """``python -m trainer.report ARGV`` in this process; the exit status."""
+    return cli.call(_main, FLAGS, argv)

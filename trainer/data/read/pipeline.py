@@ -17,26 +17,13 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer.config import DataConfig
 from trainer.data.read import decode, verify
 from trainer.data.read.source import Source
 from trainer.data.schema import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReaderConfig:
-    """How a worker reads. Sizes are per worker (the trainer divides the global batch)."""
-
-    batch_size: int
-    seed: int = 0
-    shuffle_buffer: int = 4096
-    cycle_length: int = 8
-    deterministic: bool = True
-    augment: bool = False
-    cache: bool = False
-    skip_corrupt: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,18 +193,21 @@ def skip_plan_for(source: Source, shard: Shard):
 
 def train_dataset(
     source: Source,
-    config: ReaderConfig,
+    config: DataConfig,
+    *,
+    batch_size: int,
     worker_index: int = 0,
     num_workers: int = 1,
     start_step: int = 0,
 ):
-    """An endless stream of batches for one worker, positioned at ``start_step``.
+    """An endless stream of batches of ``batch_size`` (this worker's share of the global
+    batch) for one worker, positioned at ``start_step``.
 
     Returns (dataset, skipped) where ``skipped`` lists the records that ``skip_corrupt``
     leaves out (empty otherwise).
     """
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size={config.batch_size} is invalid: it must be >= 1.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid: it must be >= 1.")
     shard = worker_shard(source, worker_index, num_workers)
     plan, per_epoch, skipped = None, shard.records_per_epoch, []
     if config.skip_corrupt:
@@ -225,32 +215,32 @@ def train_dataset(
         plan = (records, per_epoch)
     if per_epoch < 1:
         raise DataError(f"worker {worker_index} has no readable training records.")
-    position = start_step * config.batch_size
+    position = start_step * batch_size
     first_epoch, offset = divmod(position, per_epoch)
 
     spec = source.spec
     if config.cache:
         ds = _cached_epochs(source, shard, config, plan, per_epoch, first_epoch)
-        ds = ds.skip(offset).batch(config.batch_size, drop_remainder=True)
+        ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
         ds = ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE)
     else:
         ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
             lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan)
         )
         # Skipped records are still serialized bytes here: resuming decodes none of them.
-        ds = ds.skip(offset).batch(config.batch_size, drop_remainder=True)
+        ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
         ds = ds.map(lambda s: to_model_inputs(*parse_batch(s, spec)), num_parallel_calls=AUTOTUNE)
     return finish_train_stream(ds, config, start_step), skipped
 
 
-def finish_train_stream(ds, config: ReaderConfig, start_step: int):
+def finish_train_stream(ds, config: DataConfig, start_step: int):
     """The last stages of every training stream (local or from the tf.data service): the
     optional augmentation keyed by step, prefetch, options."""
     if config.augment:
         ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, np.iinfo(np.int64).max), ds).map(
             lambda step, b: _augment(step, b, config.seed), num_parallel_calls=AUTOTUNE
         )
-    return ds.prefetch(AUTOTUNE).with_options(_options(config.deterministic))
+    return ds.prefetch(AUTOTUNE).with_options(_options(True))
 
 
 def _cached_epochs(source, shard, config, plan, per_epoch: int, first_epoch: int):
@@ -296,8 +286,7 @@ def records_in_order(source: Source):
 def eval_dataset(source: Source, batch_size: int, worker_index: int = 0, num_workers: int = 1):
     """One pass over this worker's part of a split, in file order, last batch kept."""
     shard = worker_shard(source, worker_index, num_workers)
-    config = ReaderConfig(batch_size=batch_size)
-    ds = _epoch_records(source, shard, config, 0, shuffle=False)
+    ds = _epoch_records(source, shard, DataConfig(), 0, shuffle=False)
     ds = ds.batch(batch_size).map(
         lambda s: to_model_inputs(*parse_batch(s, source.spec)), num_parallel_calls=AUTOTUNE
     )

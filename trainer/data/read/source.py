@@ -108,3 +108,16 @@ def open_source(data: str, split: str = "train") -> Source:
     if None in counts:
         counts = [count_records(f, compression) for f in files]
     return Source(tuple(files), tuple(int(c) for c in counts), spec, compression)
+
+
+def open_splits(data: str) -> tuple[Source, Source]:
+    """(train, eval) Sources of a dataset; the training split stands in for a missing eval
+    split, with a warning."""
+    from absl import logging
+
+    train = open_source(data, "train")
+    try:
+        return train, open_source(data, "eval")
+    except DataError:
+        logging.warning("no eval split in %s: evaluating on the training split", data)
+        return train, train

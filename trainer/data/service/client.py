@@ -32,6 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer.config import DataConfig
 from trainer.data.read import decode, pipeline
 from trainer.data.read.source import Source
 
@@ -109,11 +110,18 @@ def distributed(dataset, address: str, name: str):
 
 
 def train_stream(
-    source: Source, config, address: str, name: str, examples_seen: int, start_step: int
+    source: Source,
+    config: DataConfig,
+    *,
+    batch_size: int,
+    address: str,
+    name: str,
+    examples_seen: int,
+    start_step: int,
 ):
-    """A trainer worker's endless batches from the service, from the start of the epoch that
-    ``examples_seen`` falls in (config: a trainer.data.read.pipeline.ReaderConfig)."""
+    """A trainer worker's endless batches of ``batch_size`` from the service, from the start
+    of the epoch that ``examples_seen`` falls in."""
     first_epoch = examples_seen // source.num_records
-    ds = worker_pipeline(source, config.batch_size, config.seed, config.shuffle_buffer, first_epoch)
+    ds = worker_pipeline(source, batch_size, config.seed, config.shuffle_buffer, first_epoch)
     ds = distributed(ds, address, name).map(pipeline.to_model_inputs, num_parallel_calls=AUTOTUNE)
     return pipeline.finish_train_stream(ds, config, start_step)

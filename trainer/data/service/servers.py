@@ -12,47 +12,12 @@ journals its state there and a restarted dispatcher resumes the jobs it had.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
-import time
+
+from trainer.common import net
 
 DEFAULT_DISPATCHER_PORT = 5050
 DEFAULT_WORKER_PORT = 5051
-
-
-def host_port(address: str) -> str:
-    """``grpc://host:port`` or ``host:port`` -> ``host:port``; ValueError in one sentence."""
-    bare = address.split("://", 1)[1] if address.startswith("grpc://") else address
-    host, _, port = bare.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{address!r} is not HOST:PORT (e.g. localhost:5050).")
-    return bare
-
-
-class Unreachable(Exception):
-    """The dispatcher did not accept a connection in time; the message is one sentence."""
-
-
-def wait_for(address: str, timeout: float) -> float:
-    """Blocks until the dispatcher at ``address`` accepts a TCP connection; returns the
-    seconds it took. Why: TensorFlow's client retries an unreachable dispatcher forever
-    inside one call, where even SIGTERM cannot stop it, so the trainer asks first. Raises
-    Unreachable after ``timeout`` seconds (a dispatcher still starting gets that long)."""
-    host, _, port = host_port(address).rpartition(":")
-    start = time.monotonic()
-    while True:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-                return time.monotonic() - start
-        except OSError as e:
-            reason = e.strerror or type(e).__name__
-        if time.monotonic() - start >= timeout:
-            raise Unreachable(
-                f"the tf.data service dispatcher at {address} did not answer within {timeout:.0f} "
-                f"s ({reason}): start it (or check --data_service_address); "
-                "--peer_timeout_seconds sets the wait."
-            )
-        time.sleep(0.5)
 
 
 def check_port(port: int) -> None:
@@ -91,9 +56,10 @@ def run_worker(dispatcher: str, port: int, worker_address: str = "") -> int:
     import tensorflow as tf
 
     check_port(port)
-    target = host_port(dispatcher)
+    net.host_port(dispatcher)  # ValueError: one sentence
+    target = dispatcher.split("://", 1)[-1]
     if worker_address:
-        host_port(worker_address)
+        net.host_port(worker_address)
     svc = tf.data.experimental.service
     config = svc.WorkerConfig(
         dispatcher_address=target,

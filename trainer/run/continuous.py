@@ -1,10 +1,12 @@
-"""--mode=evaluate and --mode=continuous_eval: score checkpoints from outside the training loop.
+"""Evaluating checkpoints from outside the training loop: --mode=evaluate (one checkpoint)
+and --mode=continuous_eval (the side-car evaluator of TensorFlow's model garden).
 
-The side-car evaluator of TensorFlow's model garden: it watches ``<model_dir>/checkpoints``
-(local or gs://), evaluates each new checkpoint once, oldest first, writes the scalars to
-``<model_dir>/tensorboard/eval`` and records every evaluated step with its metrics in
-``<model_dir>/eval/evaluated.json``, so a restarted evaluator redoes none. It stops after the
-checkpoint of --train_steps, or when no new checkpoint appeared for --eval_timeout_seconds.
+The evaluator watches ``<model_dir>/checkpoints`` (local or gs://), evaluates each new
+checkpoint once, oldest first, runs the eval actions (scalars to
+``<model_dir>/tensorboard/eval``, ``eval/last.json``, the best model) and records every
+evaluated step with its metrics in ``<model_dir>/eval/evaluated.json``, so a restarted
+evaluator redoes none. It stops after the checkpoint of --train_steps, or when no new
+checkpoint appeared for --eval_timeout_seconds.
 
 The trainer rotates old checkpoints away (--keep_checkpoints); one that vanishes while it is
 read is skipped with a warning. CheckpointManager deletes a checkpoint's data file before its
@@ -13,15 +15,17 @@ index, so "its files are incomplete" is what a rotation looks like from here.
 
 from __future__ import annotations
 
-import json
 import re
 import time
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.errors import first_line
+from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
-from trainer.config import ConfigError
+from trainer.config import ConfigError, ModelConfig
 from trainer.run.checkpoint import check_model_config, checkpoint_dir
 from trainer.runtime import storage
 
@@ -50,35 +54,45 @@ def finished(done: dict, train_steps: int) -> bool:
 
 def load_record(model_dir: str) -> dict[int, dict]:
     """{step: metrics} of what was evaluated before (by this or an earlier evaluator)."""
-    path = join(model_dir, RECORD_FILE)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        return {int(k): v for k, v in json.load(f).items()}
+    saved = read_json(join(model_dir, RECORD_FILE)) or {}
+    return {int(k): v for k, v in saved.items()}
 
 
 def save_record(model_dir: str, record: dict[int, dict]) -> None:
-    """Replaces evaluated.json whole (a temporary name, then a rename)."""
-    path = join(model_dir, RECORD_FILE)
-    tf.io.gfile.makedirs(join(model_dir, "eval"))
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump({str(k): record[k] for k in sorted(record)}, f, indent=1, sort_keys=True)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    """Replaces evaluated.json whole."""
+    ordered = {str(k): record[k] for k in sorted(record)}
+    write_json(join(model_dir, RECORD_FILE), ordered, indent=1, sort_keys=True)
 
 
-class Evaluator:
-    """Restores checkpoints into a Trainer's model and evaluates them on the eval split."""
+def record_summary(evaluated: int, record: dict) -> str:
+    """The line an evaluator ends with."""
+    return (
+        f"continuous eval: evaluated {evaluated} checkpoints this run, {len(record)} in all "
+        f"(steps {', '.join(map(str, sorted(record)))})"
+    )
 
-    def __init__(self, trainer, model_cfg, model_dir: str, train_steps: int):
-        self.trainer, self.model_dir, self.train_steps = trainer, model_dir, train_steps
-        self.model_cfg = model_cfg
+
+class CheckpointEvaluator:
+    """Restores checkpoints into an eval program's model and evaluates them."""
+
+    def __init__(
+        self,
+        *,
+        model_dir: str,
+        model_cfg: ModelConfig,
+        restore: Callable[[str], None],
+        evaluate: Callable[[], dict],
+        on_eval: Sequence[Callable[[int, dict], None]] = (),
+    ):
+        self.model_dir, self.model_cfg = model_dir, model_cfg
+        self.restore, self.run_eval, self.on_eval = restore, evaluate, on_eval
         self.record = load_record(model_dir)
         self.skipped: set[int] = set()
 
     def _restore(self, step: int) -> bool:
         prefix = join(checkpoint_dir(self.model_dir), f"ckpt-{step}")
         try:
-            self.trainer.checkpointer.checkpoint.restore(prefix).assert_existing_objects_matched()
+            self.restore(prefix)
             return True
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             if isinstance(e, tf.errors.OpError) and (found := storage.failure(e)) is not None:
@@ -88,12 +102,7 @@ class Evaluator:
                 prefix + ".index"
             )
             why = "it was rotated away by the trainer" if gone else "it is unreadable"
-            logging.warning(
-                "skipping checkpoint ckpt-%d: %s (%s)",
-                step,
-                why,
-                str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__,
-            )
+            logging.warning("skipping checkpoint ckpt-%d: %s (%s)", step, why, first_line(e))
             return False
 
     def evaluate(self, step: int) -> dict | None:
@@ -104,10 +113,11 @@ class Evaluator:
         if not self._restore(step):
             self.skipped.add(step)
             return None
-        metrics = self.trainer.evaluate()
+        metrics = self.run_eval()
         self.record[step] = metrics
         save_record(self.model_dir, self.record)
-        self.trainer.report_eval(step, metrics)  # scalars, last.json, best model
+        for action in self.on_eval:
+            action(step, metrics)
         return metrics
 
     def evaluate_one(self, step: int = 0) -> tuple[int, dict]:
@@ -126,17 +136,8 @@ class Evaluator:
             raise ConfigError(f"checkpoint ckpt-{step} could not be read (see the warning).")
         return step, metrics
 
-    def run_continuous(self, timeout_s: float, poll_s: float) -> int:
+    def run_continuous(self, *, train_steps: int, timeout_s: float, poll_s: float) -> int:
         """Evaluates new checkpoints until the final step's; returns how many it evaluated."""
-        if finished(self.record, self.train_steps):
-            logging.info(
-                "the checkpoint of step %d (--train_steps) was evaluated before: nothing to do "
-                "(%d checkpoints in %s)",
-                max(self.record),
-                len(self.record),
-                join(self.model_dir, RECORD_FILE),
-            )
-            return 0
         logging.info(
             "watching %s for new checkpoints (%d evaluated before)",
             checkpoint_dir(self.model_dir),
@@ -148,7 +149,7 @@ class Evaluator:
             for step in todo:
                 ok = self.evaluate(step) is not None
                 evaluated += ok
-                if step >= self.train_steps:
+                if step >= train_steps:
                     if ok:
                         logging.info("evaluated the checkpoint of step %d: done", step)
                     else:
@@ -162,7 +163,7 @@ class Evaluator:
                     "no new checkpoint for %.0f s (--eval_timeout_seconds): stopping before "
                     "step %d",
                     timeout_s,
-                    self.train_steps,
+                    train_steps,
                 )
                 return evaluated
             time.sleep(poll_s)

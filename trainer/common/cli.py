@@ -1,0 +1,60 @@
+"""Each tool's command line on its own absl FlagValues, so a tool defines only its flags and
+several tools (and the trainer) can be called in one process, as the tests do.
+
+``parse`` reads argv into a tool's FlagValues (UsageError for a bad or unknown flag);
+``run_tool`` is the console entry: absl's app.run around it (absl's own flags such as
+--verbosity keep working), ``--help`` listing the tool's flags, exit status from main.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import app, flags
+
+from trainer.common.errors import EXIT_USAGE, UsageError
+
+HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
+    """argv (program name first) into ``fv``, from its defaults; returns the program name
+    and the positional arguments."""
+    fv.unparse_flags()
+    try:
+        rest = fv(list(argv), known_only=True)
+    except flags.Error as e:
+        raise UsageError(f"{e}.") from None
+    unknown = [a for a in rest[1:] if a.startswith("-") and a not in ("-", "--")]
+    if unknown:
+        name = unknown[0].lstrip("-").split("=", 1)[0]
+        raise UsageError(f"--{name} is not a flag of this command: see --help.")
+    return [a for a in rest if a != "--"]
+
+
+def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]) -> int:
+    """``main`` on argv parsed into ``fv``; a bad flag is one sentence and exit 1."""
+    try:
+        rest = parse(fv, argv)
+    except UsageError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return EXIT_USAGE
+    return main(rest)
+
+
+def run_tool(main: Callable[[list[str]], int], fv: flags.FlagValues, usage: str) -> None:
+    """Console entry point: exits with ``main``'s status."""
+    if any(a in HELP for a in sys.argv[1:]):
+        print(f"{usage}\n\n{fv.get_help()}")
+        sys.exit(0)
+
+    def absl_main(argv):
+        return call(main, fv, argv)
+
+    def own_flags_only(argv):
+        # absl's own flags (--verbosity, --logtostderr) are parsed by absl; the rest by main.
+        flags.FLAGS(argv[:1])
+        return argv
+
+    app.run(absl_main, flags_parser=own_flags_only)

@@ -1,0 +1,223 @@
+"""The trainer's absl flags and the one function that reads them: ``config_from_flags``.
+
+The only module that touches FLAGS for training. Each tool (trainer-data, predict, report,
+inspect) defines its own flags in its own module. A flag's value is checked by
+trainer.config.validate (and what depends on the data and devices by trainer.resolve), never
+here, so a Config made in code gets the same checks.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from trainer import config as C
+from trainer.model import options
+
+_F = flags
+_F.DEFINE_string(
+    "data_dir",
+    "",
+    "Dataset folder or file pattern (local or gs://); empty: the "
+    "built-in synthetic pair set, generated once into a cache.",
+)
+_F.DEFINE_string(
+    "model_dir",
+    "runs/default",
+    "Checkpoints, config.json and TensorBoard logs "
+    "(local or gs://). Training resumes from here by itself.",
+)
+_F.DEFINE_string("export_dir", "", "Where the SavedModel goes (default: <model_dir>/export).")
+_F.DEFINE_boolean(
+    "export",
+    True,
+    "Export the SavedModel when training ends (--noexport: checkpoints only, e.g. for a "
+    "sweep; export any time later with --mode=export).",
+)
+_F.DEFINE_enum(
+    "mode",
+    "train",
+    C.MODES,
+    "train (then export); export: the latest checkpoint; evaluate: one checkpoint "
+    "(--checkpoint_step, default the latest); continuous_eval: every new checkpoint in "
+    "<model_dir>/checkpoints once, until the one of --train_steps.",
+)
+_F.DEFINE_enum(
+    "strategy",
+    "auto",
+    C.STRATEGIES,
+    "tf.distribute strategy; auto: multi_worker "
+    "with TF_CONFIG or Indexed-Job variables, mirrored with >1 GPU, else one device.",
+)
+_F.DEFINE_integer("global_batch_size", 64, "Pairs per step over all replicas.")
+_F.DEFINE_integer("train_steps", 300, "Total optimizer steps.")
+_F.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.")
+_F.DEFINE_string("activation", "elu", "Activation of the convolutions and dense layers.")
+_F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
+_F.DEFINE_enum(
+    "stride_placement",
+    "branch",
+    options.STRIDE_PLACEMENTS,
+    "branch: the seed's code; after: stride after each module.",
+)
+_F.DEFINE_enum(
+    "head", "flatten", options.HEADS, "Tower head: the seed's Flatten or global max pooling."
+)
+_F.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    C.JIT,
+    "XLA; auto: on with GPUs, off on CPU. What it compiles: the whole step (forward, backward, "
+    "optimizer update) with one GPU replica; the forward/backward pass on CPU and with several "
+    "GPU replicas (the all-reduce and update outside).",
+)
+_F.DEFINE_enum("precision", "float32", C.PRECISIONS, "Keras dtype policy.")
+_F.DEFINE_string(
+    "steps_per_loop",
+    "auto",
+    "Training steps per compiled loop (one host round trip; the iterator runs inside): a "
+    "number, or auto (10 on CPU, 100 with GPUs). Loops end at every log, checkpoint, eval and "
+    "profile step and at --train_steps; SIGTERM and the stop vote take effect at a loop's end.",
+)
+_F.DEFINE_integer("checkpoint_every_steps", 200, "Save every N steps (and at the end).")
+_F.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in <model_dir>/checkpoints.")
+_F.DEFINE_integer(
+    "eval_every_steps",
+    200,
+    "Evaluate every N steps (and at the end); 0: no evaluation in the training loop (a "
+    "--mode=continuous_eval process evaluates instead).",
+)
+_F.DEFINE_integer(
+    "checkpoint_step", 0, "--mode=evaluate: the checkpoint's step; 0: the latest checkpoint."
+)
+_F.DEFINE_integer(
+    "eval_timeout_seconds",
+    3600,
+    "--mode=continuous_eval: stop when no new checkpoint appeared for this long.",
+)
+_F.DEFINE_float(
+    "eval_poll_seconds", 5.0, "--mode=continuous_eval: how often to look for a new checkpoint."
+)
+_F.DEFINE_enum(
+    "best_metric",
+    "none",
+    C.BEST_METRICS,
+    "Keep <model_dir>/export_best (a SavedModel with best.json) of the checkpoint with the "
+    "best eval value of this metric (auc and accuracy: higher, loss: lower); none: off.",
+)
+_F.DEFINE_integer("log_every_steps", 50, "Progress line every N steps.")
+_F.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
+_F.DEFINE_boolean("deterministic", False, "Bitwise-reproducible ops and input order.")
+_F.DEFINE_boolean("augment", False, "Random flip/brightness, identical on both images.")
+_F.DEFINE_boolean("cache", False, "Keep decoded training pairs in memory after epoch 1.")
+_F.DEFINE_boolean("skip_corrupt", False, "Skip (and report) corrupt records instead of failing.")
+_F.DEFINE_string(
+    "data_service_address",
+    "",
+    "grpc://HOST:PORT of a tf.data service dispatcher: its data workers read, decode and "
+    "batch the training pairs (empty: this process does).",
+)
+_F.DEFINE_integer("shuffle_buffer", 4096, "Serialized records in the shuffle buffer.")
+_F.DEFINE_integer(
+    "devices_per_worker",
+    0,
+    "Split this host's CPU into N logical devices "
+    "(MirroredStrategy without GPUs); 0: leave devices as they are.",
+)
+
+_F.DEFINE_integer(
+    "intra_op_threads",
+    0,
+    "Threads one TensorFlow op may split its work over; 0: auto (1 without GPUs, where this "
+    "model's parallel Inception branches keep the cores busy through inter-op threads "
+    "instead; see bench/RESULTS.md), TensorFlow's default with GPUs or when "
+    "TF_NUM_INTRAOP_THREADS is set.",
+)
+_F.DEFINE_integer(
+    "inter_op_threads",
+    0,
+    "Threads running independent ops at once; 0: TensorFlow's default (one per core).",
+)
+_F.DEFINE_integer(
+    "peer_timeout_seconds",
+    300,
+    "multi_worker: a lost or unreachable peer makes the others exit 75 after this long "
+    "instead of hanging.",
+)
+
+_F.DEFINE_integer(
+    "storage_timeout_seconds",
+    C.DEFAULT_STORAGE_TIMEOUT_S,
+    "gs:// paths: a Cloud Storage operation that keeps failing is retried (exponential "
+    "backoff) for about this long, then the run exits 75 naming the operation and path. "
+    "Sets TensorFlow's GCS_RETRY_CONFIG_* and GCS_REQUEST_*_TIMEOUT_SECS variables unless "
+    "they are set already.",
+)
+
+_F.DEFINE_list(
+    "profile_steps",
+    [],
+    "A,B: write a TensorBoard profile of steps A..B (chief only) to <model_dir>/tensorboard.",
+)
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags(f=FLAGS) -> C.Config:
+    """The Config of the parsed flags, validated (ConfigError: one sentence)."""
+    model = C.ModelConfig(
+        activation=f.activation,
+        lambda_regularization=f.lambda_regularization,
+        stride_placement=f.stride_placement,
+        head=f.head,
+        precision=f.precision,
+    )
+    data = C.DataConfig(
+        data_dir=f.data_dir,
+        service_address=f.data_service_address,
+        seed=f.seed,
+        shuffle_buffer=f.shuffle_buffer,
+        augment=f.augment,
+        cache=f.cache,
+        skip_corrupt=f.skip_corrupt,
+    )
+    train = C.TrainConfig(
+        model_dir=f.model_dir,
+        global_batch_size=f.global_batch_size,
+        train_steps=f.train_steps,
+        learning_rate=f.learning_rate,
+        seed=f.seed,
+        deterministic=f.deterministic,
+        jit_compile=f.jit_compile,
+        steps_per_loop=C.parse_steps_per_loop(f.steps_per_loop),
+        checkpoint_every_steps=f.checkpoint_every_steps,
+        keep_checkpoints=f.keep_checkpoints,
+        eval_every_steps=f.eval_every_steps,
+        log_every_steps=f.log_every_steps,
+        profile_steps=C.parse_profile_steps(f.profile_steps),
+        best_metric=f.best_metric,
+    )
+    runtime = C.RuntimeConfig(
+        strategy=f.strategy,
+        devices_per_worker=f.devices_per_worker,
+        intra_op_threads=f.intra_op_threads,
+        inter_op_threads=f.inter_op_threads,
+        peer_timeout_seconds=f.peer_timeout_seconds,
+        storage_timeout_seconds=f.storage_timeout_seconds,
+    )
+    evaluation = C.EvalConfig(
+        checkpoint_step=f.checkpoint_step,
+        timeout_seconds=f.eval_timeout_seconds,
+        poll_seconds=f.eval_poll_seconds,
+    )
+    return C.validate(
+        C.Config(
+            mode=f.mode,
+            export_dir=f.export_dir,
+            export=f.export,
+            model=model,
+            data=data,
+            train=train,
+            evaluation=evaluation,
+            runtime=runtime,
+        )
+    )

@@ -1,0 +1,124 @@
+"""The programs' input: distributed iterators over the training stream (local tf.data or the
+tf.data service) and over the padded eval split, and the one sentence for a bad record.
+
+Position contract: the training stream starts where the checkpoint's pairs-seen counter says
+(trainer.data.read.pipeline's order is a pure function of the step), so a resumed run reads
+on exactly; through the tf.data service it restarts at the beginning of that epoch
+(trainer.data.service.client).
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+from absl import logging
+
+from trainer.config import DataConfig
+from trainer.data import DataError
+from trainer.data.read import pipeline, verify
+from trainer.data.service import client as service
+
+DATA_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
+def data_error(error: tf.errors.OpError, source, split: str) -> Exception:
+    """The first bad record of ``source`` as a DataError (or ``error`` itself if none is
+    found: then the failure was not the data's)."""
+    problem = verify.locate_first_bad(source)
+    if problem:
+        return DataError(f"bad {split} data: {problem} (use --skip_corrupt to skip it).")
+    return error
+
+
+def train_iterator(
+    strategy,
+    source,
+    config: DataConfig,
+    *,
+    per_replica_batch: int,
+    replicas_per_worker: int,
+    examples_seen: int,
+    model_dir: str,
+    options: tf.distribute.InputOptions,
+):
+    """The distributed iterator of training batches from the pairs already seen on."""
+    global_batch = per_replica_batch * strategy.num_replicas_in_sync
+    start = examples_seen // global_batch * replicas_per_worker  # this worker's batches
+    if config.service_address:
+        # Every trainer worker reads one shared job of the tf.data service (its data
+        # workers decode); see trainer.data.service.client for what a resume reproduces.
+        name = service.job_name(model_dir, config.seed, examples_seen)
+        logging.info("input from the tf.data service at %s, job %s", config.service_address, name)
+        return iter(
+            strategy.distribute_datasets_from_function(
+                lambda ctx: service.train_stream(
+                    source,
+                    config,
+                    batch_size=per_replica_batch,
+                    address=config.service_address,
+                    name=name,
+                    examples_seen=examples_seen,
+                    start_step=start,
+                ),
+                options,
+            )
+        )
+    skipped = []
+
+    def dataset_fn(ctx):
+        ds, found = pipeline.train_dataset(
+            source,
+            config,
+            batch_size=per_replica_batch,
+            worker_index=ctx.input_pipeline_id,
+            num_workers=ctx.num_input_pipelines,
+            start_step=start,
+        )
+        skipped.extend(found)
+        return ds
+
+    dist = strategy.distribute_datasets_from_function(dataset_fn, options)
+    if skipped:
+        logging.warning(
+            "skipping %d corrupt records or file tails: %s", len(skipped), "; ".join(skipped[:10])
+        )
+    return iter(dist)
+
+
+def eval_batches(source, per_replica_batch: int, replicas_per_worker: int, workers: int) -> int:
+    """Batches every worker runs, so all take part in the same number of collective steps."""
+    largest = max(
+        pipeline.worker_shard(source, w, workers).records_per_epoch for w in range(workers)
+    )
+    batches = math.ceil(largest / per_replica_batch)
+    return math.ceil(batches / replicas_per_worker) * replicas_per_worker
+
+
+def _padded_eval(source, batch: int, worker: int, workers: int, num_batches: int):
+    """This worker's eval batches with weights, padded with weight-0 pairs to num_batches."""
+    spec = source.spec
+    real = pipeline.eval_dataset(source, batch, worker, workers).map(
+        lambda x, y: (x, y, tf.ones_like(y, tf.float32))
+    )
+    zeros = tf.zeros([batch, spec.height, spec.width, spec.channels])
+    pad = tf.data.Dataset.from_tensors(
+        ({"input1": zeros, "input2": zeros}, tf.zeros([batch], tf.int32), tf.zeros([batch]))
+    ).repeat()
+    return real.concatenate(pad).take(num_batches)
+
+
+def eval_iterator(strategy, source, *, per_replica_batch: int, num_batches: int, options):
+    """The distributed iterator of padded eval batches (weights mark the real pairs)."""
+    return iter(
+        strategy.distribute_datasets_from_function(
+            lambda ctx: _padded_eval(
+                source,
+                per_replica_batch,
+                ctx.input_pipeline_id,
+                ctx.num_input_pipelines,
+                num_batches,
+            ),
+            options,
+        )
+    )

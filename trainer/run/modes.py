@@ -1,0 +1,255 @@
+"""The four things a user runs (orbit's four outer loops), one short function each:
+``train`` (then export), ``export`` (the latest checkpoint), ``evaluate`` (one checkpoint) and
+``continuous_eval`` (each new checkpoint, beside a training run). Each gets a prepared Setup
+(trainer.run.setup) and returns the exit status; errors go up to trainer.run.main, the one
+place that turns them into exit codes and sentences.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from trainer.common.errors import EXIT_OK
+from trainer.common.paths import join
+from trainer.config import Config, ConfigError
+from trainer.run import actions, checkpoint, continuous
+from trainer.run.controller import Controller, Schedule, StopSignal
+from trainer.run.programs import EvalProgram, TrainProgram, build_model
+from trainer.run.setup import Setup
+from trainer.runtime.strategy import fetch_to_device
+
+
+def schedule_of(config: Config) -> Schedule:
+    t = config.train
+    return Schedule(
+        train_steps=t.train_steps,
+        steps_per_loop=t.steps_per_loop,
+        log_every=t.log_every_steps,
+        checkpoint_every=t.checkpoint_every_steps,
+        eval_every=t.eval_every_steps,
+        profile_steps=t.profile_steps,
+    )
+
+
+def print_eval(prefix: str, metrics: dict) -> None:
+    print(
+        f"{prefix} accuracy {metrics['accuracy']:.4f} auc {metrics['auc']:.4f} "
+        f"loss {metrics['loss']:.4f} on {metrics['pairs']} pairs"
+    )
+
+
+def export_model(model, config: Config, path: str) -> None:
+    from trainer.model.export import export_saved_model
+
+    export_saved_model(model, config.model, path, build_model)
+
+
+def eval_actions(config: Config, model, *, summary_dir: str, chief: bool) -> list:
+    """After each eval: the report (line, scalars, last.json) and, with --best_metric, the
+    best model (whoever evaluates keeps it; only the chief writes)."""
+    scalars = actions.SummaryWriter(summary_dir, enabled=chief)
+    found = [
+        actions.EvalReport(
+            model_dir=config.train.model_dir, scalars=scalars, log=logging.info, write_last=chief
+        )
+    ]
+    if chief and config.train.best_metric != "none":
+        from trainer.run.best import BestKeeper
+
+        keeper = BestKeeper(
+            config.train.model_dir,
+            config.train.best_metric,
+            lambda m, path: export_model(m, config, path),
+        )
+        found.append(actions.BestExport(keeper, model))
+    return found
+
+
+def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
+    cfg, p = setup.config, setup.placement
+    folder = join(cfg.train.model_dir, "tensorboard")
+    evaluate = None
+    on_eval = []
+    if cfg.train.eval_every_steps:
+        evaluate = EvalProgram(
+            strategy=p.strategy,
+            model=program.model,
+            source=setup.eval_source,
+            global_batch_size=cfg.train.global_batch_size,
+            num_workers=p.num_workers,
+            fetch_to_device=fetch_to_device(p.num_gpus),
+        ).evaluate
+        on_eval = eval_actions(cfg, program.model, summary_dir=folder, chief=p.is_chief)
+    progress = actions.ProgressLog(
+        global_batch=cfg.train.global_batch_size,
+        train_steps=cfg.train.train_steps,
+        learning_rate=cfg.train.learning_rate,
+        scalars=actions.SummaryWriter(folder, enabled=p.is_chief),
+        log=logging.info,
+        warn=logging.warning,
+        timed=not cfg.train.deterministic,
+        service=bool(cfg.data.service_address),
+    )
+    on_boundary = []
+    if cfg.train.profile_steps and p.is_chief:
+        on_boundary.append(
+            actions.Profiler(steps=cfg.train.profile_steps, folder=folder, log=logging.info)
+        )
+    return Controller(
+        program=program,
+        schedule=schedule_of(cfg),
+        stop_requested=stop,
+        evaluate=evaluate,
+        on_boundary=on_boundary,
+        on_log=[progress],
+        on_eval=on_eval,
+        log=logging.info,
+    )
+
+
+def _log_start(config: Config, program: TrainProgram) -> None:
+    t = config.train
+    if program.step < t.train_steps:
+        logging.info(
+            "training steps %d..%d, global batch %d over %d replicas, up to %d steps per "
+            "loop, XLA: %s",
+            program.step,
+            t.train_steps,
+            t.global_batch_size,
+            program.strategy.num_replicas_in_sync,
+            t.steps_per_loop,
+            t.compile_plan,
+        )
+
+
+def train(setup: Setup) -> int:
+    """Trains from the newest checkpoint (or step 0) to --train_steps, then exports."""
+    cfg, p = setup.config, setup.placement
+    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=p.is_chief)
+    program = TrainProgram(
+        strategy=p.strategy,
+        model=cfg.model,
+        train=cfg.train,
+        data=cfg.data,
+        source=setup.train_source,
+        worker_index=p.worker_index,
+        num_workers=p.num_workers,
+        fetch_to_device=fetch_to_device(p.num_gpus),
+    )
+    if path := program.restore():
+        logging.info("resumed from %s at step %d", path, program.step)
+    _log_start(cfg, program)
+    with StopSignal(logging.warning) as stop:
+        trained = program.step < cfg.train.train_steps
+        metrics = _train_controller(setup, program, stop).train()
+    if trained:
+        logging.info(
+            "worker %d final weights sha256 %s", p.worker_index, program.weights_fingerprint()
+        )
+    if metrics is not None:
+        print_eval("eval:", metrics)
+    return _finish(cfg, p.is_chief, program.model, export=cfg.export)
+
+
+def _finish(config: Config, chief: bool, model, export: bool) -> int:
+    if chief:
+        print(f"checkpoints: {checkpoint.checkpoint_dir(config.train.model_dir)}")
+    if chief and export:
+        export_model(model, config, config.export_path)
+        print(f"exported SavedModel: {config.export_path}")
+    return EXIT_OK
+
+
+def _model_alone(setup: Setup):
+    """The model of the run under its strategy, without an optimizer (export, evaluation)."""
+    keras.mixed_precision.set_global_policy(setup.config.model.precision)
+    with setup.placement.strategy.scope():
+        return build_model(setup.config.model)
+
+
+def restore_weights(model, prefix: str) -> None:
+    """The model's weights from the checkpoint at ``prefix`` (its optimizer slots ignored)."""
+    status = tf.train.Checkpoint(model=model).restore(prefix)
+    status.assert_existing_objects_matched().expect_partial()
+
+
+def export(setup: Setup) -> int:
+    """Exports the newest whole checkpoint as a SavedModel."""
+    cfg = setup.config
+    model_dir = cfg.train.model_dir
+    if checkpoint.latest_checkpoint_step(model_dir) is None:
+        raise ConfigError(f"--mode=export: {model_dir} has no checkpoint.")
+    checkpoint.check_model_config(model_dir, cfg.model, write=False)
+    model = _model_alone(setup)
+    restorer = checkpoint.Checkpointer(model_dir, tf.train.Checkpoint(model=model), keep=1)
+    if path := restorer.restore_latest(partial=True):
+        logging.info("restored %s", path)
+    return _finish(cfg, setup.placement.is_chief, model, export=True)
+
+
+def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
+    cfg, p = setup.config, setup.placement
+    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
+    model = _model_alone(setup)
+    program = EvalProgram(
+        strategy=p.strategy,
+        model=model,
+        source=setup.eval_source,
+        global_batch_size=cfg.train.global_batch_size,
+        fetch_to_device=fetch_to_device(p.num_gpus),
+    )
+    folder = join(cfg.train.model_dir, "tensorboard/eval")
+    return continuous.CheckpointEvaluator(
+        model_dir=cfg.train.model_dir,
+        model_cfg=cfg.model,
+        restore=lambda prefix: restore_weights(model, prefix),
+        evaluate=program.evaluate,
+        on_eval=eval_actions(cfg, model, summary_dir=folder, chief=True),
+    )
+
+
+def evaluate(setup: Setup) -> int:
+    """Evaluates one checkpoint (--checkpoint_step, default the latest) and prints it."""
+    evaluator = _checkpoint_evaluator(setup)
+    step, metrics = evaluator.evaluate_one(setup.config.evaluation.checkpoint_step)
+    print_eval(f"eval at step {step}:", metrics)
+    return EXIT_OK
+
+
+def continuous_eval(setup: Setup) -> int:
+    """Evaluates every new checkpoint once until the one of --train_steps."""
+    cfg = setup.config
+    evaluator = _checkpoint_evaluator(setup)
+    count = evaluator.run_continuous(
+        train_steps=cfg.train.train_steps,
+        timeout_s=cfg.evaluation.timeout_seconds,
+        poll_s=cfg.evaluation.poll_seconds,
+    )
+    print(continuous.record_summary(count, evaluator.record))
+    return EXIT_OK
+
+
+def evaluated_before(config: Config) -> bool:
+    """A restarted evaluator whose work is done says so before building anything."""
+    record = continuous.load_record(config.train.model_dir)
+    if not continuous.finished(record, config.train.train_steps):
+        return False
+    logging.info(
+        "the checkpoint of step %d (--train_steps) was evaluated before: nothing to do "
+        "(%d checkpoints in %s)",
+        max(record),
+        len(record),
+        join(config.train.model_dir, continuous.RECORD_FILE),
+    )
+    print(continuous.record_summary(0, record))
+    return True
+
+
+MODES = {
+    "train": train,
+    "export": export,
+    "evaluate": evaluate,
+    "continuous_eval": continuous_eval,
+}

@@ -1,0 +1,122 @@
+"""Everything a mode needs before it builds a model, in order, each step once.
+
+``prepare_runtime``: thread pools and logical devices (only possible before TensorFlow's
+runtime starts), then the Cloud Storage start checks. ``prepare``: the data's splits, the
+tf.data service's dispatcher (waited for), the strategy (TF_CONFIG derived, peers met), the
+resolve step (trainer.resolve), determinism and seeds. Nothing here writes into model_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from trainer.common import net
+from trainer.config import EVAL_MODES, Config, default_cache_dir
+from trainer.data.read.source import Source, open_splits
+from trainer.data.write.synthetic import builtin_data_dir
+from trainer.resolve import check_activation, resolve
+from trainer.runtime import storage, threads
+from trainer.runtime import strategy as strategy_lib
+
+
+class Unreachable(Exception):
+    """The tf.data service dispatcher did not accept a connection in time (exit 75)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Setup:
+    config: Config  # resolved: image size, channels, steps per loop, XLA plan
+    placement: strategy_lib.Placement
+    data_dir: str
+    train_source: Source
+    eval_source: Source
+
+
+def check_storage(config: Config) -> None:
+    """Before anything is read or written: the gs:// buckets exist and the ones the run
+    writes to take a write (StorageError otherwise, exit 1)."""
+    model_dir, export_dir = config.train.model_dir, config.export_path
+    storage.require_bucket(config.data.data_dir, "data")
+    storage.require_bucket(model_dir, "model_dir")
+    if config.mode != "export":  # training and evaluation write into model_dir
+        storage.check_writable(model_dir, "model_dir")
+    if storage.is_gcs(export_dir) and (
+        config.mode == "export" or storage.bucket_of(export_dir) != storage.bucket_of(model_dir)
+    ):
+        storage.check_writable(export_dir, "export_dir")
+
+
+def prepare_runtime(config: Config) -> None:
+    """Activation name, thread pools, logical CPU devices, storage checks."""
+    check_activation(config.model.activation)
+    r = config.runtime
+    threads.configure_threads(r.intra_op_threads, r.inter_op_threads)
+    strategy_lib.split_cpu(r.devices_per_worker)
+    check_storage(config)
+
+
+def wait_for_dispatcher(address: str, timeout: float) -> None:
+    """TensorFlow's client retries an unreachable dispatcher forever inside one call, where
+    even SIGTERM cannot stop it, so the trainer asks first (a dispatcher still starting gets
+    ``timeout`` seconds)."""
+    host, port = net.host_port(address)
+    _, reason = net.wait_for_port(host, port, timeout)
+    if reason:
+        raise Unreachable(
+            f"the tf.data service dispatcher at {address} did not answer within {timeout:.0f} "
+            f"s ({reason}): start it (or check --data_service_address); "
+            "--peer_timeout_seconds sets the wait."
+        )
+
+
+def prepare(config: Config) -> Setup:
+    """The data, the strategy and the resolved config (see the module docstring)."""
+    data_dir = config.data.data_dir or builtin_data_dir(default_cache_dir())
+    train_source, eval_source = open_splits(data_dir)
+    r = config.runtime
+    if config.mode == "train" and config.data.service_address:
+        wait_for_dispatcher(config.data.service_address, r.peer_timeout_seconds)
+    placement = strategy_lib.make_strategy(
+        r.strategy,
+        peer_timeout_s=r.peer_timeout_seconds,
+        devices_per_worker=r.devices_per_worker,
+        evaluator=config.mode in EVAL_MODES,
+    )
+    config = resolve(
+        config,
+        spec=train_source.spec,
+        num_gpus=placement.num_gpus,
+        replicas=placement.replicas,
+    )
+    _determinism(config.train.deterministic)
+    keras.utils.set_random_seed(config.train.seed)
+    logging.info(
+        "strategy %s: %d replicas, worker %d of %d, data %s",
+        placement.name,
+        placement.replicas,
+        placement.worker_index,
+        placement.num_workers,
+        data_dir,
+    )
+    return Setup(
+        config=config,
+        placement=placement,
+        data_dir=data_dir,
+        train_source=train_source,
+        eval_source=eval_source,
+    )
+
+
+def _determinism(on: bool) -> None:
+    """Op determinism as the run asks. It is process-wide state, so a run without
+    --deterministic turns it off again (a run called in-process after one with it)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
