@@ -1,5 +1,6 @@
-"""Evaluation outside the training loop: a real evaluator process beside a real trainer,
-evaluate mode, rotated checkpoints, and the best model kept as a SavedModel."""
+"""Evaluation outside the training loop: a real evaluator process beside a trainer, evaluate
+mode, rotated checkpoints, and the best model kept as a SavedModel. Runs whose process is not
+the subject go through the trainer's command line in this process (tests.conftest.train_here)."""
 
 import json
 import re
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_module
+from tests.conftest import train_here
 from trainer.data.write.synthetic import write_synthetic
 
 PY = sys.executable
@@ -54,7 +55,7 @@ def tensorboard_steps(folder, tag="eval/loss") -> list[int]:
 def outputs_of_checkpoint(model_dir, step, x1, x2):
     """The trained model of ckpt-<step>, rebuilt in this process, on (x1, x2)."""
     from trainer.run import checkpoint
-    from trainer.run.train import build_model
+    from trainer.run.programs import build_model
 
     model = build_model(checkpoint.load_model_config(str(model_dir)))
     prefix = f"{checkpoint.checkpoint_dir(str(model_dir))}/ckpt-{step}"
@@ -103,8 +104,7 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    train = run_module(
-        "trainer",
+    train = train_here(  # the trainer in this process, the evaluator a real one beside it
         *common,
         "--eval_every_steps=0",
         "--checkpoint_every_steps=3",
@@ -135,7 +135,7 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
 
     # A restarted evaluator redoes nothing and changes nothing.
     before = (model_dir / "eval/evaluated.json").read_bytes()
-    again = run_module("trainer", *common, "--mode=continuous_eval")
+    again = train_here(*common, "--mode=continuous_eval")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "was evaluated before: nothing to do" in again.stderr
     assert not eval_lines(again.stderr) and "evaluated 0 checkpoints this run" in again.stdout
@@ -157,14 +157,15 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
     # --mode=evaluate of a step that is not there: one sentence naming the steps that are
     # (checked in this process: the refusal comes before any model is built).
     from trainer.config import ConfigError
-    from trainer.run.evaluate import Evaluator
+    from trainer.run.continuous import CheckpointEvaluator
 
-    with pytest.raises(ConfigError, match=rf"at that step \(it has steps {old}, {last}\)"):
-        Evaluator(None, None, str(model_dir), last).evaluate_one(old + 1)
-    assert not (model_dir / "eval/evaluated.json").exists()
-    r = run_module(
-        "trainer", f"--model_dir={model_dir}", "--mode=continuous_eval", env=main_job.env
+    never = CheckpointEvaluator(
+        model_dir=str(model_dir), model_cfg=None, restore=None, evaluate=None
     )
+    with pytest.raises(ConfigError, match=rf"at that step \(it has steps {old}, {last}\)"):
+        never.evaluate_one(old + 1)
+    assert not (model_dir / "eval/evaluated.json").exists()
+    r = train_here(f"--model_dir={model_dir}", "--mode=continuous_eval", env=main_job.env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"skipping checkpoint ckpt-{old}: it was rotated away by the trainer" in r.stderr
     record = json.loads((model_dir / "eval/evaluated.json").read_text())
@@ -176,18 +177,14 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
         assert record[str(last)][key] == pytest.approx(trained[key], abs=1e-6)
     # --mode=evaluate of one step (in this process: the same entry as `trainer` after its
     # flags) prints the figures the evaluator recorded for it.
-    from trainer.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+    from trainer.config import Config, DataConfig, EvalConfig, TrainConfig
     from trainer.run.main import train_and_evaluate
 
     (data,) = (main_job.root / "cache/inception-pair-trainer").iterdir()
     cfg = Config(
         mode="evaluate",
-        strategy="auto",
-        export_dir=str(model_dir / "export"),
-        devices_per_worker=0,
-        model=ModelConfig("elu", 0.0, "branch", "flatten", "float32"),
-        data=DataConfig(str(data), 0, False, False, False, 4096, False),
-        train=TrainConfig(str(model_dir), 64, last, 2e-3, "auto", 200, 3, 200, 50, 0, False),
+        data=DataConfig(data_dir=str(data)),
+        train=TrainConfig(model_dir=str(model_dir), train_steps=last),
         evaluation=EvalConfig(checkpoint_step=last),
     )
     capsys.readouterr()
@@ -199,8 +196,7 @@ def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(
 
 def test_in_loop_eval_keeps_the_best_export(data, tmp_path):
     model_dir = tmp_path / "m"
-    r = run_module(
-        "trainer",
+    r = train_here(
         *flags(data, model_dir, "--train_steps=6", "--eval_every_steps=2"),
         "--checkpoint_every_steps=2",
         "--keep_checkpoints=3",

@@ -1,5 +1,7 @@
-"""Batch prediction and the evaluation report: real processes on the main job's SavedModel,
-real PNG files and TFRecords; figures checked against independent computations."""
+"""Batch prediction and the evaluation report on the main job's SavedModel, real PNG files and
+TFRecords; figures checked against independent computations. Each command line runs once as a
+real process (its exit status and message); the other calls go through the same main function
+in this process."""
 
 import csv
 import json
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_module
+from tests.conftest import run_in_process, run_module
+from trainer.tools import predict, report
 from trainer.data.write.synthetic import make_pair
 
 N = 30
@@ -63,7 +66,8 @@ def read_csv(path):
 def test_batch_prediction_equals_the_model_in_input_order(main_job, pairs, tmp_path):
     folder, rows, labels = pairs
     out = tmp_path / "scores.csv"
-    r = run_module(
+    r = run_in_process(
+        predict.main,
         "trainer.predict",
         f"--saved_model={main_job.export_dir}",
         f"--pairs={folder / 'pairs.csv'}",
@@ -102,7 +106,7 @@ def test_bad_rows_write_nothing_or_are_skipped_exactly(main_job, pairs, tmp_path
     assert "line 3 image_a img/missing.png: file not found" in r.stderr
     assert "line 6 image_b img/junk.png: not a PNG or JPEG file" in r.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
-    r = run_module("trainer.predict", *base, "--skip_bad_rows")
+    r = run_in_process(predict.main, "trainer.predict", *base, "--skip_bad_rows")
     assert r.returncode == 0, r.stderr[-2000:]
     got = read_csv(out)
     assert got[0] == ["image_a", "image_b", "probability"]
@@ -121,7 +125,8 @@ def test_batch_prediction_of_tfrecords(main_job, tmp_path):
     data = main_job.root / "cache/inception-pair-trainer"
     (data,) = data.iterdir()
     out = tmp_path / "scores.csv"
-    r = run_module(
+    r = run_in_process(
+        predict.main,
         "trainer.predict",
         f"--saved_model={main_job.export_dir}",
         f"--data_dir={data}",
@@ -148,7 +153,8 @@ def test_batch_prediction_of_tfrecords(main_job, tmp_path):
 def test_report_figures_and_pictures(main_job, pairs, tmp_path):
     folder, rows, labels = pairs
     out = tmp_path / "report"
-    r = run_module(
+    r = run_in_process(
+        report.main,
         "trainer.report",
         f"--saved_model={main_job.export_dir}",
         f"--pairs={folder / 'pairs.csv'}",

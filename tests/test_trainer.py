@@ -1,4 +1,7 @@
-"""The trainer end to end: real processes, real TFRecords, real checkpoints and SavedModels."""
+"""The trainer end to end: real TFRecords, checkpoints and SavedModels. Runs go through the real
+command line in this process (tests.conftest.train_here: flag parsing, config, resolve,
+train_and_evaluate); a real process only where the process is the subject (SIGTERM, the main
+job, a bad flag answered before TensorFlow loads, a fresh process without this package)."""
 
 import json
 import os
@@ -14,7 +17,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from tests.conftest import run_module
+from tests.conftest import run_in_process, run_module, train_here
 from trainer.data.write.synthetic import make_pair, write_synthetic
 
 PY = sys.executable
@@ -22,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_trainer(*flags, cwd=None, env=None):
+    """The trainer as a real process (for tests whose subject is the process)."""
     return run_module("trainer", *flags, cwd=cwd, env=env)
 
 
@@ -56,7 +60,7 @@ def read_checkpoint(prefix):
 
 def test_main_job_without_flags_learns_and_exports(main_job):
     """The README's main command: no flags at all, built-in synthetic data."""
-    from trainer import config
+    from trainer import flags as trainer_flags
 
     r = main_job.result
     assert r.returncode == 0, r.stderr[-3000:]
@@ -64,7 +68,7 @@ def test_main_job_without_flags_learns_and_exports(main_job):
     assert acc >= 0.9, r.stdout
     assert (main_job.export_dir / "saved_model.pb").exists()
     assert "exported SavedModel: runs/default/export" in r.stdout
-    steps = config.FLAGS["train_steps"].default
+    steps = trainer_flags.FLAGS["train_steps"].default
     latest = tf.train.latest_checkpoint(str(main_job.model_dir / "checkpoints"))
     assert latest.endswith(f"-{steps}")
     # the last eval as JSON (what `launch k8s status` shows): the final step's printed figures
@@ -77,11 +81,11 @@ def test_exact_resume_is_bitwise_equal(small_data, tmp_path):
     # 4-7, 7-8; the interrupted run stops at 5, in the middle of its 4-7, and resumes 5-8.
     common = ["--deterministic", "--checkpoint_every_steps=4", "--augment", "--steps_per_loop=3"]
     common.append("--log_every_steps=100")
-    straight = run_trainer(*small_flags(small_data, tmp_path / "a", "--train_steps=8", *common))
+    straight = train_here(*small_flags(small_data, tmp_path / "a", "--train_steps=8", *common))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    half = run_trainer(*small_flags(small_data, tmp_path / "b", "--train_steps=5", *common))
+    half = train_here(*small_flags(small_data, tmp_path / "b", "--train_steps=5", *common))
     assert half.returncode == 0, half.stderr[-3000:]
-    rest = run_trainer(*small_flags(small_data, tmp_path / "b", "--train_steps=8", *common))
+    rest = train_here(*small_flags(small_data, tmp_path / "b", "--train_steps=8", *common))
     assert rest.returncode == 0 and "at step 5" in rest.stderr, rest.stderr[-3000:]
     assert "exported SavedModel" not in rest.stdout and not (tmp_path / "b/export").exists()
     a = read_checkpoint(str(tmp_path / "a/checkpoints/ckpt-8"))
@@ -106,10 +110,16 @@ def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
     flags = small_flags(
         small_data, tmp_path / "m", "--train_steps=100000", "--checkpoint_every_steps=100000"
     )
+    # A fresh process is where the thread pools can still be set: the pools TensorFlow
+    # reports back are auto intra-op 1 on this CPU-only host and the flag's 3.
+    flags.append("--inter_op_threads=3")
     proc = subprocess.Popen([PY, "-m", "trainer", *flags], stderr=subprocess.PIPE, text=True)
+    seen = []
     for line in proc.stderr:  # wait for real training progress
+        seen.append(line)
         if re.search(r"step [3-9]/100000", line):
             break
+    assert any("TensorFlow thread pools: intra-op 1, inter-op 3" in s for s in seen), seen
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     _, err = proc.communicate()
@@ -119,19 +129,20 @@ def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
     assert proc.returncode == 75, err[-2000:]
     step = int(re.search(r"stopped by a signal at step (\d+)", err).group(1))
     assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")).endswith(f"-{step}")
-    r = run_trainer(*small_flags(small_data, tmp_path / "m", f"--train_steps={step + 2}"))
+    r = train_here(*small_flags(small_data, tmp_path / "m", f"--train_steps={step + 2}"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"at step {step}" in r.stderr and f"step {step + 1}/{step + 2}" in r.stderr
 
 
 def _copy_of_main_job(main_job, tmp_path):
     """A private copy of the main job's model_dir: (path, its last step, the save before)."""
-    from trainer import config
+    from trainer import flags as trainer_flags
 
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir = tmp_path / "m"
     shutil.copytree(main_job.model_dir, model_dir)
-    steps, every = (config.FLAGS[f].default for f in ("train_steps", "checkpoint_every_steps"))
+    defaults = trainer_flags.FLAGS
+    steps, every = (defaults[f].default for f in ("train_steps", "checkpoint_every_steps"))
     return model_dir, steps, (steps - 1) // every * every  # the last save before the end
 
 
@@ -139,13 +150,13 @@ def test_truncated_newest_checkpoint_and_changed_flags(main_job, tmp_path):
     model_dir, last, previous = _copy_of_main_job(main_job, tmp_path)
     (data,) = (model_dir / "checkpoints").glob(f"ckpt-{last}.data-*")
     data.write_bytes(data.read_bytes()[:1000])  # cut off mid-write
-    r = run_trainer(f"--model_dir={model_dir}", f"--train_steps={previous + 1}", env=main_job.env)
+    r = train_here(f"--model_dir={model_dir}", f"--train_steps={previous + 1}", env=main_job.env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"ckpt-{last} is unreadable" in r.stderr, r.stderr[-2000:]
     assert f"ckpt-{previous} at step {previous}" in r.stderr
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"-{previous + 1}")
     before = sorted(os.listdir(model_dir / "checkpoints"))
-    r = run_trainer(
+    r = train_here(
         f"--model_dir={model_dir}", f"--train_steps={last}", "--activation=relu", env=main_job.env
     )
     assert r.returncode == 1
@@ -161,7 +172,7 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir, export = main_job.model_dir, main_job.export_dir
     from trainer.run import checkpoint
-    from trainer.run.train import build_model
+    from trainer.run.programs import build_model
 
     model_cfg = checkpoint.load_model_config(str(model_dir))
     size = model_cfg.image_size[0]
@@ -204,9 +215,12 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     )
     assert cli.returncode == 0 and "serving_default" in cli.stdout and "DT_STRING" in cli.stdout
     # (The predict CLI on image files: tests/test_predict.py, and on gs:// in tests/test_gcs.py.)
-    # inspect writes a grid of both towers' activations.
+    # inspect writes a grid of both towers' activations (its process: tests/test_gcs.py).
+    from trainer.tools import activations
+
     grid = tmp_path / "grid.png"
-    i = run_module(
+    i = run_in_process(
+        activations.main,
         "trainer.inspect",
         f"--model_dir={model_dir}",
         f"--output={grid}",
@@ -223,10 +237,6 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     "flags, message",
     [
         (["--global_batch_size=-4"], "--global_batch_size=-4 is invalid"),
-        (
-            ["--strategy=mirrored", "--devices_per_worker=2", "--global_batch_size=5"],
-            "--global_batch_size=5 does not divide over 2 replicas",
-        ),
         (["--strategy=turbo"], "flag --strategy=turbo"),
         (["--learning_rate=0"], "--learning_rate=0.0 is invalid"),
         (["--activation=wobble"], "activation='wobble'"),
@@ -238,9 +248,26 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
 )
 def test_bad_flags_exit_1_and_write_nothing(small_data, tmp_path, flags, message):
     model_dir = tmp_path / "never"
-    r = run_trainer(f"--data_dir={small_data}", f"--model_dir={model_dir}", *flags)
+    r = train_here(f"--data_dir={small_data}", f"--model_dir={model_dir}", *flags)
     assert r.returncode == 1
     assert message in r.stderr, r.stderr[-2000:]
+    assert not model_dir.exists()
+
+
+def test_a_batch_that_does_not_divide_over_replicas_exits_1_and_writes_nothing(
+    small_data, tmp_path
+):
+    """A process of its own: logical CPU devices can only be made before TensorFlow starts."""
+    model_dir = tmp_path / "never"
+    r = run_trainer(
+        f"--data_dir={small_data}",
+        f"--model_dir={model_dir}",
+        "--strategy=mirrored",
+        "--devices_per_worker=2",
+        "--global_batch_size=5",
+    )
+    assert r.returncode == 1
+    assert "--global_batch_size=5 does not divide over 2 replicas" in r.stderr, r.stderr[-2000:]
     assert not model_dir.exists()
 
 
@@ -260,7 +287,7 @@ def test_bad_flag_is_answered_before_tensorflow_loads():
 
 def test_missing_data_dir(tmp_path):
     model_dir = tmp_path / "never"
-    r = run_trainer(f"--data_dir={tmp_path / 'nope'}", f"--model_dir={model_dir}")
+    r = train_here(f"--data_dir={tmp_path / 'nope'}", f"--model_dir={model_dir}")
     assert r.returncode == 1
     assert f"data_dir {tmp_path / 'nope'} does not exist" in r.stderr
     assert not model_dir.exists()
@@ -273,14 +300,14 @@ def test_corrupt_training_record_is_named(small_data, tmp_path):
     raw = bytearray(shard.read_bytes())
     raw[len(raw) // 2 : len(raw) // 2 + 8] = b"\xff" * 8
     shard.write_bytes(bytes(raw))
-    r = run_trainer(*small_flags(str(data), tmp_path / "m", "--train_steps=40"))
+    r = train_here(*small_flags(str(data), tmp_path / "m", "--train_steps=40"))
     assert r.returncode == 1
     assert f"bad training data: {shard} record " in r.stderr, r.stderr[-2000:]
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(main_job, tmp_path):
     model_dir, last, _ = _copy_of_main_job(main_job, tmp_path)
-    r = run_trainer(
+    r = train_here(
         f"--model_dir={model_dir}",
         f"--train_steps={last + 200}",
         "--learning_rate=1e30",
@@ -299,18 +326,25 @@ def test_nan_loss_stops_with_exit_1_and_keeps_checkpoint(main_job, tmp_path):
 
 def test_ram_filesystem_paths_in_process(tmp_path):
     """data_dir, model_dir and export_dir on a non-local TF filesystem (as gs:// would be)."""
-    from trainer.config import Config, DataConfig, ModelConfig, TrainConfig
+    from trainer.config import Config, DataConfig, RuntimeConfig, TrainConfig
     from trainer.run.main import train_and_evaluate
 
     write_synthetic("ram://d", num_train=64, num_eval=16, image_size=16, num_shards=2)
     cfg = Config(
-        mode="train",
-        strategy="one_device",
         export_dir="ram://m/export",
-        devices_per_worker=0,
-        model=ModelConfig("elu", 0.0, "branch", "flatten", "float32"),
-        data=DataConfig("ram://d", 0, False, False, False, 64, False),
-        train=TrainConfig("ram://m", 16, 3, 1e-3, "false", 2, 2, 100, 1, 0, False),
+        data=DataConfig(data_dir="ram://d", shuffle_buffer=64),
+        train=TrainConfig(
+            model_dir="ram://m",
+            global_batch_size=16,
+            train_steps=3,
+            learning_rate=1e-3,
+            jit_compile="false",
+            checkpoint_every_steps=2,
+            keep_checkpoints=2,
+            eval_every_steps=100,
+            log_every_steps=1,
+        ),
+        runtime=RuntimeConfig(strategy="one_device"),
     )
     assert train_and_evaluate(cfg) == 0
     assert tf.io.gfile.exists("ram://m/config.json")
@@ -325,7 +359,7 @@ def test_ram_filesystem_paths_in_process(tmp_path):
 
 @pytest.mark.parametrize("precision, jit", [("mixed_bfloat16", "true"), ("mixed_float16", "false")])
 def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
-    r = run_trainer(
+    r = train_here(
         *small_flags(
             small_data,
             tmp_path / "m",
@@ -348,20 +382,17 @@ def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
 
 
 def test_profile_steps_and_input_wait(small_data, tmp_path):
-    r = run_trainer(
+    r = train_here(
         *small_flags(
             small_data,
             tmp_path / "m",
             "--train_steps=6",
             "--profile_steps=2,4",
-            "--inter_op_threads=3",
             "--steps_per_loop=4",  # loops 0-2, 2-3, 3-4, 4-6: cut at the profile bounds, logs
             "--log_every_steps=3",
         )
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    # The pools TensorFlow reports back: auto intra-op 1 on this CPU-only host, the flag's 3.
-    assert "TensorFlow thread pools: intra-op 1, inter-op 3" in r.stderr
     assert "profile of steps 2..4 written" in r.stderr
     assert list((tmp_path / "m/tensorboard/plugins/profile").glob("*/*.xplane.pb"))
     waits = [int(w) for w in re.findall(r"input wait (\d+)%", r.stderr)]
@@ -370,20 +401,22 @@ def test_profile_steps_and_input_wait(small_data, tmp_path):
 
 def test_export_mode_from_latest_checkpoint(main_job, tmp_path):
     empty = tmp_path / "empty"
-    r = run_trainer(f"--model_dir={empty}", "--mode=export", env=main_job.env)
+    r = train_here(f"--model_dir={empty}", "--mode=export", env=main_job.env)
     assert r.returncode == 1 and f"{empty} has no checkpoint" in r.stderr
     assert not empty.exists()  # refused before writing anything
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     out = tmp_path / "out"
     before = sorted(os.listdir(main_job.model_dir / "checkpoints"))
-    r = run_trainer(
+    r = train_here(
         f"--model_dir={main_job.model_dir}",
         "--mode=export",
         f"--export_dir={out}",
         env=main_job.env,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "resumed from" in r.stderr and not re.search(r"step \d+/", r.stderr)  # no training
+    steps = json.loads((main_job.model_dir / "eval/last.json").read_text())["step"]
+    assert f"restored {main_job.model_dir}/checkpoints/ckpt-{steps}" in r.stderr
+    assert not re.search(r"step \d+/", r.stderr)  # no training
     assert sorted(os.listdir(main_job.model_dir / "checkpoints")) == before
     first = tf.saved_model.load(str(main_job.export_dir)).signatures["serving_float"]
     again = tf.saved_model.load(str(out)).signatures["serving_float"]

@@ -35,12 +35,16 @@ def run_in_process(argv: list[str]) -> int:
     exit status. A bad flag is one sentence and 1, as on the command line."""
     import trainer.flags  # noqa: F401  (defines the flags)
 
-    flags.FLAGS.unparse_flags()
+    fv = flags.FLAGS
+    verbosity = fv["verbosity"].value  # this process's logging stays as it is
+    fv.unparse_flags()
     try:
-        rest = flags.FLAGS(["trainer", *argv])
+        rest = fv(["trainer", *argv])
     except flags.Error as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
+    if not fv["verbosity"].present:
+        fv.verbosity = verbosity
     return main(rest)
 
 
