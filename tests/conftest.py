@@ -168,6 +168,17 @@ class MainJob:
 
 
 @pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """A small synthetic set (512 training and 64 eval pairs of 16x16 images in 4 shards),
+    written once per test process for every test that trains a few steps on it."""
+    from trainer.data.write.synthetic import write_synthetic
+
+    path = str(tmp_path_factory.mktemp("data") / "syn")
+    write_synthetic(path, num_train=512, num_eval=64, image_size=16, num_shards=4, seed=3)
+    return path
+
+
+@pytest.fixture(scope="session")
 def main_job(request):
     """`trainer` with no flags: trained on the built-in set, checkpoints and an export.
 

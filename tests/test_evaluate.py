@@ -13,16 +13,13 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import train_here
-from trainer.data.write.synthetic import write_synthetic
 
 PY = sys.executable
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("data") / "syn")
-    write_synthetic(path, num_train=256, num_eval=64, image_size=16, num_shards=2, seed=5)
-    return path
+@pytest.fixture
+def data(small_data):
+    return small_data
 
 
 def flags(data, model_dir, *extra):

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_in_process, run_module
-from trainer.tools import predict, report
 from trainer.data.write.synthetic import make_pair
+from trainer.tools import predict, report
 
 N = 30
 

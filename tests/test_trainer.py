@@ -29,14 +29,6 @@ def run_trainer(*flags, cwd=None, env=None):
     return run_module("trainer", *flags, cwd=cwd, env=env)
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """A small 16x16 synthetic set shared by the tests of this module."""
-    path = str(tmp_path_factory.mktemp("data") / "syn")
-    write_synthetic(path, num_train=512, num_eval=64, image_size=16, num_shards=4, seed=3)
-    return path
-
-
 def small_flags(data, model_dir, *extra):
     return [
         f"--data_dir={data}",

@@ -40,6 +40,11 @@ def add_parser(sub) -> None:
         help="Kubernetes service account bound by Workload Identity",
     )
     p.add_argument("--k8s_dir", default="", help="the repository's k8s/ folder")
+    _add_run_options(p)
+
+
+def _add_run_options(p) -> None:
+    """What a submitted run is made of: controller, restarts, evaluator, data service."""
     p.add_argument("--dry_run", action="store_true", help="submit: print, apply nothing")
     p.add_argument("--skip_preflight", action="store_true", help="submit: no GCS checks")
     p.add_argument(

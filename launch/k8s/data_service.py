@@ -93,6 +93,76 @@ def _policy(name: str, namespace: str, target: dict, sources: list[dict], port: 
     return k8s.ingress_policy(name, namespace, {INSTANCE: target[INSTANCE]}, target, [rule])
 
 
+def _check(spec: k8s.JobSpec, workers: int) -> None:
+    if workers < 1:
+        raise k8s.SpecError(f"--data_workers={workers} is invalid: it must be >= 1.")
+    if any(a == SERVICE_FLAG or a.startswith(SERVICE_FLAG + "=") for a in spec.trainer_args):
+        raise k8s.SpecError(
+            "--data_workers renders its own tf.data service: drop --data_service_address from "
+            "the trainer flags."
+        )
+    dispatcher = names(spec.name)["dispatcher"]
+    if len(dispatcher) > 63:
+        raise k8s.SpecError(
+            f"--name={spec.name!r} is too long for the data service: {dispatcher!r} would "
+            "pass 63 characters."
+        )
+
+
+def _dispatcher(job: dict, spec: k8s.JobSpec) -> tuple[dict, dict]:
+    """(the dispatcher Deployment, its Service), the journal in <model_dir>/data_service."""
+    n, ns = names(spec.name), spec.namespace
+    labels = _labels(spec.name, "data-dispatcher")
+    journal = spec.model_dir.rstrip("/") + "/data_service"
+    template, container = _pod(
+        job,
+        labels,
+        ["dispatcher", f"--port={DEFAULT_DISPATCHER_PORT}", f"--work_dir={journal}"],
+        "1",
+        "2Gi",
+    )
+    container["ports"] = [{"name": "dispatcher", "containerPort": DEFAULT_DISPATCHER_PORT}]
+    container["readinessProbe"] = {"tcpSocket": {"port": DEFAULT_DISPATCHER_PORT}}
+    dispatcher = _deployment(
+        n["dispatcher"], ns, labels, 1, template, strategy={"type": "Recreate"}
+    )
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": n["service"], "labels": dict(labels)},
+        "spec": {
+            "selector": dict(labels),
+            "ports": [{"name": "dispatcher", "port": DEFAULT_DISPATCHER_PORT}],
+        },
+    }
+    if ns:
+        service["metadata"]["namespace"] = ns
+    return dispatcher, service
+
+
+def _workers(job: dict, spec: k8s.JobSpec, workers: int, cpu: str, memory: str) -> dict:
+    """The data-worker Deployment: N pods, each announcing its pod IP to the dispatcher."""
+    n = names(spec.name)
+    labels = _labels(spec.name, "data-worker")
+    template, container = _pod(
+        job,
+        labels,
+        [
+            "data_worker",
+            f"--dispatcher_address={n['service']}:{DEFAULT_DISPATCHER_PORT}",
+            f"--port={DEFAULT_WORKER_PORT}",
+            f"--worker_address=$(POD_IP):{DEFAULT_WORKER_PORT}",  # expanded by Kubernetes
+        ],
+        cpu,
+        memory,
+    )
+    container["env"].append(
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    )
+    container["ports"] = [{"name": "data", "containerPort": DEFAULT_WORKER_PORT}]
+    return _deployment(n["worker"], spec.namespace, labels, workers, template)
+
+
 def add(
     docs: list[dict],
     spec: k8s.JobSpec,
@@ -105,69 +175,15 @@ def add(
 
     ``trainer_selector``: the labels that select the run's trainer pods (they differ between
     the Job and JobSet controllers)."""
-    if workers < 1:
-        raise k8s.SpecError(f"--data_workers={workers} is invalid: it must be >= 1.")
-    if any(a == SERVICE_FLAG or a.startswith(SERVICE_FLAG + "=") for a in spec.trainer_args):
-        raise k8s.SpecError(
-            "--data_workers renders its own tf.data service: drop --data_service_address from "
-            "the trainer flags."
-        )
-    n = names(spec.name)
-    if len(n["dispatcher"]) > 63:
-        raise k8s.SpecError(
-            f"--name={spec.name!r} is too long for the data service: {n['dispatcher']!r} would "
-            "pass 63 characters."
-        )
+    _check(spec, workers)
     docs = copy.deepcopy(docs)
     job = next(d for d in docs if d["kind"] == "Job")
     k8s.container_of(job)["args"].append(f"{SERVICE_FLAG}={address(spec.name)}")
-    ns = spec.namespace
-
+    dispatcher, service = _dispatcher(job, spec)
+    worker = _workers(job, spec, workers, worker_cpu, worker_memory)
+    n, ns = names(spec.name), spec.namespace
     disp_labels = _labels(spec.name, "data-dispatcher")
-    journal = spec.model_dir.rstrip("/") + "/data_service"
-    template, container = _pod(
-        job,
-        disp_labels,
-        ["dispatcher", f"--port={DEFAULT_DISPATCHER_PORT}", f"--work_dir={journal}"],
-        "1",
-        "2Gi",
-    )
-    container["ports"] = [{"name": "dispatcher", "containerPort": DEFAULT_DISPATCHER_PORT}]
-    container["readinessProbe"] = {"tcpSocket": {"port": DEFAULT_DISPATCHER_PORT}}
-    dispatcher = _deployment(
-        n["dispatcher"], ns, disp_labels, 1, template, strategy={"type": "Recreate"}
-    )
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": n["service"], "labels": dict(disp_labels)},
-        "spec": {
-            "selector": dict(disp_labels),
-            "ports": [{"name": "dispatcher", "port": DEFAULT_DISPATCHER_PORT}],
-        },
-    }
-    if ns:
-        service["metadata"]["namespace"] = ns
-
     work_labels = _labels(spec.name, "data-worker")
-    template, container = _pod(
-        job,
-        work_labels,
-        [
-            "data_worker",
-            f"--dispatcher_address={n['service']}:{DEFAULT_DISPATCHER_PORT}",
-            f"--port={DEFAULT_WORKER_PORT}",
-            f"--worker_address=$(POD_IP):{DEFAULT_WORKER_PORT}",  # expanded by Kubernetes
-        ],
-        worker_cpu,
-        worker_memory,
-    )
-    container["env"].append(
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-    )
-    container["ports"] = [{"name": "data", "containerPort": DEFAULT_WORKER_PORT}]
-    worker = _deployment(n["worker"], ns, work_labels, workers, template)
-
     policies = [
         _policy(
             n["dispatcher"],

@@ -46,10 +46,9 @@ def export_model(model, config: Config, path: str) -> None:
     export_saved_model(model, config.model, path, build_model)
 
 
-def eval_actions(config: Config, model, *, summary_dir: str, chief: bool) -> list:
+def eval_actions(config: Config, model, *, scalars, chief: bool) -> list:
     """After each eval: the report (line, scalars, last.json) and, with --best_metric, the
     best model (whoever evaluates keeps it; only the chief writes)."""
-    scalars = actions.SummaryWriter(summary_dir, enabled=chief)
     found = [
         actions.EvalReport(
             model_dir=config.train.model_dir, scalars=scalars, log=logging.info, write_last=chief
@@ -70,6 +69,7 @@ def eval_actions(config: Config, model, *, summary_dir: str, chief: bool) -> lis
 def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
     cfg, p = setup.config, setup.placement
     folder = join(cfg.train.model_dir, "tensorboard")
+    scalars = actions.SummaryWriter(folder, enabled=p.is_chief)  # one event file per run
     evaluate = None
     on_eval = []
     if cfg.train.eval_every_steps:
@@ -81,12 +81,12 @@ def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
             num_workers=p.num_workers,
             fetch_to_device=fetch_to_device(p.num_gpus),
         ).evaluate
-        on_eval = eval_actions(cfg, program.model, summary_dir=folder, chief=p.is_chief)
+        on_eval = eval_actions(cfg, program.model, scalars=scalars, chief=p.is_chief)
     progress = actions.ProgressLog(
         global_batch=cfg.train.global_batch_size,
         train_steps=cfg.train.train_steps,
         learning_rate=cfg.train.learning_rate,
-        scalars=actions.SummaryWriter(folder, enabled=p.is_chief),
+        scalars=scalars,
         log=logging.info,
         warn=logging.warning,
         timed=not cfg.train.deterministic,
@@ -200,13 +200,13 @@ def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
         global_batch_size=cfg.train.global_batch_size,
         fetch_to_device=fetch_to_device(p.num_gpus),
     )
-    folder = join(cfg.train.model_dir, "tensorboard/eval")
+    scalars = actions.SummaryWriter(join(cfg.train.model_dir, "tensorboard/eval"))
     return continuous.CheckpointEvaluator(
         model_dir=cfg.train.model_dir,
         model_cfg=cfg.model,
         restore=lambda prefix: restore_weights(model, prefix),
         evaluate=program.evaluate,
-        on_eval=eval_actions(cfg, model, summary_dir=folder, chief=True),
+        on_eval=eval_actions(cfg, model, scalars=scalars, chief=True),
     )
 
 

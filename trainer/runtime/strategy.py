@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from trainer.config import STRATEGIES, ConfigError
+from trainer.config import ConfigError
 from trainer.runtime import cluster as tfconfig
 from trainer.runtime import rendezvous
 
@@ -23,8 +23,6 @@ def choose_strategy(flag: str, has_cluster: bool, num_gpus: int, evaluator: bool
     An evaluator (--mode=evaluate/continuous_eval) runs alone: a cluster in its environment
     (a pod rendered beside the workers) is not its to join.
     """
-    if flag not in STRATEGIES:
-        raise ConfigError(f"--strategy={flag!r} is unknown: use one of {', '.join(STRATEGIES)}.")
     if evaluator:
         if flag == "multi_worker":
             raise ConfigError(

@@ -231,6 +231,69 @@ def _remove_own(output_dir: str, plans: dict, created: bool) -> None:
         tf.io.gfile.rmtree(output_dir)
 
 
+def _check_options(eval_fraction, encoding, image_size, num_workers, worker_index, parallelism):
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DataError(f"eval_fraction={eval_fraction} must be in [0, 1).")
+    if encoding not in (KEEP, *schema.ENCODINGS):
+        raise DataError(f"encoding={encoding!r} is unknown: use keep, raw, png or jpeg.")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size={image_size} is invalid: it must be >= 1.")
+    _check_slicing(num_workers, worker_index, parallelism)
+
+
+def _slice_plans(splits: dict, num_shards: int, gzip: bool, num_workers: int, worker_index: int):
+    """(this worker's shard plan per split, its rows per split)."""
+    plans = {
+        split: writer.shard_plan(split, len(rows), num_shards, gzip, num_workers, worker_index)
+        for split, rows in splits.items()
+        if rows
+    }
+    if not plans.get("train"):
+        raise DataError(
+            f"worker {worker_index} of {num_workers} gets no training shard: use --num_shards "
+            f">= --num_workers (and at least {num_workers} training pairs)."
+        )
+    mine = {
+        split: [r for _, a, b in plan for r in splits[split][a:b]] for split, plan in plans.items()
+    }
+    return plans, mine
+
+
+def _write_splits(output_dir, plans, mine, *, out_encoding, size, spec, gzip, parallelism):
+    """Writes every split's shards; returns ({file: records}, {split: pairs})."""
+    files, counts = {}, {}
+    for split, plan in plans.items():
+        rows = mine[split]
+        encoded = images.encoded_pairs(
+            [r.image_a for r in rows],
+            [r.image_b for r in rows],
+            out_encoding,
+            size,
+            spec[2],
+            parallelism,
+        )
+        records = _records(split, rows, encoded, spec)
+        files.update(writer.write_shards(output_dir, plan, records, gzip, f"converting {split}"))
+        counts[split] = len(rows)
+    return files, counts
+
+
+def _finish(output_dir: str, info: schema.DatasetInfo, num_workers: int, worker_index: int):
+    """dataset.json (one worker), or this worker's part and, from the last one, dataset.json."""
+    if num_workers == 1:
+        schema.write_info(output_dir, info)
+        return info
+    parts.write_part(output_dir, worker_index, num_workers, info)
+    if len(parts.parts_present(output_dir, num_workers)) == num_workers:
+        try:
+            return parts.finalize(output_dir)
+        except DataError as e:
+            if "finalized" in str(e):  # another worker finished at the same moment
+                return schema.read_info(output_dir)
+            raise
+    return info
+
+
 def convert(
     pairs: str,
     output_dir: str,
@@ -249,29 +312,11 @@ def convert(
     """Validates every row of this worker's slice, then writes its shards and dataset.json
     (last; with several workers, the last one to finish finalizes). Returns the dataset's
     info, or this worker's part when others are still running."""
-    if not 0.0 <= eval_fraction < 1.0:
-        raise DataError(f"eval_fraction={eval_fraction} must be in [0, 1).")
-    if encoding not in (KEEP, *schema.ENCODINGS):
-        raise DataError(f"encoding={encoding!r} is unknown: use keep, raw, png or jpeg.")
-    if image_size is not None and image_size < 1:
-        raise DataError(f"image_size={image_size} is invalid: it must be >= 1.")
-    _check_slicing(num_workers, worker_index, parallelism)
+    _check_options(eval_fraction, encoding, image_size, num_workers, worker_index, parallelism)
     train_rows, eval_rows = _split_rows(pairs, eval_pairs, eval_fraction, seed)
     num_classes = max(2, 1 + max(r.label for r in train_rows + eval_rows))
     splits = {"train": train_rows, "eval": eval_rows}
-    plans = {
-        split: writer.shard_plan(split, len(rows), num_shards, gzip, num_workers, worker_index)
-        for split, rows in splits.items()
-        if rows
-    }
-    if not plans.get("train"):
-        raise DataError(
-            f"worker {worker_index} of {num_workers} gets no training shard: use --num_shards "
-            f">= --num_workers (and at least {num_workers} training pairs)."
-        )
-    mine = {
-        split: [r for _, a, b in plan for r in splits[split][a:b]] for split, plan in plans.items()
-    }
+    plans, mine = _slice_plans(splits, num_shards, gzip, num_workers, worker_index)
     found = _check([r for rows in mine.values() for r in rows], parallelism)
     out_encoding, (height, width), channels = _layout(encoding, image_size, found, num_workers, say)
     # Kept bytes are checked against the one size; re-encoded images resized only if needed.
@@ -279,23 +324,18 @@ def convert(
     size = (height, width) if out_encoding is None or resize else None
     created = _prepare(output_dir, num_workers, worker_index)
     out_format = out_encoding or next(iter(found.formats))
-    files, counts = {}, {}
+    spec = (height, width, channels, out_format)
     try:
-        for split, plan in plans.items():
-            rows = mine[split]
-            encoded = images.encoded_pairs(
-                [r.image_a for r in rows],
-                [r.image_b for r in rows],
-                out_encoding,
-                size,
-                channels,
-                parallelism,
-            )
-            spec = (height, width, channels, out_format)
-            records = _records(split, rows, encoded, spec)
-            label = f"converting {split}"
-            files.update(writer.write_shards(output_dir, plan, records, gzip, label))
-            counts[split] = len(rows)
+        files, counts = _write_splits(
+            output_dir,
+            plans,
+            mine,
+            out_encoding=out_encoding,
+            size=size,
+            spec=spec,
+            gzip=gzip,
+            parallelism=parallelism,
+        )
     except _BadPairs as bad:
         _remove_own(output_dir, plans, created)
         raise DataError(
@@ -313,15 +353,4 @@ def convert(
         files=files,
         label_names=tuple(str(i) for i in range(num_classes)),
     )
-    if num_workers == 1:
-        schema.write_info(output_dir, info)
-        return info
-    parts.write_part(output_dir, worker_index, num_workers, info)
-    if len(parts.parts_present(output_dir, num_workers)) == num_workers:
-        try:
-            return parts.finalize(output_dir)
-        except DataError as e:
-            if "finalized" in str(e):  # another worker finished at the same moment
-                return schema.read_info(output_dir)
-            raise
-    return info
+    return _finish(output_dir, info, num_workers, worker_index)

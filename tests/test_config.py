@@ -1,0 +1,98 @@
+"""The config built once: defaults, validate's refusals (each once) and the resolve step.
+
+Pure but for the flag parser (absl, no TensorFlow) and the activation check (Keras).
+"""
+
+import dataclasses
+import types
+
+import pytest
+
+from trainer import config as C
+from trainer.resolve import check_activation, resolve
+
+SPEC = types.SimpleNamespace(height=24, width=20, channels=1)  # a dataset's ImageSpec
+
+
+def test_the_flags_defaults_are_the_dataclasses_defaults():
+    from trainer import flags as trainer_flags
+
+    fv = trainer_flags.FLAGS
+    fv.unparse_flags()
+    fv(["trainer"])
+    try:
+        built = trainer_flags.config_from_flags()
+    finally:
+        fv.unparse_flags()
+    assert built == C.Config()  # one set of defaults, whichever way a config is made
+    assert built.export_path == "runs/default/export"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(train=dict(global_batch_size=0)), "--global_batch_size=0 is invalid: it must be > 0"),
+        (
+            dict(train=dict(eval_every_steps=-1)),
+            "--eval_every_steps=-1 is invalid: it must be >= 0",
+        ),
+        (dict(train=dict(learning_rate=0.0)), "--learning_rate=0.0 is invalid"),
+        (dict(train=dict(model_dir="")), "--model_dir is empty"),
+        (dict(train=dict(jit_compile="maybe")), "--jit_compile='maybe' is unknown"),
+        (dict(data=dict(shuffle_buffer=0)), "--shuffle_buffer=0 is invalid"),
+        (dict(data=dict(service_address="localhost:5050")), "use grpc://HOST:PORT"),
+        (
+            dict(data=dict(service_address="grpc://h:1", cache=True)),
+            "--cache cannot go with --data_service_address",
+        ),
+        (dict(model=dict(lambda_regularization=-1.0)), "--lambda_regularization=-1.0 is invalid"),
+        (dict(model=dict(head="mean")), "--head='mean' is unknown"),
+        (dict(runtime=dict(strategy="fast")), "--strategy='fast' is unknown"),
+        (dict(runtime=dict(peer_timeout_seconds=0)), "--peer_timeout_seconds=0 is invalid"),
+        (dict(evaluation=dict(poll_seconds=0.0)), "--eval_poll_seconds=0.0 is invalid"),
+        (dict(evaluation=dict(checkpoint_step=3)), "applies to --mode=evaluate only"),
+        (dict(mode="serve"), "--mode='serve' is unknown"),
+    ],
+)
+def test_validate_refuses_each_value_no_run_can_use(change, message):
+    config = C.Config()
+    for part, values in change.items():
+        if isinstance(values, dict):
+            values = dataclasses.replace(getattr(config, part), **values)
+        config = dataclasses.replace(config, **{part: values})
+    with pytest.raises(C.ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        C.validate(config)
+    assert C.validate(C.Config()) == C.Config()  # and the defaults pass
+
+
+def test_flag_forms_are_parsed_once():
+    assert C.parse_steps_per_loop("auto") == 0 and C.parse_steps_per_loop("25") == 25
+    assert C.parse_profile_steps([]) == () and C.parse_profile_steps(["3", "9"]) == (3, 9)
+    with pytest.raises(C.ConfigError, match="--profile_steps=9,3 is invalid"):
+        C.parse_profile_steps(["9", "3"])
+
+
+def test_resolve_fills_in_what_the_data_and_devices_decide():
+    base = C.Config(train=C.TrainConfig(jit_compile="auto"))
+    on_cpu = resolve(base, spec=SPEC, num_gpus=0, replicas=1)
+    assert on_cpu.model.image_size == (24, 20) and on_cpu.model.channels == 1
+    assert on_cpu.train.steps_per_loop == 10 and on_cpu.train.compile_plan == "none"
+    on_gpus = resolve(base, spec=SPEC, num_gpus=4, replicas=4)
+    assert on_gpus.train.steps_per_loop == 100 and on_gpus.train.compile_plan == "forward_backward"
+    one_gpu = resolve(base, spec=SPEC, num_gpus=1, replicas=1)
+    assert one_gpu.train.compile_plan == "whole_step"
+    given = dataclasses.replace(base, train=dataclasses.replace(base.train, steps_per_loop=7))
+    assert resolve(given, spec=SPEC, num_gpus=8, replicas=8).train.steps_per_loop == 7
+    assert base.model.image_size == (32, 32)  # a new Config: the one given is unchanged
+
+
+def test_resolve_refuses_a_batch_that_does_not_divide_and_an_unknown_activation():
+    odd = C.Config(train=C.TrainConfig(global_batch_size=5))
+    with pytest.raises(
+        C.ConfigError, match="--global_batch_size=5 does not divide over 2 replicas"
+    ):
+        resolve(odd, spec=SPEC, num_gpus=0, replicas=2)
+    assert resolve(odd, spec=SPEC, num_gpus=0, replicas=1).train.global_batch_size == 5
+    with pytest.raises(C.ConfigError, match="--activation='wobble' is not a Keras activation"):
+        check_activation("wobble")
+    check_activation("gelu")
