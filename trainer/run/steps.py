@@ -22,6 +22,10 @@ import tensorflow as tf
 
 AUC_BINS = 200
 SUM = tf.distribute.ReduceOp.SUM
+# Only the training loop's tf.range/break needs AutoGraph; the per-replica steps hold no
+# Python control flow on tensors, and converting them (and tracing through converted code)
+# cost a second of CPU at every start (bench/RESULTS.md, "Start-up").
+plain = tf.autograph.experimental.do_not_convert
 
 
 class StepSums(NamedTuple):
@@ -69,31 +73,35 @@ def make_train_loop(
     replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
     width = len(StepSums._fields)
 
-    @tf.function
+    def next_batch(iterator, wait):
+        if not timed:
+            return next(iterator), wait
+        # Explicit edges: a timestamp touches no resource, so tf.function would not order it
+        # against the iterator's get_next by itself.
+        started = tf.timestamp()
+        with tf.control_dependencies([started]):
+            batch = next(iterator)
+        with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
+            return batch, wait + (tf.timestamp() - started)
+
+    # An explicit while_loop (no AutoGraph, see ``plain``): it stops after the step whose loss
+    # is NaN or Inf, which is then the last one counted.
+    @tf.function(autograph=False)
     def train_loop(iterator, num_steps, stop):
-        sums = tf.zeros([width])
-        last = tf.zeros([width])
-        done = tf.constant(0)
-        bad = tf.constant(-1)
-        wait = tf.constant(0.0, tf.float64)
-        for i in tf.range(num_steps):
-            if timed:
-                # Explicit edges: a timestamp touches no resource, so tf.function would not
-                # order it against the iterator's get_next by itself.
-                started = tf.timestamp()
-                with tf.control_dependencies([started]):
-                    inputs, labels = next(iterator)
-                ready = tf.nest.flatten((inputs, labels), expand_composites=True)
-                with tf.control_dependencies(ready):
-                    wait += tf.timestamp() - started
-            else:
-                inputs, labels = next(iterator)
+        def more(i, sums, last, done, bad, wait):
+            return tf.logical_and(i < num_steps, bad < 0)
+
+        def step(i, sums, last, done, bad, wait):
+            (inputs, labels), wait = next_batch(iterator, wait)
             last = strategy.reduce(SUM, strategy.run(replica_step, (inputs, labels, stop)), None)
-            sums += last
-            done += 1
-            if not tf.math.is_finite(last[0] + last[1]):
-                bad = i
-                break
+            bad = tf.where(tf.math.is_finite(last[0] + last[1]), bad, i)
+            return i + 1, sums + last, last, done + 1, bad, wait
+
+        zeros = tf.zeros([width])
+        start = (tf.constant(0), zeros, zeros, tf.constant(0), tf.constant(-1))
+        _, sums, last, done, bad, wait = tf.while_loop(
+            more, step, (*start, tf.constant(0.0, tf.float64))
+        )
         if counters is not None:
             steps = tf.cast(done, tf.int64)
             counters[0].assign_add(steps)
@@ -122,8 +130,9 @@ def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss
         return grads, loss, tf.cast(reg, tf.float32), correct
 
     if plan == "forward_backward":
-        forward_backward = tf.function(forward_backward, jit_compile=True)
+        forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
+    @plain
     def replica_step(inputs, labels, stop):
         grads, loss, reg, correct = forward_backward(inputs, labels)
         optimizer.apply(grads, model.trainable_variables)
@@ -131,7 +140,7 @@ def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss
         return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
 
     if plan == "whole_step":
-        return tf.function(replica_step, jit_compile=True)
+        return tf.function(replica_step, jit_compile=True, autograph=False)
     if plan not in ("none", "forward_backward"):
         raise ValueError(f"unknown compile plan {plan!r}")
     return replica_step
@@ -150,6 +159,7 @@ class EvalSums(NamedTuple):
 def make_eval_step(strategy, model):
     """Returns eval_step(iterator) -> EvalSums of one batch per replica."""
 
+    @plain
     def replica_eval(inputs, labels, weights):
         pred = tf.cast(model(inputs, training=False)[:, 0], tf.float32)
         y = tf.cast(labels, tf.float32)
@@ -163,7 +173,7 @@ def make_eval_step(strategy, model):
         )
         return tf.concat([sums, pos, neg], 0)
 
-    @tf.function
+    @tf.function(autograph=False)
     def eval_step(iterator):
         inputs, labels, weights = next(iterator)
         total = strategy.reduce(SUM, strategy.run(replica_eval, (inputs, labels, weights)), None)

@@ -23,6 +23,10 @@ from trainer.data.read.source import Source
 from trainer.data.schema import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The pipeline's functions hold no Python control flow on tensors, so AutoGraph has nothing
+# to convert in them; skipping its source transformation saves ~1 s of CPU per process start
+# (measured: bench/RESULTS.md, "Start-up").
+graph_fn = tf.autograph.experimental.do_not_convert
 log = logging.getLogger(__name__)
 
 
@@ -65,8 +69,10 @@ def _record_seed(seed: int, salt: int) -> int:
 
 
 def _plain_records(compression: str):
-    return lambda path: tf.data.TFRecordDataset(
-        path, compression_type=compression, buffer_size=1 << 20
+    return graph_fn(
+        lambda path: tf.data.TFRecordDataset(
+            path, compression_type=compression, buffer_size=1 << 20
+        )
     )
 
 
@@ -104,9 +110,11 @@ def _skip_filter(bad_keys: list, readable: dict, compression: str):
         ds = tf.data.TFRecordDataset(path, compression_type=compression)
         ds = ds.take(limit.lookup(path)).enumerate()  # take(-1) keeps every record
         key = lambda i: tf.strings.join([path, tf.strings.as_string(i)], "#")  # noqa: E731
-        return ds.filter(lambda i, r: tf.equal(bad.lookup(key(i)), 0)).map(lambda i, r: r)
+        return ds.filter(graph_fn(lambda i, r: tf.equal(bad.lookup(key(i)), 0))).map(
+            graph_fn(lambda i, r: r)
+        )
 
-    return records
+    return graph_fn(records)
 
 
 def _epoch_records(source, shard, config, epoch, shuffle: bool, skip_plan=None):
@@ -222,14 +230,18 @@ def train_dataset(
     if config.cache:
         ds = _cached_epochs(source, shard, config, plan, per_epoch, first_epoch)
         ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
-        ds = ds.map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(graph_fn(to_model_inputs), num_parallel_calls=AUTOTUNE)
     else:
         ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-            lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan)
+            graph_fn(
+                lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan)
+            )
         )
         # Skipped records are still serialized bytes here: resuming decodes none of them.
         ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
-        ds = ds.map(lambda s: to_model_inputs(*parse_batch(s, spec)), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(
+            graph_fn(lambda s: to_model_inputs(*parse_batch(s, spec))), num_parallel_calls=AUTOTUNE
+        )
     return finish_train_stream(ds, config, start_step), skipped
 
 
@@ -238,7 +250,7 @@ def finish_train_stream(ds, config: DataConfig, start_step: int):
     optional augmentation keyed by step, prefetch, options."""
     if config.augment:
         ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, np.iinfo(np.int64).max), ds).map(
-            lambda step, b: _augment(step, b, config.seed), num_parallel_calls=AUTOTUNE
+            graph_fn(lambda step, b: _augment(step, b, config.seed)), num_parallel_calls=AUTOTUNE
         )
     return ds.prefetch(AUTOTUNE).with_options(_options(True))
 
@@ -249,7 +261,7 @@ def _cached_epochs(source, shard, config, plan, per_epoch: int, first_epoch: int
     decoded = (
         _epoch_records(source, shard, config, 0, shuffle=False, skip_plan=plan)
         .batch(256)
-        .map(lambda s: parse_batch(s, source.spec), num_parallel_calls=AUTOTUNE)
+        .map(graph_fn(lambda s: parse_batch(s, source.spec)), num_parallel_calls=AUTOTUNE)
     )
     parts = [tf.concat(t, 0) for t in zip(*[tuple(b) for b in decoded])]
     image_a, image_b, label = parts
@@ -265,9 +277,11 @@ def _cached_epochs(source, shard, config, plan, per_epoch: int, first_epoch: int
             j = tf.random.experimental.index_shuffle(i, key, tf.cast(n - 1, tf.int64))
             return image_a[j], image_b[j], label[j]
 
-        return tf.data.Dataset.range(n).map(pick)
+        return tf.data.Dataset.range(n).map(graph_fn(pick))
 
-    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_elements)
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
+        graph_fn(epoch_elements)
+    )
 
 
 def parse_batch(serialized, spec: decode.ImageSpec):
@@ -288,6 +302,7 @@ def eval_dataset(source: Source, batch_size: int, worker_index: int = 0, num_wor
     shard = worker_shard(source, worker_index, num_workers)
     ds = _epoch_records(source, shard, DataConfig(), 0, shuffle=False)
     ds = ds.batch(batch_size).map(
-        lambda s: to_model_inputs(*parse_batch(s, source.spec)), num_parallel_calls=AUTOTUNE
+        graph_fn(lambda s: to_model_inputs(*parse_batch(s, source.spec))),
+        num_parallel_calls=AUTOTUNE,
     )
     return ds.prefetch(AUTOTUNE).with_options(_options(True))
