@@ -71,7 +71,7 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
 
     archive.add_endpoint(
         "serving_default",
-        tf.function(serve_bytes),
+        tf.function(serve_bytes, autograph=False),
         input_signature=[
             tf.TensorSpec([None], tf.string, name="input1"),
             tf.TensorSpec([None], tf.string, name="input2"),
@@ -79,7 +79,7 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
     )
     archive.add_endpoint(
         "serving_float",
-        tf.function(serve_float),
+        tf.function(serve_float, autograph=False),
         input_signature=[
             tf.TensorSpec(image_spec.shape, tf.float32, "input1"),
             tf.TensorSpec(image_spec.shape, tf.float32, "input2"),
@@ -87,7 +87,7 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
     )
     archive.add_endpoint(
         "embedding",
-        tf.function(embed),
+        tf.function(embed, autograph=False),
         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, "image")],
     )
     # TF logs every renamed signature input at INFO; they are internal names, not news.

@@ -20,12 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.graph import graph_fn
+
 AUC_BINS = 200
 SUM = tf.distribute.ReduceOp.SUM
-# Only the training loop's tf.range/break needs AutoGraph; the per-replica steps hold no
-# Python control flow on tensors, and converting them (and tracing through converted code)
-# cost a second of CPU at every start (bench/RESULTS.md, "Start-up").
-plain = tf.autograph.experimental.do_not_convert
 
 
 class StepSums(NamedTuple):
@@ -84,8 +82,8 @@ def make_train_loop(
         with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
             return batch, wait + (tf.timestamp() - started)
 
-    # An explicit while_loop (no AutoGraph, see ``plain``): it stops after the step whose loss
-    # is NaN or Inf, which is then the last one counted.
+    # An explicit while_loop (no AutoGraph: trainer.common.graph): it stops after the step
+    # whose loss is NaN or Inf, which is then the last one counted.
     @tf.function(autograph=False)
     def train_loop(iterator, num_steps, stop):
         def more(i, sums, last, done, bad, wait):
@@ -132,7 +130,7 @@ def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss
     if plan == "forward_backward":
         forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
-    @plain
+    @graph_fn
     def replica_step(inputs, labels, stop):
         grads, loss, reg, correct = forward_backward(inputs, labels)
         optimizer.apply(grads, model.trainable_variables)
@@ -159,7 +157,7 @@ class EvalSums(NamedTuple):
 def make_eval_step(strategy, model):
     """Returns eval_step(iterator) -> EvalSums of one batch per replica."""
 
-    @plain
+    @graph_fn
     def replica_eval(inputs, labels, weights):
         pred = tf.cast(model(inputs, training=False)[:, 0], tf.float32)
         y = tf.cast(labels, tf.float32)

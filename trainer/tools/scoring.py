@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.graph import graph_fn
 from trainer.common.paths import join
 from trainer.common.progress import Progress
 from trainer.data import schema
@@ -148,7 +149,9 @@ def score_csv(
     )
     ds = (
         ds.map(
-            lambda i, a, b, y: (i, decode(tf.io.read_file(a)), decode(tf.io.read_file(b)), y, i),
+            graph_fn(
+                lambda i, a, b, y: (i, decode(tf.io.read_file(a)), decode(tf.io.read_file(b)), y, i)
+            ),
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
@@ -223,7 +226,7 @@ def score_records(saved_model: str, data: str, split: str, batch_size: int, keep
         pipeline.records_in_order(source)
         .enumerate()
         .batch(batch_size)
-        .map(parse, num_parallel_calls=AUTOTUNE)
+        .map(graph_fn(parse), num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )
     start = time.monotonic()

@@ -32,6 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
 from trainer.data.read import decode, pipeline
 from trainer.data.read.source import Source
@@ -60,7 +61,7 @@ def _file_splits(source: Source, seed: int, first_epoch: int):
         k = tf.random.experimental.index_shuffle(j, key, tf.constant(n - 1, tf.int64))
         return epoch, files[k]
 
-    return tf.data.Dataset.range(first_epoch * n, np.iinfo(np.int64).max).map(file_of)
+    return tf.data.Dataset.range(first_epoch * n, np.iinfo(np.int64).max).map(graph_fn(file_of))
 
 
 def worker_pipeline(
@@ -75,10 +76,10 @@ def worker_pipeline(
 
     def records(epoch, path):
         ds = tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=1 << 20)
-        return ds.map(lambda r: (epoch, r))
+        return ds.map(graph_fn(lambda r: (epoch, r)))
 
     ds = _file_splits(source, seed, first_epoch).interleave(
-        records, cycle_length=min(8, len(source.files)), num_parallel_calls=AUTOTUNE
+        graph_fn(records), cycle_length=min(8, len(source.files)), num_parallel_calls=AUTOTUNE
     )
     ds = ds.shuffle(shuffle_buffer).batch(batch_size, drop_remainder=True)
 
@@ -91,7 +92,7 @@ def worker_pipeline(
         )["pair_id"]
         return image_a, image_b, label, epoch, ids
 
-    return ds.map(parse, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(graph_fn(parse), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def distributed(dataset, address: str, name: str):
@@ -123,5 +124,7 @@ def train_stream(
     of the epoch that ``examples_seen`` falls in."""
     first_epoch = examples_seen // source.num_records
     ds = worker_pipeline(source, batch_size, config.seed, config.shuffle_buffer, first_epoch)
-    ds = distributed(ds, address, name).map(pipeline.to_model_inputs, num_parallel_calls=AUTOTUNE)
+    ds = distributed(ds, address, name).map(
+        graph_fn(pipeline.to_model_inputs), num_parallel_calls=AUTOTUNE
+    )
     return pipeline.finish_train_stream(ds, config, start_step)

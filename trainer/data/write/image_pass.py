@@ -23,6 +23,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.graph import graph_fn
 from trainer.common.progress import Progress
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -111,7 +112,7 @@ def survey(paths: list[str], parallelism: int = 0, label: str = "checking images
     ds = (
         tf.data.Dataset.from_tensor_slices(paths)
         .enumerate()
-        .map(check, num_parallel_calls=_calls(parallelism))
+        .map(graph_fn(check), num_parallel_calls=_calls(parallelism))
         .ignore_errors()
         .batch(BATCH)
         .prefetch(AUTOTUNE)
@@ -174,7 +175,10 @@ def encoded_pairs(
     ds = (
         tf.data.Dataset.from_tensor_slices((paths_a, paths_b))
         .enumerate()
-        .map(lambda i, ab: (i, image(ab[0]), image(ab[1])), num_parallel_calls=_calls(parallelism))
+        .map(
+            graph_fn(lambda i, ab: (i, image(ab[0]), image(ab[1]))),
+            num_parallel_calls=_calls(parallelism),
+        )
         .ignore_errors()
         .batch(BATCH)
         .prefetch(AUTOTUNE)
