@@ -6,10 +6,7 @@ the only hang protection. Tests whose subject is a time bound measure it from th
 the bounded work starts, with slack, never from process start.
 """
 
-import contextlib
-import io
 import json
-import logging
 import os
 import pathlib
 import subprocess
@@ -20,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
+
+from tests.inprocess import run_in_process  # noqa: E402
 
 PY = sys.executable
 
@@ -34,49 +33,15 @@ def _seed():
     keras.mixed_precision.set_global_policy("float32")
 
 
-class _Lines(logging.Handler):
-    """Collects log records' messages (absl's and the standard library's) as text."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-def run_in_process(main, *args, env=None) -> subprocess.CompletedProcess:
-    """``main(argv)`` (a command line's in-process entry, e.g. trainer.__main__.run_in_process)
-    with its stdout, stderr and log lines captured, and os.environ as it was afterwards (a run
-    sets TensorFlow's GCS_* variables, which later subprocesses must not inherit). Shaped like
-    run_module's result, so a test reads both alike."""
-    from absl import logging as absl_logging
-
-    saved_env = dict(os.environ)
-    os.environ.update(env or {})
-    out, err, lines = io.StringIO(), io.StringIO(), _Lines()
-    root = logging.getLogger()
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.INFO)
-    root.addHandler(lines)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(map(str, args)))
-    finally:
-        root.removeHandler(lines)
-        absl_logging.set_verbosity(verbosity)
-        os.environ.clear()
-        os.environ.update(saved_env)
-    stderr = err.getvalue() + "".join(line + "\n" for line in lines.lines)
-    return subprocess.CompletedProcess(["in-process", *args], code, out.getvalue(), stderr)
-
-
 def train_here(*flags, env=None) -> subprocess.CompletedProcess:
     """The trainer's command line run in this process (the real flag parsing, config, resolve
     and train_and_evaluate): for tests whose subject is a run's behaviour, not its process."""
     from trainer.__main__ import run_in_process as trainer_main
 
     return run_in_process(trainer_main, *flags, env=env)
+
+
+__all__ = ["run_in_process", "run_module", "train_here"]
 
 
 def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from launch.local.processes import free_ports
 from launch.local.workers import LocalConfig, run
+from tests.conftest import train_here
 from trainer.data.write.synthetic import write_synthetic
 from trainer.run import checkpoint
 from trainer.runtime import rendezvous
@@ -143,14 +144,10 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
         "--shuffle_buffer=1",
         "--checkpoint_every_steps=100",
     )
-    single = Capture()
-    assert (
-        run(
-            LocalConfig(1, trainer_args=trainer_flags(one_file_data, tmp_path / "a", *flags)),
-            out=single,
-        )
-        == 0
-    ), single.text[-3000:]
+    # The one-worker reference in this process (its process is not the subject), the two
+    # workers as real processes under `launch local`.
+    single = train_here(*trainer_flags(one_file_data, tmp_path / "a", *flags))
+    assert single.returncode == 0, single.stderr[-3000:]
     double = Capture()
     assert (
         run(
@@ -159,7 +156,7 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
         )
         == 0
     ), double.text[-3000:]
-    one, two = losses(single.text), losses(double.text, worker=0)
+    one, two = losses(single.stderr), losses(double.text, worker=0)
     assert sorted(one) == sorted(two) == list(range(1, 9))
     # Stated tolerance: 2e-3 absolute per step (all-reduce changes the summation order).
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
@@ -169,15 +166,9 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
 
 def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):
     flags = ["--train_steps=6", "--global_batch_size=16", "--checkpoint_every_steps=100"]
-    single = subprocess.run(
-        [
-            PY,
-            "-m",
-            "trainer",
-            *trainer_flags(one_file_data, tmp_path / "a", "--strategy=one_device", *flags),
-        ],
-        capture_output=True,
-        text=True,
+    # One device in this process; the logical devices of the mirrored run need a fresh one.
+    single = train_here(
+        *trainer_flags(one_file_data, tmp_path / "a", "--strategy=one_device", *flags)
     )
     mirrored = subprocess.run(
         [

@@ -1,11 +1,14 @@
 """Cloud Storage for real: the CLIs on gs:// paths through TensorFlow's own GCS client, against
 fake-gcs-server in a private network namespace (tests/gcs_sandbox.py), and storage faults.
 
-Every process under test runs inside the namespace; the test reads and writes the same
-buckets with google-cloud-storage. Where this host cannot make the namespace the fixture
-fails with one line saying why: these tests never skip.
+Every command under test runs inside the namespace; the test reads and writes the same
+buckets with google-cloud-storage. Commands whose process is the subject (kill -9, outages,
+SIGTERM, exit codes) run as processes of their own; the others share one process in the
+namespace (``in_namespace``: tests/inprocess.py). Where this host cannot make the namespace
+the fixture fails with one line saying why: these tests never skip.
 """
 
+import json
 import os
 import re
 import signal
@@ -17,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import inprocess
 from tests.gcs_sandbox import Sandbox
 from tests.test_k8s import applied, stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
 from tests.test_trainer import read_checkpoint, small_flags
@@ -41,6 +45,17 @@ def gcs():
         yield sandbox
     finally:
         sandbox.close()
+
+
+def in_namespace(sb, *calls) -> list[subprocess.CompletedProcess]:
+    """Command lines ((entry, args...) with an entry of tests/inprocess.py) run one after the
+    other in one process inside the namespace: one TensorFlow start for all of them."""
+    plan = [[entry, [str(a) for a in args]] for entry, *args in calls]
+    r = sb.run([PY, inprocess.__file__, json.dumps(plan)])
+    found = [line[len(inprocess.RESULT) :] for line in r.stdout.splitlines()]
+    results = [json.loads(line) for line in found if line.startswith("[")]
+    assert len(results) == len(plan), r.stderr[-3000:]
+    return [subprocess.CompletedProcess(c[0], *res) for c, res in zip(plan, results)]
 
 
 def trainer(sb, model_dir, *extra, data="gs://data/syn"):
@@ -92,13 +107,21 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
         raw.blob(f"imgs/b{i}.png").upload_from_string(_png(np.full((8, 8, 3), 10 * i + 5)))
         rows.append(f"a{i}.png,b{i}.png,{i % 2}")
     raw.blob("imgs/pairs.csv").upload_from_string("\n".join(rows) + "\n")
-    r = gcs.run(
-        [PY, "-m", "trainer.data", "convert", "--pairs", "gs://raw/imgs/pairs.csv",
-         "--output_dir", "gs://data/conv", "--eval_fraction", "0.25", "--num_shards", "2"]
+    raw.blob("imgs/bad.csv").upload_from_string("a0.png,missing.png,1\n")
+    converted, verified, bad, nobucket = in_namespace(
+        gcs,
+        ("trainer.data", "convert", "--pairs", "gs://raw/imgs/pairs.csv", "--output_dir",
+         "gs://data/conv", "--eval_fraction", "0.25", "--num_shards", "2"),
+        ("trainer.data", "verify", "gs://data/conv"),
+        ("trainer.data", "convert", "--pairs", "gs://raw/imgs/bad.csv", "--output_dir",
+         "gs://data/conv2"),
+        ("trainer.data", "synthetic", "--output_dir", "gs://nobucket/syn", "--num_train", "8",
+         "--num_eval", "0"),
     )  # fmt: skip
+    r = converted
     assert r.returncode == 0, r.stderr[-2000:]
     assert "{'train': 6, 'eval': 2}" in r.stdout
-    r = gcs.run([PY, "-m", "trainer.data", "verify", "gs://data/conv"])
+    r = verified
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 records" in r.stdout and "all records are good" in r.stdout
     # The shards written to gs:// hold the pixels of the images read from gs://.
@@ -115,18 +138,11 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
                 seen.add(i)
     assert seen == set(range(8))
     # Bad input on gs://: one sentence, exit 1, nothing written.
-    raw.blob("imgs/bad.csv").upload_from_string("a0.png,missing.png,1\n")
-    r = gcs.run(
-        [PY, "-m", "trainer.data", "convert", "--pairs", "gs://raw/imgs/bad.csv",
-         "--output_dir", "gs://data/conv2"]
-    )  # fmt: skip
+    r = bad
     assert r.returncode == 1 and "gs://raw/imgs/missing.png: file not found" in r.stderr
     assert gcs.names("data", "conv2") == []
     # A bucket that does not exist: refused (tf.io.gfile.makedirs would loop forever on it).
-    r = gcs.run(
-        [PY, "-m", "trainer.data", "synthetic", "--output_dir", "gs://nobucket/syn",
-         "--num_train", "8", "--num_eval", "0"]
-    )  # fmt: skip
+    r = nobucket
     assert r.returncode == 1 and "output_dir bucket gs://nobucket does not exist" in r.stderr
 
 
@@ -188,7 +204,19 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
         for name in files:
             models.blob(f"e/checkpoints/{name}").upload_from_filename(os.path.join(folder, name))
     models.blob("e/config.json").upload_from_filename(main_job.model_dir / "config.json")
-    r = trainer(gcs, "gs://models/e", "--mode=export", "--export_dir=gs://models/e/again")
+    a, b, _, _ = make_pair(16, 3, seed=5, index=0)
+    raw = gcs.client.bucket("raw")
+    raw.blob("pair/a.png").upload_from_string(_png(a))
+    raw.blob("pair/b.png").upload_from_string(_png(b))
+    pair = ("gs://raw/pair/a.png", "gs://raw/pair/b.png")
+    exported, predicted, inspected = in_namespace(
+        gcs,
+        ("trainer", *_flags("gs://models/e", "--mode=export", "--export_dir=gs://models/e/again")),
+        ("trainer.predict", "--saved_model=gs://models/e/again", *pair),
+        ("trainer.inspect", "--model_dir=gs://models/e", "--output=gs://models/e/activations.png",
+         *pair),
+    )  # fmt: skip
+    r = exported
     assert r.returncode == 0, r.stderr[-3000:]
     first = str(main_job.export_dir)
     again = download(gcs, "models", "e/again/", tmp_path / "again")
@@ -200,23 +228,13 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
     ]
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
-    a, b, _, _ = make_pair(16, 3, seed=5, index=0)
-    raw = gcs.client.bucket("raw")
-    raw.blob("pair/a.png").upload_from_string(_png(a))
-    raw.blob("pair/b.png").upload_from_string(_png(b))
-    r = gcs.run(
-        [PY, "-m", "trainer.predict", "--saved_model=gs://models/e/again",
-         "gs://raw/pair/a.png", "gs://raw/pair/b.png"]
-    )  # fmt: skip
+    r = predicted
     assert r.returncode == 0, r.stderr[-2000:]
     from trainer.tools.predict import predict
 
     assert float(r.stdout) == pytest.approx(predict(first, _png(a), _png(b)), abs=2e-6)
 
-    r = gcs.run(
-        [PY, "-m", "trainer.inspect", "--model_dir=gs://models/e",
-         "--output=gs://models/e/activations.png", "gs://raw/pair/a.png", "gs://raw/pair/b.png"]
-    )  # fmt: skip
+    r = inspected
     assert r.returncode == 0, r.stderr[-2000:]
     grid = tf.io.decode_png(
         gcs.client.bucket("models").blob("e/activations.png").download_as_bytes()
@@ -236,7 +254,13 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
 
 
 def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubectl):  # noqa: F811
-    r = trainer(gcs, "gs://nobucket/run")
+    nobucket, nodata, nofiles = in_namespace(
+        gcs,
+        ("trainer", *_flags("gs://nobucket/run")),
+        ("trainer", *_flags("gs://models/s", data="gs://nodata/syn")),
+        ("trainer", *_flags("gs://models/s", data="gs://data/none-*.tfrecord")),
+    )
+    r = nobucket
     assert r.returncode == 1 and "error: model_dir bucket gs://nobucket does not exist." in r.stderr
     r = gcs.run(
         [PY, "-m", "launch", "k8s", "submit", "--name", "exp1", "--image", "i:1",
@@ -244,9 +268,9 @@ def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubec
     )  # fmt: skip
     assert r.returncode == 1 and "model_dir bucket gs://nobucket does not exist" in r.stderr
     assert applied(stub_kubectl()) == []
-    r = trainer(gcs, "gs://models/s", data="gs://nodata/syn")
+    r = nodata
     assert r.returncode == 1 and "error: data bucket gs://nodata does not exist." in r.stderr
-    r = trainer(gcs, "gs://models/s", data="gs://data/none-*.tfrecord")
+    r = nofiles
     assert r.returncode == 1 and "no files match gs://data/none-*.tfrecord" in r.stderr
     assert gcs.names("models", "s") == []
 
