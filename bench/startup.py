@@ -1,0 +1,83 @@
+"""CPU-seconds of one short trainer process, for two source trees side by side.
+
+A trainer process spends most of a short run starting: importing TensorFlow, building the
+model, tracing the compiled loop and the eval step. This bench runs the same 8-step training
+(built-in synthetic set, one eval, no export) from each tree in turn, ``--rounds`` times
+alternating, in fresh processes, and prints the CPU time (user + sys) each took: the import
+alone, and the whole process.
+
+    git worktree add /tmp/before <commit>
+    python bench/startup.py /tmp/before .       # each tree's trainer package is imported
+
+It measures CPU time (not wall time), so a busy neighbour changes it little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+start = cpu()
+import tensorflow, keras
+imported = cpu() - start
+sys.argv = ["trainer", "--train_steps=8", f"--model_dir={sys.argv[2]}", "--noexport",
+            "--log_every_steps=4"]
+from trainer.__main__ import run
+try:
+    run()
+except SystemExit as e:
+    assert not e.code, e.code
+print("RESULT " + json.dumps({"import": imported, "total": cpu() - start}))
+"""
+
+
+def one_run(tree: str) -> dict:
+    folder = tempfile.mkdtemp(prefix="bench-startup-")
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    if r.returncode or not lines:
+        sys.exit(f"the trainer of {tree} failed: {r.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    runs = {tree: [] for tree in args.trees}
+    for i in range(args.rounds):
+        for tree in args.trees:
+            runs[tree].append(one_run(tree))
+            print(f"round {i + 1}: {tree}: {runs[tree][-1]}", file=sys.stderr)
+    print("| tree | import CPU s (median) | process CPU s (median) | after import |")
+    print("|---|---|---|---|")
+    for tree, found in runs.items():
+        imported = statistics.median(r["import"] for r in found)
+        total = statistics.median(r["total"] for r in found)
+        print(f"| {tree} | {imported:.2f} | {total:.2f} | {total - imported:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
