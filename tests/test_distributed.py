@@ -61,7 +61,7 @@ def trainer_flags(data, model_dir, *extra):
         "--data_dir=" + data,
         f"--model_dir={model_dir}",
         "--log_every_steps=1",
-        "--eval_every_steps=100000",
+        "--eval_every_steps=0",  # no eval: these runs are about steps and checkpoints
         "--peer_timeout_seconds=120",  # generous: a slow, busy host must not look like a lost peer
         "--noexport",  # checkpoints are what these runs are about; one test asks for the export
         *extra,
@@ -112,6 +112,7 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
                 "--learning_rate=2e-3",
                 "--log_every_steps=50",
                 "--checkpoint_every_steps=500",
+                "--eval_every_steps=500",  # the final eval, on both workers
                 "--export",
             ),
         ),
