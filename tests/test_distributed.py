@@ -320,7 +320,7 @@ def test_rendezvous_meets_three_peers_and_times_out_alone():
     assert all(t is not None and t < PEER_WAIT for t in took)
     assert took[0] >= 0.9  # worker 0 waited for the late worker 2
     with pytest.raises(rendezvous.RendezvousTimeout, match="within 1s"):
-        rendezvous.meet([f"localhost:{p}" for p in free_ports(2)], 0, timeout=1)
+        rendezvous.meet([f"localhost:{p}" for p in free_ports(2)], 0, timeout=1)  # subject
 
 
 def test_bad_trainer_flag_stops_group_without_restart(data, tmp_path):
