@@ -14,6 +14,7 @@ import json
 import re
 
 from launch.k8s import manifests as k8s
+from trainer.common.errors import first_line
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
@@ -129,5 +130,5 @@ def read_storage(client, model_dir: str) -> dict:
             except gexc.NotFound:
                 pass
     except Exception as e:  # the screen still shows the cluster's part
-        out["error"] = f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        out["error"] = f"cannot read it ({type(e).__name__}: {first_line(e)})"
     return out

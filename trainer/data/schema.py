@@ -12,6 +12,7 @@ import re
 
 import tensorflow as tf
 
+from trainer.common.files import write_atomic
 from trainer.common.paths import join
 from trainer.data import DataError  # noqa: F401  (schema.DataError: one name for both)
 
@@ -76,11 +77,7 @@ def read_info(directory: str) -> DatasetInfo:
 
 def write_info(directory: str, info: DatasetInfo) -> None:
     """Writes ``dataset.json`` through a temporary name, so it appears whole or not at all."""
-    path = join(directory, METADATA_FILE)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(info.to_json())
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_atomic(join(directory, METADATA_FILE), info.to_json())
 
 
 def split_files(directory: str, split: str) -> list[str]:

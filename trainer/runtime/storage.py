@@ -20,6 +20,8 @@ import re
 import uuid
 from collections.abc import Mapping
 
+from trainer.common.errors import first_line
+
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
     "GCS_RETRY_CONFIG_MAX_RETRIES",
@@ -138,7 +140,7 @@ def failure(error: BaseException | str) -> Failure | None:
         cause = f"HTTP {status}"
         transient = status >= 500 or status in (408, 429)
     else:
-        cause, transient = text.strip().splitlines()[0][:200], True
+        cause, transient = first_line(text), True
     return Failure(operation.strip(), path, cause, transient)
 
 
@@ -183,7 +185,7 @@ def check_writable(folder: str, role: str, tag: str = "") -> None:
         found = failure(e)
         if found is not None and found.transient:
             raise
-        reason = found.cause if found else str(e).strip().splitlines()[0][:200]
+        reason = found.cause if found else first_line(e)
         raise StorageError(
             f"{role} bucket gs://{bucket_of(folder)} is not writable ({reason})."
         ) from None

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.errors import first_line
 from trainer.common.graph import graph_fn
 from trainer.common.paths import join
 from trainer.common.progress import Progress
@@ -242,6 +243,6 @@ def score_records(saved_model: str, data: str, split: str, batch_size: int, keep
         )
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         problem = verify.locate_first_bad(source)
-        raise ScoringError(f"bad record: {problem or e.message.splitlines()[0]}.") from None
+        raise ScoringError(f"bad record: {problem or first_line(e.message, 1000)}.") from None
     seconds = time.monotonic() - start
     return Scored(ids, scores, labels, [], wrong.worst_first(), seconds)

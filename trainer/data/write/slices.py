@@ -15,6 +15,7 @@ import json
 
 import tensorflow as tf
 
+from trainer.common.files import write_atomic
 from trainer.common.paths import join
 from trainer.data import schema
 from trainer.data.schema import DataError
@@ -33,11 +34,7 @@ def part_path(output_dir: str, index: int, count: int) -> str:
 
 def write_part(output_dir: str, index: int, count: int, info: schema.DatasetInfo) -> None:
     """Worker ``index``'s record, written whole (temporary name, then rename)."""
-    tf.io.gfile.makedirs(join(output_dir, PARTS_DIR))
-    path = part_path(output_dir, index, count)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(info.to_json())
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    write_atomic(part_path(output_dir, index, count), info.to_json())
 
 
 def parts_present(output_dir: str, count: int) -> list[int]:
