@@ -37,6 +37,13 @@ def test_the_flags_defaults_are_the_dataclasses_defaults():
             "--eval_every_steps=-1 is invalid: it must be >= 0",
         ),
         (dict(train=dict(learning_rate=0.0)), "--learning_rate=0.0 is invalid"),
+        (dict(train=dict(learning_rate=float("inf"))), "--learning_rate=inf is invalid: it must"),
+        (dict(train=dict(seed=-1)), "--seed=-1 is invalid: use 0 to 4294967295"),
+        (dict(train=dict(seed=2**32)), "--seed=4294967296 is invalid"),
+        (
+            dict(train=dict(train_steps=2**58)),
+            "--train_steps=288230376151711744 is too large for --global_batch_size=64",
+        ),
         (dict(train=dict(model_dir="")), "--model_dir is empty"),
         (dict(train=dict(jit_compile="maybe")), "--jit_compile='maybe' is unknown"),
         (dict(data=dict(shuffle_buffer=0)), "--shuffle_buffer=0 is invalid"),
@@ -46,6 +53,7 @@ def test_the_flags_defaults_are_the_dataclasses_defaults():
             "--cache cannot go with --data_service_address",
         ),
         (dict(model=dict(lambda_regularization=-1.0)), "--lambda_regularization=-1.0 is invalid"),
+        (dict(model=dict(lambda_regularization=float("nan"))), "--lambda_regularization=nan is"),
         (dict(model=dict(head="mean")), "--head='mean' is unknown"),
         (dict(runtime=dict(strategy="fast")), "--strategy='fast' is unknown"),
         (dict(runtime=dict(peer_timeout_seconds=0)), "--peer_timeout_seconds=0 is invalid"),
@@ -96,3 +104,25 @@ def test_resolve_refuses_a_batch_that_does_not_divide_and_an_unknown_activation(
     with pytest.raises(C.ConfigError, match="--activation='wobble' is not a Keras activation"):
         check_activation("wobble")
     check_activation("gelu")
+
+
+def test_the_largest_values_a_run_can_use_pass():
+    edge = C.TrainConfig(seed=2**32 - 1, train_steps=2**57 - 1, global_batch_size=64)
+    assert C.validate(C.Config(train=edge)).train.seed == 2**32 - 1
+
+
+def test_json_files_hold_no_bare_nan(tmp_path):
+    """A NaN AUC (an eval split of one class) is written as null: valid JSON for any reader."""
+    import json
+
+    from launch.k8s.status import _figures
+    from trainer.common.files import read_json, write_json
+
+    path = str(tmp_path / "eval/last.json")
+    write_json(path, {"step": 5, "auc": float("nan"), "loss": float("inf"), "xs": [1.5]})
+    text = (tmp_path / "eval/last.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"step": 5, "auc": None, "loss": None, "xs": [1.5]}
+    assert read_json(path)["auc"] is None and read_json(str(tmp_path / "none.json")) is None
+    shown = _figures({"accuracy": 0.5, "auc": None, "loss": 0.25})
+    assert shown == "accuracy 0.5000 auc n/a loss 0.2500"

@@ -28,6 +28,8 @@ EVAL_MODES = ("evaluate", "continuous_eval")
 BEST_METRICS = ("none", "auc", "accuracy", "loss")
 JIT = ("auto", "true", "false")
 DEFAULT_STORAGE_TIMEOUT_S = 300
+MAX_SEED = 2**32 - 1  # numpy's (np.random.seed, which Keras' set_random_seed calls)
+MAX_PAIRS = 2**63 - 1  # the checkpoint's pairs-seen counter is an int64
 
 
 class ConfigError(UsageError):
@@ -195,8 +197,17 @@ def _check_train(t: TrainConfig) -> None:
         _at_least(name, getattr(t, name), 1)
     _at_least("eval_every_steps", t.eval_every_steps, 0)
     _at_least("steps_per_loop", t.steps_per_loop, 0)
-    if not t.learning_rate > 0:
-        raise ConfigError(f"--learning_rate={t.learning_rate} is invalid: it must be > 0.")
+    if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+        raise ConfigError(
+            f"--learning_rate={t.learning_rate} is invalid: it must be a finite number > 0."
+        )
+    if not 0 <= t.seed <= MAX_SEED:
+        raise ConfigError(f"--seed={t.seed} is invalid: use 0 to {MAX_SEED} (numpy's range).")
+    if t.train_steps * t.global_batch_size > MAX_PAIRS:
+        raise ConfigError(
+            f"--train_steps={t.train_steps} is too large for --global_batch_size="
+            f"{t.global_batch_size}: the count of pairs trained on must fit in 64 bits."
+        )
     if not t.model_dir:
         raise ConfigError("--model_dir is empty: give a local path or gs://bucket/path.")
     _one_of("jit_compile", t.jit_compile, JIT)
@@ -221,7 +232,7 @@ def _check_data(d: DataConfig, deterministic: bool) -> None:
 
 
 def _check_model(m: ModelConfig) -> None:
-    if not m.lambda_regularization >= 0:
+    if not (math.isfinite(m.lambda_regularization) and m.lambda_regularization >= 0):
         raise ConfigError(
             f"--lambda_regularization={m.lambda_regularization} is invalid: it must be >= 0."
         )

@@ -67,6 +67,16 @@ def _when(seconds: float | None) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _figures(metrics: dict) -> str:
+    """accuracy, auc and loss to 4 places; "n/a" for one the eval could not give (an AUC of
+    an eval split with one class is stored as null)."""
+    shown = []
+    for key in ("accuracy", "auc", "loss"):
+        value = metrics.get(key)
+        shown.append(f"{key} {value:.4f}" if isinstance(value, int | float) else f"{key} n/a")
+    return " ".join(shown)
+
+
 def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, logs: str) -> str:
     """The whole status screen as text. ``storage``: {"model_dir", "checkpoint": (step, time)
     or None, "eval": dict or None, "best": dict or None, "error": str or None}."""
@@ -87,8 +97,7 @@ def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, log
         ev = storage.get("eval")
         if ev:
             lines.append(
-                f"  last eval: step {ev['step']} accuracy {ev['accuracy']:.4f} auc {ev['auc']:.4f}"
-                f" loss {ev['loss']:.4f} at {_when(ev.get('time'))}"
+                f"  last eval: step {ev['step']} {_figures(ev)} at {_when(ev.get('time'))}"
             )
         else:
             lines.append("  last eval: none yet")
@@ -96,8 +105,8 @@ def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, log
         if best:
             m = best["metrics"]
             lines.append(
-                f"  best model: step {best['step']} by {best['metric']} (accuracy "
-                f"{m['accuracy']:.4f} auc {m['auc']:.4f} loss {m['loss']:.4f}) in export_best/"
+                f"  best model: step {best['step']} by {best['metric']} ({_figures(m)}) in "
+                "export_best/"
             )
     lines.append(f"logs: {logs}")
     return "\n".join(lines) + "\n"

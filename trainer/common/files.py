@@ -8,6 +8,7 @@ trainer) never sees half a file.
 from __future__ import annotations
 
 import json
+import math
 
 from trainer.common.paths import join
 
@@ -24,9 +25,21 @@ def write_atomic(path: str, text: str) -> None:
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN (Python
+    would write a bare ``NaN``, which other readers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: str, value, **dump_kwargs) -> None:
-    """``value`` as JSON at ``path``, written whole (see write_atomic)."""
-    write_atomic(path, json.dumps(value, **dump_kwargs))
+    """``value`` as JSON at ``path`` (non-finite numbers as null), written whole."""
+    write_atomic(path, json.dumps(finite(value), allow_nan=False, **dump_kwargs))
 
 
 def read_json(path: str):
@@ -39,4 +52,4 @@ def read_json(path: str):
         return json.load(f)
 
 
-__all__ = ["join", "read_json", "write_atomic", "write_json"]
+__all__ = ["finite", "join", "read_json", "write_atomic", "write_json"]

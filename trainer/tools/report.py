@@ -16,13 +16,12 @@ the threshold that maximizes F1) and five PNGs drawn with matplotlib:
 from __future__ import annotations
 
 import io
-import json
 import sys
 
 from absl import flags
 
 from trainer.common import cli
-from trainer.common.files import write_atomic
+from trainer.common.files import write_json
 from trainer.tools.predict import USAGE as PREDICT_USAGE
 from trainer.tools.predict import check_source_flags, define_source_flags, guarded, score
 
@@ -236,7 +235,7 @@ def write_report(scored, output_dir: str, wrong_pairs: int) -> dict:
     for name, data in pictures.items():
         with tf.io.gfile.GFile(join(output_dir, name), "wb") as f:
             f.write(data)
-    write_atomic(join(output_dir, "metrics.json"), json.dumps(summary, indent=2, sort_keys=True))
+    write_json(join(output_dir, "metrics.json"), summary, indent=2, sort_keys=True)
     return summary
 
 
