@@ -263,6 +263,23 @@ def test_a_batch_that_does_not_divide_over_replicas_exits_1_and_writes_nothing(
     assert not model_dir.exists()
 
 
+def test_a_destination_that_is_a_file_is_refused_before_any_training(small_data, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("a user's file")
+    r = train_here(f"--data_dir={small_data}", f"--model_dir={taken}")
+    assert r.returncode == 1 and f"error: model_dir {taken} is a file: give a folder." in r.stderr
+    r = train_here(f"--data_dir={small_data}", f"--model_dir={taken}/run")
+    assert r.returncode == 1 and f"model_dir {taken}/run cannot be made: {taken} is a file" in (
+        r.stderr
+    )
+    # The export folder is checked before training, not when the export fails at the end.
+    model_dir = tmp_path / "m"
+    r = train_here(f"--data_dir={small_data}", f"--model_dir={model_dir}", f"--export_dir={taken}")
+    assert r.returncode == 1 and f"export_dir {taken} is a file" in r.stderr, r.stderr[-2000:]
+    assert not model_dir.exists() and taken.read_text() == "a user's file"
+    assert not re.search(r"step \d+/", r.stderr)  # no training step ran
+
+
 def test_bad_flag_is_answered_before_tensorflow_loads():
     script = (
         "import sys, runpy\n"

@@ -37,9 +37,13 @@ class Setup:
 
 
 def check_storage(config: Config) -> None:
-    """Before anything is read or written: the gs:// buckets exist and the ones the run
-    writes to take a write (StorageError otherwise, exit 1)."""
+    """Before anything is read or written: the local folders the run writes to are folders
+    (or can be made) and writable; the gs:// buckets exist and the ones the run writes to
+    take a write (StorageError otherwise, exit 1)."""
     model_dir, export_dir = config.train.model_dir, config.export_path
+    storage.check_local_folder(model_dir, "model_dir")
+    if config.mode == "export" or (config.mode == "train" and config.export):
+        storage.check_local_folder(export_dir, "export_dir")
     storage.require_bucket(config.data.data_dir, "data")
     storage.require_bucket(model_dir, "model_dir")
     if config.mode != "export":  # training and evaluation write into model_dir

@@ -189,3 +189,24 @@ def check_writable(folder: str, role: str, tag: str = "") -> None:
         raise StorageError(
             f"{role} bucket gs://{bucket_of(folder)} is not writable ({reason})."
         ) from None
+
+
+def check_local_folder(path: str, role: str) -> None:
+    """Raises StorageError unless local ``path`` is a folder, or can be made one, that takes a
+    write: a file in its place, a file above it, or a read-only or foreign folder would
+    otherwise fail the run late (after training, for an export folder). Writes nothing.
+    Paths with a scheme (gs://, ram://) are not local: check_writable covers gs://."""
+    if "://" in path:
+        return
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == target else f"cannot be made: {existing} is a file"
+        raise StorageError(f"{role} {path} {where}: give a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"{role} {path} is not writable ({existing}: no write permission, or a read-only "
+            "filesystem)."
+        )
