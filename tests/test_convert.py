@@ -78,6 +78,10 @@ def test_missing_and_unreadable_images_are_all_reported_first(tmp_path, capsys):
     assert "2 images are missing or unreadable, nothing was written" in err
     assert "row 3 image_a" in err and "a1.png: file not found" in err
     assert "row 5 image_b" in err and "not a PNG or JPEG file" in err
+    # relative paths: the message says where they were looked for
+    assert (
+        f"relative paths are read from the CSV's folder, e.g. 'a1.png' as {tmp_path}/a1.png" in err
+    )
     assert not out.exists()
 
 
@@ -117,7 +121,7 @@ def _mixed_csv(tmp_path, n=24):
             data = tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img, quality=90)
             (tmp_path / f"{i}{side}.{fmt}").write_bytes(data.numpy())
             names.append(f"{i}{side}.{fmt}")
-        rows.append(f"{names[0]},{names[1]},{i % 3}")
+        rows.append(f"{names[0]},{names[1]},{i % 2}")
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     return str(tmp_path / "pairs.csv")
 

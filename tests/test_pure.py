@@ -249,6 +249,17 @@ def test_pairs_csv_with_and_without_labels(tmp_path):
         rows("a.png,b.png\nc.png,d.png\ne.png,f.png,1\n", labels_required=False)
     with pytest.raises(DataError, match="line 1: expected 3 fields, found 2"):
         rows("a.png,b.png\n")
+    # The model is binary: a label it cannot learn is refused, naming the line.
+    with pytest.raises(DataError, match=r"line 3: label 2 is not 0 or 1 \(the model is binary"):
+        rows("a,b,label\na.png,b.png,1\nc.png,d.png,2\n")
+    with pytest.raises(DataError, match="line 1: label -1 is not 0 or 1"):
+        rows("a.png,b.png,-1\n")
+    # Thousands of bad lines: the first ten and a count, not a page per line.
+    with pytest.raises(DataError) as many:
+        rows("a,b,label\n" + "".join(f"a{i}.png,b.png,x\n" for i in range(3000)))
+    message = str(many.value)
+    assert "has 3000 bad lines" in message and message.endswith("; and 2990 more.")
+    assert message.count("is not an integer") == 10 and len(message) < 1000
 
 
 def test_steps_per_loop_and_compile_plans_per_device():

@@ -28,6 +28,8 @@ from trainer.data.write import slices as parts
 KEEP = "keep"
 
 
+LABELS = (0, 1)  # the model is binary (a sigmoid output): 0 different, 1 follows
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     line: int  # 1-based line in the CSV
@@ -80,19 +82,28 @@ def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
                 problems.append(f"line {number}: label {text!r} is not an integer")
                 continue
             label = int(text)
-            if label < 0:
-                problems.append(f"line {number}: label {label} is negative")
+            if label not in LABELS:
+                problems.append(
+                    f"line {number}: label {label} is not 0 or 1 (the model is binary: 0 "
+                    "different, 1 follows)"
+                )
                 continue
         rows.append(Row(number, _resolve(base, a), _resolve(base, b), label, a, b))
     if problems:
-        raise DataError(f"{path} has {len(problems)} bad lines: " + "; ".join(problems) + ".")
+        raise DataError(f"{path} has {len(problems)} bad lines: {_some(problems)}.")
     if not rows:
         raise DataError(f"{path} holds no pairs.")
     return rows
 
 
+def _some(problems: list[str], shown: int = 10) -> str:
+    """The first ``shown`` problems and how many more: a message stays a few lines long."""
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
 def _resolve(base: str, p: str) -> str:
-    return p if p.startswith("/") or "://" in p else join(base, p)
+    return p if _absolute(p) else join(base, p)
 
 
 _load = images.load_image  # batch scoring re-reads a bad row's image for its reason
@@ -109,12 +120,34 @@ def _check(rows: list[Row], parallelism: int) -> images.Survey:
         if path in found.faults
     ]
     if problems:
+        relative = [
+            r.given_a for r in rows if not _absolute(r.given_a) and r.image_a in found.faults
+        ] + [r.given_b for r in rows if not _absolute(r.given_b) and r.image_b in found.faults]
+        where = (
+            f" (relative paths are read from the CSV's folder, e.g. {relative[0]!r} as "
+            f"{_resolve_in(rows, relative[0])})"
+            if relative
+            else ""
+        )
         raise DataError(
-            f"{len(problems)} images are missing or unreadable, nothing was written: "
-            + "; ".join(problems)
-            + "."
+            f"{len(problems)} images are missing or unreadable, nothing was written{where}: "
+            f"{_some(problems)}."
         )
     return found
+
+
+def _absolute(path: str) -> bool:
+    return path.startswith("/") or "://" in path
+
+
+def _resolve_in(rows: list[Row], given: str) -> str:
+    """The path a row's given (relative) path was read from."""
+    for r in rows:
+        if r.given_a == given:
+            return r.image_a
+        if r.given_b == given:
+            return r.image_b
+    return given
 
 
 def _layout(encoding: str, image_size, found: images.Survey, num_workers: int, say):
@@ -314,7 +347,6 @@ def convert(
     info, or this worker's part when others are still running."""
     _check_options(eval_fraction, encoding, image_size, num_workers, worker_index, parallelism)
     train_rows, eval_rows = _split_rows(pairs, eval_pairs, eval_fraction, seed)
-    num_classes = max(2, 1 + max(r.label for r in train_rows + eval_rows))
     splits = {"train": train_rows, "eval": eval_rows}
     plans, mine = _slice_plans(splits, num_shards, gzip, num_workers, worker_index)
     found = _check([r for rows in mine.values() for r in rows], parallelism)
@@ -340,8 +372,7 @@ def convert(
         _remove_own(output_dir, plans, created)
         raise DataError(
             f"{len(bad.problems)} images failed to decode, nothing was written: "
-            + "; ".join(bad.problems)
-            + "."
+            f"{_some(bad.problems)}."
         ) from None
     info = schema.DatasetInfo(
         height=int(height),
@@ -351,6 +382,6 @@ def convert(
         compression="GZIP" if gzip else "",
         counts=counts,
         files=files,
-        label_names=tuple(str(i) for i in range(num_classes)),
+        label_names=tuple(str(i) for i in LABELS),
     )
     return _finish(output_dir, info, num_workers, worker_index)
