@@ -1,5 +1,6 @@
 """Paired TFRecords: round trip, order, sharding, resume position, bad data, the CLI."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -373,3 +374,17 @@ def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path, capsys):
     r = _cli_here(capsys, "synthetic", "--output_dir", str(tmp_path / "x"), "--num_train", "lots")
     assert r.returncode == 1 and "invalid int value: 'lots'" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_label_the_binary_model_cannot_learn_is_bad_whatever_dataset_json_says(tmp_path):
+    """An older converter wrote a class name for every label it saw: 0/1/2. The model is
+    binary, so verify and the reader both name the record with label 2."""
+    records = _good_records(8, encoding="raw")
+    records[3] = schema.encode_pair(b"\0" * 192, b"\0" * 192, 2, 8, 8, 3, "raw")
+    (path,) = datagen.write_pairs(str(tmp_path), 8, 1, encoding="raw", records=records)
+    info = schema.read_info(str(tmp_path))
+    schema.write_info(str(tmp_path), dataclasses.replace(info, label_names=("0", "1", "2")))
+    source = open_source(str(tmp_path))
+    assert source.spec.num_classes == 2
+    problem = verify.locate_first_bad(source)
+    assert problem.startswith(f"{path} record 3: ") and "label is outside [0, 1]" in problem

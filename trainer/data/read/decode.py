@@ -22,13 +22,17 @@ class ImageSpec:
     width: int
     channels: int
     encoding: str
-    num_classes: int = 2
+    num_classes: int = 2  # labels must lie in [0, num_classes)
 
     @classmethod
     def from_info(cls, info: schema.DatasetInfo) -> ImageSpec:
-        return cls(info.height, info.width, info.channels, info.encoding, info.num_classes)
+        # The model is binary whatever dataset.json names (an older converter wrote a class
+        # for every label it saw): a record with another label is bad, in verify and in the
+        # reader alike.
+        return cls(info.height, info.width, info.channels, info.encoding, MODEL_CLASSES)
 
 
+MODEL_CLASSES = 2  # a sigmoid output: 0 different, 1 follows
 UNROLL_LIMIT = 1024  # images per batch decoded by unrolled ops; larger batches use a loop
 
 
