@@ -159,7 +159,8 @@ class Controller:
         s, step = self.schedule, self.program.step
         if step >= s.train_steps:
             self.log(f"step {step} >= --train_steps={s.train_steps}: nothing to train")
-            return self._evaluate_only() if s.eval_every and self.evaluate else None
+            # the final eval's figures, without the actions: they ran when it was trained
+            return self.evaluate() if s.eval_every and self.evaluate else None
         window = Window(self.clock)
         last_saved = step if step > 0 else None
         while step < s.train_steps:
@@ -195,10 +196,6 @@ class Controller:
         for action in self.on_eval:
             action(step, metrics)
         return metrics
-
-    def _evaluate_only(self) -> dict:
-        return self.evaluate()
-
 
 def _diverged(loop: LoopResult, step: int, last_saved: int | None) -> TrainingDiverged:
     kept = (
