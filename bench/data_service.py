@@ -99,7 +99,9 @@ def main() -> None:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         data = os.path.join(work, f"jpeg{size}")
-        write_synthetic(data, 4096, 64, size, 3, "jpeg", 16, False, 0)
+        write_synthetic(
+            data, num_train=4096, num_eval=64, image_size=size, encoding="jpeg", num_shards=16
+        )
         results = {0: [], 1: [], 2: []}
         for r in range(args.rounds):
             for mode in (0, 1, 2):  # interleaved: host drift hits every mode alike

@@ -68,7 +68,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The launcher's exit status for ``argv`` (sys.argv's by default), under the one guard
+    (trainer.common.guard)."""
+    from trainer.common.guard import guarded
+
+    return guarded(_main, list(sys.argv[1:] if argv is None else argv), program="launch")
+
+
+def _main(argv: list[str]) -> int:
     own, trainer_args = _split(argv)
     args = parser().parse_args(own)
     if args.target == "local":

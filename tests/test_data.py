@@ -219,7 +219,10 @@ def _corrupt(path, how):
 def test_truncated_or_corrupt_file_is_named(tmp_path, how):
     paths = datagen.write_pairs(str(tmp_path), 12, 2)
     _corrupt(paths[1], how)
-    source = open_source(str(tmp_path))
+    # The start checks walk the frames and see the cut (or the flipped length field).
+    with pytest.raises(DataError, match=r"cut off or damaged at record [2-4] of its 6: copy"):
+        open_source(str(tmp_path), skip_corrupt=False)
+    source = open_source(str(tmp_path), skip_corrupt=True)
     problem = verify.locate_first_bad(source)
     assert problem.startswith(f"{paths[1]} record ")
     index = int(problem.split(" record ")[1].split(":")[0])
@@ -249,7 +252,7 @@ def test_skip_corrupt_counts_and_skips_exactly(tmp_path):
 def test_skip_corrupt_with_truncated_file(tmp_path):
     paths = datagen.write_pairs(str(tmp_path), 12, 2)
     _corrupt(paths[1], "truncated")
-    source = open_source(str(tmp_path))
+    source = open_source(str(tmp_path), skip_corrupt=True)
     ds, skipped = pipeline.train_dataset(
         source, DataConfig(seed=0, skip_corrupt=True), batch_size=1
     )

@@ -8,7 +8,14 @@ from absl import app, flags
 
 
 def main(argv) -> int:
-    """The trainer for parsed flags (``argv``: what absl left over); the exit status."""
+    """The trainer for parsed flags (``argv``: what absl left over); the exit status. Under
+    the one guard (trainer.common.guard): no traceback reaches the user."""
+    from trainer.common.guard import guarded
+
+    return guarded(_main, argv, program="trainer")
+
+
+def _main(argv) -> int:
     from trainer import flags as trainer_flags
     from trainer.common.errors import EXIT_USAGE
     from trainer.config import ConfigError

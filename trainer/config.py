@@ -64,8 +64,23 @@ class ModelConfig:
         return {**dataclasses.asdict(self), "image_size": list(self.image_size)}
 
     @classmethod
-    def from_json_dict(cls, saved: dict) -> ModelConfig:
-        return cls(**{**saved, "image_size": tuple(saved["image_size"])})
+    def from_json_dict(cls, saved, path: str = "config.json") -> ModelConfig:
+        """The config.json at ``path``'s values (a field it lacks takes its default);
+        ConfigError naming the file when they are not a ModelConfig's."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - names) if isinstance(saved, dict) else ["(not an object)"]
+        size = saved.get("image_size", [32, 32]) if isinstance(saved, dict) else None
+        if unknown or not _pair_of_ints(size):
+            what = f"unknown field {unknown[0]}" if unknown else f"image_size {size!r}"
+            raise ConfigError(
+                f"{path} is not this trainer's model record ({what}): restore it, or use a "
+                "new --model_dir."
+            )
+        return cls(**{**saved, "image_size": tuple(size)})
+
+
+def _pair_of_ints(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

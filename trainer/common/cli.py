@@ -8,12 +8,14 @@ several tools (and the trainer) can be called in one process, as the tests do.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
 
 from trainer.common.errors import EXIT_USAGE, UsageError
+from trainer.common.guard import guarded
 
 HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
 
@@ -40,7 +42,8 @@ def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]
     except UsageError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
-    return main(rest)
+    program = os.path.basename(argv[0]) if argv else "tool"
+    return guarded(main, rest, program=program)
 
 
 def run_tool(main: Callable[[list[str]], int], fv: flags.FlagValues, usage: str) -> None:

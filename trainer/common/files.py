@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+from trainer.common.errors import UsageError
 from trainer.common.paths import join
 
 
@@ -43,13 +44,21 @@ def write_json(path: str, value, **dump_kwargs) -> None:
 
 
 def read_json(path: str):
-    """The JSON at ``path``, or None when there is no such file."""
+    """The JSON at ``path``, or None when there is no such file; UsageError naming the file
+    when it is not JSON (a hand edit, a disk that filled up)."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
+        raise UsageError(
+            f"{path} is not valid JSON{where}: restore it, or remove it (the run rewrites it)."
+        ) from None
 
 
 __all__ = ["finite", "join", "read_json", "write_atomic", "write_json"]

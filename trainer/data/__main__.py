@@ -83,58 +83,83 @@ def _part_status(output_dir: str, index: int, count: int) -> str:
 
 
 def main(argv=None) -> int:
+    """The data tools' exit status for ``argv`` (sys.argv's by default), under the one guard."""
+    from trainer.common.guard import guarded
+
+    return guarded(_main, argv, program="trainer-data")
+
+
+def _synthetic(args) -> int:
+    from trainer.data.write.synthetic import write_synthetic
+
+    info = write_synthetic(
+        args.output_dir,
+        num_train=args.num_train,
+        num_eval=args.num_eval,
+        image_size=args.image_size,
+        encoding=args.encoding,
+        num_shards=args.num_shards,
+        gzip=args.gzip,
+        seed=args.seed,
+    )
+    print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+    return 0
+
+
+def _convert(args) -> int:
+    from trainer.data.write.convert import convert
+
+    info = convert(
+        args.pairs,
+        args.output_dir,
+        eval_pairs=args.eval_pairs,
+        eval_fraction=args.eval_fraction,
+        num_shards=args.num_shards,
+        encoding=args.encoding,
+        image_size=args.image_size,
+        gzip=args.gzip,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        worker_index=args.worker_index,
+        parallelism=args.parallelism,
+    )
+    print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+    if args.num_workers > 1:
+        print(_part_status(args.output_dir, args.worker_index, args.num_workers))
+    return 0
+
+
+def _finalize(args) -> int:
+    from trainer.data.write.slices import finalize
+
+    info = finalize(args.output_dir)
+    print(f"finalized {args.output_dir}: {info.counts} pairs ({info.encoding})")
+    return 0
+
+
+def _verify(args) -> int:
+    from trainer.data.read.verify import verify_folder
+
+    return verify_folder(args.data_dir, sys.stdout)
+
+
+COMMANDS = {
+    "synthetic": _synthetic,
+    "convert": _convert,
+    "finalize": _finalize,
+    "dispatcher": servers.main,
+    "data_worker": servers.main,
+    "verify": _verify,
+}
+
+
+def _main(argv) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "synthetic":
-            from trainer.data.write.synthetic import write_synthetic
-
-            info = write_synthetic(
-                args.output_dir,
-                args.num_train,
-                args.num_eval,
-                args.image_size,
-                3,
-                args.encoding,
-                args.num_shards,
-                args.gzip,
-                args.seed,
-            )
-            print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
-        elif args.command == "convert":
-            from trainer.data.write.convert import convert
-
-            info = convert(
-                args.pairs,
-                args.output_dir,
-                args.eval_pairs,
-                args.eval_fraction,
-                args.num_shards,
-                args.encoding,
-                args.image_size,
-                args.gzip,
-                args.seed,
-                args.num_workers,
-                args.worker_index,
-                args.parallelism,
-            )
-            print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
-            if args.num_workers > 1:
-                print(_part_status(args.output_dir, args.worker_index, args.num_workers))
-        elif args.command == "finalize":
-            from trainer.data.write.slices import finalize
-
-            info = finalize(args.output_dir)
-            print(f"finalized {args.output_dir}: {info.counts} pairs ({info.encoding})")
-        elif args.command in ("dispatcher", "data_worker"):
-            return servers.main(args)
-        else:
-            from trainer.data.read.verify import verify_folder
-
-            return verify_folder(args.data_dir, sys.stdout)
+        return COMMANDS[args.command](args)
     except (DataError, StorageError, ValueError, FileExistsError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
-    return 0
 
 
 def run():

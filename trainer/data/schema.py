@@ -62,17 +62,64 @@ class DatasetInfo:
 
 
 def read_info(directory: str) -> DatasetInfo:
-    """Reads ``dataset.json``; a clear error if the folder is missing it (half written?)."""
+    """Reads ``dataset.json``; FileNotFoundError if the folder is missing it (half written?),
+    DataError naming the file and the field if it is not what the writers write."""
     path = join(directory, METADATA_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
             f"{path} does not exist: {directory} is not a finished dataset folder (convert or "
             "synthetic writes dataset.json last; rerun it)."
         )
-    with tf.io.gfile.GFile(path, "r") as f:
-        raw = json.load(f)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        text = f.read()
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
+        raise DataError(
+            f"{path} is not valid JSON{where}: rewrite it (`trainer-data finalize` for a "
+            "converted set) or convert again."
+        ) from None
+    problem = _info_problem(raw)
+    if problem:
+        raise DataError(f"{path}: {problem}; rewrite it or convert again.")
     raw["label_names"] = tuple(raw.get("label_names", ("different", "follows")))
     return DatasetInfo(**raw)
+
+
+_COUNTED = lambda v: (
+    isinstance(v, dict)
+    and all(  # noqa: E731
+        isinstance(k, str) and type(n) is int and n >= 0 for k, n in v.items()
+    )
+)
+_FIELDS = {
+    "height": (lambda v: type(v) is int and v > 0, "a positive whole number"),
+    "width": (lambda v: type(v) is int and v > 0, "a positive whole number"),
+    "channels": (lambda v: v in (1, 3), "1 or 3"),
+    "encoding": (lambda v: v in ENCODINGS, " or ".join(ENCODINGS)),
+    "compression": (lambda v: v in ("", "GZIP"), '"" or "GZIP"'),
+    "counts": (_COUNTED, "an object of split -> number of pairs"),
+    "files": (_COUNTED, "an object of shard file name -> number of pairs"),
+}
+
+
+def _info_problem(raw) -> str | None:
+    """What is wrong with dataset.json's parsed value, or None."""
+    if not isinstance(raw, dict):
+        return "holds no JSON object"
+    for name, (ok, wanted) in _FIELDS.items():
+        if name not in raw:
+            return f'has no "{name}"'
+        if not ok(raw[name]):
+            return f'"{name}" is {json.dumps(raw[name])[:40]}, it must be {wanted}'
+    names = raw.get("label_names", ["different", "follows"])
+    if not isinstance(names, list) or len(names) < 2:
+        return '"label_names" must list the two classes'
+    unknown = sorted(set(raw) - set(_FIELDS) - {"label_names"})
+    if unknown:
+        return f'has an unknown field "{unknown[0]}"'
+    return None
 
 
 def write_info(directory: str, info: DatasetInfo) -> None:

@@ -32,8 +32,9 @@ def _scratch_dir(model_dir: str, worker_index: int) -> str:
 
 def load_model_config(model_dir: str) -> ModelConfig | None:
     """The ModelConfig saved in <model_dir>/config.json, or None when there is none."""
-    saved = read_json(join(model_dir, CONFIG_FILE))
-    return None if saved is None else ModelConfig.from_json_dict(saved)
+    path = join(model_dir, CONFIG_FILE)
+    saved = read_json(path)
+    return None if saved is None else ModelConfig.from_json_dict(saved, path)
 
 
 def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:

@@ -197,6 +197,7 @@ class Controller:
             action(step, metrics)
         return metrics
 
+
 def _diverged(loop: LoopResult, step: int, last_saved: int | None) -> TrainingDiverged:
     kept = (
         f"the last good checkpoint (step {last_saved}) is kept"

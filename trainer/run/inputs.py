@@ -19,7 +19,13 @@ from trainer.data import DataError
 from trainer.data.read import pipeline, verify
 from trainer.data.service import client as service
 
-DATA_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+# FailedPrecondition: a file that ends early fails the reader's cardinality check (a gs://
+# file the start checks do not walk; see trainer.data.read.frames).
+DATA_ERRORS = (
+    tf.errors.InvalidArgumentError,
+    tf.errors.DataLossError,
+    tf.errors.FailedPreconditionError,
+)
 
 
 def data_error(error: tf.errors.OpError, source, split: str) -> Exception:

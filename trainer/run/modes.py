@@ -14,6 +14,7 @@ from absl import logging
 from trainer.common.errors import EXIT_OK
 from trainer.common.paths import join
 from trainer.config import Config, ConfigError
+from trainer.data import DataError
 from trainer.run import actions, checkpoint, continuous
 from trainer.run.controller import Controller, Schedule, StopSignal
 from trainer.run.programs import EvalProgram, TrainProgram, build_model
@@ -143,7 +144,10 @@ def train(setup: Setup) -> int:
     _log_start(cfg, program)
     with StopSignal(logging.warning) as stop:
         trained = program.step < cfg.train.train_steps
-        metrics = _train_controller(setup, program, stop).train()
+        try:
+            metrics = _train_controller(setup, program, stop).train()
+        except DataError as e:  # mid-run: say what of the run is kept
+            raise DataError(f"{str(e).rstrip('.')}; {_kept(cfg.train.model_dir)}.") from None
     if trained:
         logging.info(
             "worker %d final weights sha256 %s", p.worker_index, program.weights_fingerprint()
@@ -151,6 +155,16 @@ def train(setup: Setup) -> int:
     if metrics is not None:
         print_eval("eval:", metrics)
     return _finish(cfg, p.is_chief, program.model, export=cfg.export)
+
+
+def _kept(model_dir: str) -> str:
+    step = checkpoint.latest_checkpoint_step(model_dir)
+    if step is None:
+        return "no checkpoint was written yet"
+    return (
+        f"the checkpoint of step {step} is kept in {checkpoint.checkpoint_dir(model_dir)}: fix "
+        "the data and rerun to resume from it"
+    )
 
 
 def _finish(config: Config, chief: bool, model, export: bool) -> int:

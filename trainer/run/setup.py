@@ -80,7 +80,7 @@ def wait_for_dispatcher(address: str, timeout: float) -> None:
 def prepare(config: Config) -> Setup:
     """The data, the strategy and the resolved config (see the module docstring)."""
     data_dir = config.data.data_dir or builtin_data_dir(default_cache_dir())
-    train_source, eval_source = open_splits(data_dir)
+    train_source, eval_source = open_splits(data_dir, skip_corrupt=config.data.skip_corrupt)
     r = config.runtime
     if config.mode == "train" and config.data.service_address:
         wait_for_dispatcher(config.data.service_address, r.peer_timeout_seconds)

@@ -11,8 +11,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.paths import join
 from trainer.data import schema
-from trainer.data.read import decode
+from trainer.data.read import decode, frames
 from trainer.data.schema import DataError
 from trainer.runtime import storage
 
@@ -79,45 +80,113 @@ def count_records(path: str, compression: str) -> int:
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-def open_source(data: str, split: str = "train") -> Source:
-    """A dataset folder (with dataset.json) or a file pattern, as a Source.
+def _truncated(path: str, frames_seen: frames.Frames, declared, skip_corrupt) -> DataError:
+    expected = f" of its {declared}" if declared is not None else ""
+    hint = {
+        None: "",
+        False: f", or pass --skip_corrupt to use its {frames_seen.records} whole records",
+    }.get(skip_corrupt, "")
+    return DataError(
+        f"{path} is cut off or damaged at record {frames_seen.records}{expected}: copy or "
+        f"convert it again{hint}."
+    )
 
-    Raises DataError for a missing folder, an empty pattern or unreadable metadata.
+
+def _counted(files, declared, compression: str, skip_corrupt) -> list[int]:
+    """Each file's records: local files walked frame by frame (agreeing with ``declared``,
+    dataset.json's counts, where there are some), others read where nothing declares them."""
+    counts = []
+    for path, said in zip(files, declared):
+        if not frames.is_local(path):
+            counts.append(said if said is not None else count_records(path, compression))
+            continue
+        seen = frames.scan(path, compression)
+        if seen.truncated and skip_corrupt is not True:
+            raise _truncated(path, seen, said, skip_corrupt)
+        if said is not None and not seen.truncated and seen.records != said:
+            raise DataError(
+                f"{path} holds {seen.records} records but dataset.json says {said}: the "
+                "metadata is not this folder's; run `trainer-data finalize` or convert again."
+            )
+        counts.append(said if said is not None else seen.records)
+    return counts
+
+
+def _listed_files(data: str, info: schema.DatasetInfo, split: str, files) -> list:
+    """dataset.json's count of each file; the folder and dataset.json must name the same
+    shards, and the split's count must be their sum."""
+    present = {f.rsplit("/", 1)[-1] for f in files}
+    listed = {n for n in info.files if n.startswith(split + "-")}
+    if listed - present:
+        raise DataError(
+            f"{data} lacks {sorted(listed - present)[0]}, which dataset.json lists: copy the "
+            "whole folder again."
+        )
+    if present - listed:
+        raise DataError(
+            f"{join(data, sorted(present - listed)[0])} is not in dataset.json (a shard of "
+            "another conversion?): remove it or convert again."
+        )
+    total = sum(info.files[n] for n in listed)
+    if split in info.counts and info.counts[split] != total:
+        raise DataError(
+            f"{join(data, schema.METADATA_FILE)} says {info.counts[split]} {split} pairs but "
+            f"its files add up to {total}: rewrite it (`trainer-data finalize`) or convert again."
+        )
+    return [info.files[f.rsplit("/", 1)[-1]] for f in files]
+
+
+def _agree(data: str, spec: decode.ImageSpec, first: decode.ImageSpec, path: str) -> None:
+    said = (spec.height, spec.width, spec.channels, spec.encoding)
+    held = (first.height, first.width, first.channels, first.encoding)
+    if said != held:
+        raise DataError(
+            f"{join(data, schema.METADATA_FILE)} says {'x'.join(map(str, said[:3]))} "
+            f"{said[3]} images but {path} record 0 holds {'x'.join(map(str, held[:3]))} "
+            f"{held[3]}: the metadata is not this folder's; convert again."
+        )
+
+
+def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = None) -> Source:
+    """A dataset folder (with dataset.json) or a file pattern, as a Source, checked before
+    anything reads it for training: dataset.json well-formed and agreeing with the files
+    (names, counts, image size, channels, encoding), no local file cut off.
+
+    ``skip_corrupt``: True lets a cut-off file through (the reader skips its tail); False
+    names the flag in the refusal; None (a tool without the flag) does not.
+    Raises DataError for all of these, a missing folder or an empty pattern.
     """
-    info = None
     if is_pattern(data):
         files = resolve_files(data)
-    else:
-        if not tf.io.gfile.exists(data):
-            raise DataError(f"data_dir {data} does not exist.")
-        try:
-            info = schema.read_info(data)
-        except FileNotFoundError as e:
-            raise DataError(str(e)) from None
-        files = schema.split_files(data, split)
-        if not files:
-            raise DataError(f"{data} has no {split} shards ({split}-*.tfrecord).")
-    if info is not None:
-        compression = info.compression
-        spec = decode.ImageSpec.from_info(info)
-        counts = [info.files.get(f.rsplit("/", 1)[-1]) for f in files]
-    else:
         compression = "GZIP" if files[0].endswith(".gz") else ""
         spec = _peek_spec(files[0], compression)
-        counts = [None]
-    if None in counts:
-        counts = [count_records(f, compression) for f in files]
-    return Source(tuple(files), tuple(int(c) for c in counts), spec, compression)
+        counts = _counted(files, [None] * len(files), compression, skip_corrupt)
+        return Source(tuple(files), tuple(counts), spec, compression)
+    if not tf.io.gfile.exists(data):
+        raise DataError(f"data_dir {data} does not exist.")
+    if not tf.io.gfile.isdir(data):
+        raise DataError(f"data_dir {data} is a file: give the dataset's folder (or a pattern).")
+    try:
+        info = schema.read_info(data)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
+    files = schema.split_files(data, split)
+    if not files:
+        raise DataError(f"{data} has no {split} shards ({split}-*.tfrecord).")
+    spec = decode.ImageSpec.from_info(info)
+    declared = _listed_files(data, info, split, files)
+    _agree(data, spec, _peek_spec(files[0], info.compression), files[0])
+    counts = _counted(files, declared, info.compression, skip_corrupt)
+    return Source(tuple(files), tuple(counts), spec, info.compression)
 
 
-def open_splits(data: str) -> tuple[Source, Source]:
+def open_splits(data: str, *, skip_corrupt: bool = False) -> tuple[Source, Source]:
     """(train, eval) Sources of a dataset; the training split stands in for a missing eval
-    split, with a warning."""
+    split (a pattern has no splits), with a warning."""
     from absl import logging
 
-    train = open_source(data, "train")
-    try:
-        return train, open_source(data, "eval")
-    except DataError:
-        logging.warning("no eval split in %s: evaluating on the training split", data)
-        return train, train
+    train = open_source(data, "train", skip_corrupt=skip_corrupt)
+    if not is_pattern(data) and schema.split_files(data, "eval"):
+        return train, open_source(data, "eval", skip_corrupt=skip_corrupt)
+    logging.warning("no eval split in %s: evaluating on the training split", data)
+    return train, train

@@ -113,7 +113,7 @@ def verify_folder(data: str, out) -> int:
     reports, problems = [], []
     for split in schema.SPLITS:
         try:
-            source = open_source(data, split)
+            source = open_source(data, split, skip_corrupt=True)  # reported below
         except DataError as e:
             if split == "eval" and "has no eval shards" in str(e):
                 continue
@@ -141,7 +141,7 @@ def verify_folder(data: str, out) -> int:
     out.write(f"total: {len(reports)} files, {total} records, {size:,} bytes\n")
     if problems:
         out.write(f"first bad record: {problems[0]}\n")
-        out.write(f"{len(problems)} problems found.\n")
+        out.write(f"{len(problems)} problem{'s' * (len(problems) > 1)} found.\n")
         return 1
     out.write("all records are good.\n")
     return 0

@@ -30,6 +30,7 @@ KEEP = "keep"
 
 LABELS = (0, 1)  # the model is binary (a sigmoid output): 0 different, 1 follows
 
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     line: int  # 1-based line in the CSV
@@ -330,6 +331,7 @@ def _finish(output_dir: str, info: schema.DatasetInfo, num_workers: int, worker_
 def convert(
     pairs: str,
     output_dir: str,
+    *,
     eval_pairs: str | None = None,
     eval_fraction: float = 0.1,
     num_shards: int = 4,

@@ -81,6 +81,7 @@ def _records(split_seed: int, n: int, image_size: int, channels: int, encoding: 
 
 def write_synthetic(
     output_dir: str,
+    *,
     num_train: int = 16384,
     num_eval: int = 1024,
     image_size: int = 32,

@@ -1,0 +1,57 @@
+"""The one guard every entry point runs under (trainer, trainer-data, predict, report, inspect,
+launch): nothing a user can cause shows a traceback.
+
+Each command turns the errors it knows (bad flags, data, storage) into one sentence itself;
+what reaches the guard is a bug or something no check foresaw. It becomes one sentence that
+names the error and the file holding the full traceback, exit 1 (TRAINER_TRACEBACK=1 lets it
+through instead, for a developer). Ctrl-C and SystemExit pass untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+
+from trainer.common.errors import EXIT_USAGE, first_line
+
+SHOW = "TRAINER_TRACEBACK"
+
+
+def guarded(main: Callable[..., int], *args, program: str) -> int:
+    """``main(*args)``'s exit status; an unexpected error is one sentence and exit 1."""
+    try:
+        return main(*args)
+    except Exception as error:  # noqa: BLE001 - the one place that catches everything
+        if os.environ.get(SHOW, "") not in ("", "0"):
+            raise
+        sys.stderr.write(internal_error(error, program=program) + "\n")
+        return EXIT_USAGE
+
+
+def internal_error(error: BaseException, *, program: str) -> str:
+    """The sentence for an unexpected error, after writing its traceback to a file."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    where = _write_traceback(program, text)
+    kept = (
+        f"the full traceback is in {where}"
+        if where
+        else "the traceback could not be written to a file"
+    )
+    return (
+        f"error: {program} stopped on an unexpected {type(error).__name__} "
+        f"({first_line(error, 160)}); {kept} (or rerun with {SHOW}=1 to print it): please "
+        "report it with that file."
+    )
+
+
+def _write_traceback(program: str, text: str) -> str | None:
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{program.replace(' ', '-')}-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return None
