@@ -18,6 +18,7 @@ setup(
         "keras>=3.15,<3.16",
         "absl-py>=2.1",
         "numpy>=1.26",
+        "protobuf>=4.21",  # the start checks read a record header as a tf.train.Example
         "google-cloud-storage>=2.18",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "pyyaml>=6",

@@ -83,11 +83,11 @@ def _main(argv: list[str]) -> int:
 
         return run(
             LocalConfig(
-                args.workers,
-                args.devices_per_worker,
-                args.max_restarts,
-                args.grace_seconds,
-                tuple(trainer_args),
+                workers=args.workers,
+                devices_per_worker=args.devices_per_worker,
+                max_restarts=args.max_restarts,
+                grace_seconds=args.grace_seconds,
+                trainer_args=tuple(trainer_args),
                 data_workers=args.data_workers,
             )
         )

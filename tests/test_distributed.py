@@ -97,7 +97,7 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
 
     rc = run(
         LocalConfig(
-            2,
+            workers=2,
             max_restarts=0,  # a lost data worker must not need a restart of the trainers
             data_workers=2,
             trainer_args=trainer_flags(
@@ -152,7 +152,9 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
     double = Capture()
     assert (
         run(
-            LocalConfig(2, trainer_args=trainer_flags(one_file_data, tmp_path / "b", *flags)),
+            LocalConfig(
+                workers=2, trainer_args=trainer_flags(one_file_data, tmp_path / "b", *flags)
+            ),
             out=double,
         )
         == 0
@@ -226,7 +228,7 @@ def test_kill_9_restarts_group_and_finishes_exactly(data, tmp_path):
     out, kills = Capture(), []
     model_dir = tmp_path / "m"
     cfg = LocalConfig(
-        2,
+        workers=2,
         max_restarts=max_kills + 1,
         # Survivors wait in an all-reduce for the dead peer and cannot save; stop them soon.
         # A save cut off by SIGKILL must never be restored (checked below).
@@ -323,32 +325,37 @@ def test_rendezvous_meets_three_peers_and_times_out_alone():
         rendezvous.meet([f"localhost:{p}" for p in free_ports(2)], 0, timeout=1)  # subject
 
 
-def test_bad_trainer_flag_stops_group_without_restart(data, tmp_path):
-    out = Capture()
+def test_bad_trainer_flag_is_refused_before_any_worker_starts(data, tmp_path):
+    out, err = Capture(), Capture()
     rc = run(
         LocalConfig(
-            2,
+            workers=2,
             max_restarts=3,
             trainer_args=trainer_flags(data, tmp_path / "m", "--global_batch_size=-2"),
         ),
         out=out,
+        err=err,
     )
     assert rc == 1
-    assert out.text.count("[launch] starting") == 1
-    assert "--global_batch_size=-2 is invalid" in out.text
+    assert "[launch] starting" not in out.text and not (tmp_path / "m").exists()
+    assert err.text.splitlines() == [
+        "error: trainer flags: --global_batch_size=-2 is invalid: it must be > 0."
+    ]
 
 
-def test_batch_that_does_not_divide_over_workers(data, tmp_path):
+def test_a_worker_refusing_its_input_stops_the_group_without_restart(data, tmp_path):
+    # Only the workers can know this one (the replica count is theirs): exit 1, no retry.
     out = Capture()
     rc = run(
         LocalConfig(
-            2,
-            max_restarts=0,
+            workers=2,
+            max_restarts=3,
             trainer_args=trainer_flags(data, tmp_path / "m", "--global_batch_size=7"),
         ),
         out=out,
     )
     assert rc == 1
+    assert out.text.count("[launch] starting") == 1
     assert out.text.count("--global_batch_size=7 does not divide over 2 replicas") == 2
 
 
@@ -356,7 +363,7 @@ def test_cpu_replicas_per_worker_are_refused_under_multi_worker(data, tmp_path):
     out = Capture()
     rc = run(
         LocalConfig(
-            2,
+            workers=2,
             devices_per_worker=2,
             max_restarts=0,
             trainer_args=trainer_flags(data, tmp_path / "m"),

@@ -23,11 +23,11 @@ KUBE_VERSION = "1.33.0"
 PY = sys.executable
 STUBS = pathlib.Path(__file__).parent / "stubs"
 HOSTILE_ARGS = (
-    '--note=it\'s "quoted"',
-    "--note=two\nlines",
-    "--note=$(rm -rf /) and $(HOME) and $$",
-    "--note=x\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: stolen",
-    "--note=  spaces  ",
+    '--export_dir=it\'s "quoted"',
+    "--export_dir=two\nlines",
+    "--export_dir=$(rm -rf /) and $(HOME) and $$",
+    "--export_dir=x\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: stolen",
+    "--export_dir=  spaces  ",
 )
 
 

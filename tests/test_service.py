@@ -129,17 +129,18 @@ def synthetic(tmp_path_factory):
 
 
 def test_data_workers_and_a_service_address_are_refused_together(tmp_path):
-    out = Capture()
+    out, err = Capture(), Capture()
     rc = run(
         LocalConfig(
-            1,
+            workers=1,
             data_workers=1,
             trainer_args=("--data_service_address=grpc://localhost:1", f"--model_dir={tmp_path}"),
         ),
         out=out,
+        err=err,
     )
-    assert rc == 1 and "drop --data_service_address" in out.text
-    assert "starting" not in out.text and not list(tmp_path.iterdir())
+    assert rc == 1 and "drop --data_service_address" in err.text
+    assert not out.text and not list(tmp_path.iterdir())
 
 
 def test_an_unreachable_dispatcher_or_a_bad_address_writes_nothing(synthetic, tmp_path):

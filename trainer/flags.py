@@ -221,3 +221,29 @@ def config_from_flags(f=FLAGS) -> C.Config:
             runtime=runtime,
         )
     )
+
+
+def check_args(args) -> C.Config:
+    """Trainer flags as a launcher passes them on (``launch local``, ``launch k8s``), parsed by
+    a copy of the trainer's own flags and checked by the same validate, before any process
+    starts or any manifest is printed; UsageError (one sentence) otherwise. No TensorFlow."""
+    import copy
+
+    from absl import app, logging  # noqa: F401  (their flags are the trainer's too)
+
+    from trainer.common.errors import UsageError
+
+    fv = copy.deepcopy(FLAGS)
+    fv.unparse_flags()
+    try:
+        rest = fv(["trainer", *args])
+    except flags.Error as e:
+        raise UsageError(f"trainer flags: {e}.") from None
+    if len(rest) > 1:
+        raise UsageError(
+            f"trainer flags: unexpected arguments {rest[1:]}: flags look like --name=value."
+        )
+    try:
+        return config_from_flags(fv)
+    except C.ConfigError as e:
+        raise UsageError(f"trainer flags: {e}") from None

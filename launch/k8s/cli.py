@@ -14,6 +14,8 @@ import subprocess
 import sys
 
 from launch.k8s import manifests as k8s
+from trainer import flags as trainer_flags
+from trainer.common.errors import UsageError
 
 ACTIONS = ("render", "submit", "status", "logs", "delete", "convert")
 
@@ -126,6 +128,7 @@ def _manifests(args, trainer_args) -> str:
         return _convert_manifests(args, trainer_args)
     spec = _spec(args, trainer_args)
     k8s.check_spec(spec)  # before running kubectl at all
+    trainer_flags.check_args(k8s.trainer_argv(spec))  # the trainer's own parser and checks
     k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
     docs = k8s.render(
         spec, k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, spec.gpus_per_worker))
@@ -285,7 +288,7 @@ def main(args, trainer_args) -> int:
             if rc:
                 return rc
         return 0
-    except (k8s.SpecError, PreflightError, KubectlError) as e:
+    except (k8s.SpecError, PreflightError, KubectlError, UsageError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     except FileNotFoundError:

@@ -223,6 +223,17 @@ def _render_policy(policy: dict, spec: JobSpec) -> None:
     }
 
 
+def trainer_argv(spec: JobSpec) -> list[str]:
+    """The trainer's flags in the worker pods: the launcher's own, then the user's."""
+    args = [
+        f"--strategy={strategy_for(spec.workers, spec.gpus_per_worker)}",
+        f"--model_dir={spec.model_dir}",
+    ]
+    if spec.data_dir:
+        args.append(f"--data_dir={spec.data_dir}")
+    return args + list(spec.trainer_args)
+
+
 def _render_job(job: dict, spec: JobSpec) -> None:
     job["spec"]["completions"] = job["spec"]["parallelism"] = spec.workers
     pod = job["spec"]["template"]["spec"]
@@ -238,13 +249,7 @@ def _render_job(job: dict, spec: JobSpec) -> None:
         pod.pop("tolerations", None)
     container = container_of(job)
     container["image"] = spec.image
-    args = [
-        f"--strategy={strategy_for(spec.workers, spec.gpus_per_worker)}",
-        f"--model_dir={spec.model_dir}",
-    ]
-    if spec.data_dir:
-        args.append(f"--data_dir={spec.data_dir}")
-    container["args"] = [escape_expansion(a) for a in args + list(spec.trainer_args)]
+    container["args"] = [escape_expansion(a) for a in trainer_argv(spec)]
     _set_env(
         container,
         {

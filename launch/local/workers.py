@@ -19,11 +19,18 @@ import threading
 import time
 
 from launch.local.processes import free_ports, pump
-from trainer.common.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RETRY, EXIT_USAGE
+from trainer import flags as trainer_flags
+from trainer.common.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RETRY,
+    EXIT_USAGE,
+    UsageError,
+)
 from trainer.runtime import cluster as tfconfig
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class LocalConfig:
     workers: int
     devices_per_worker: int = 0
@@ -103,17 +110,24 @@ def _outcome(codes: list) -> str | None:
     return None
 
 
-def run(cfg: LocalConfig, out=sys.stdout, on_start=None) -> int:
+def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     """Runs the group (and its data service, if any) to completion; returns the exit status.
 
     ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
-    service is ``group.data``).
+    service is ``group.data``). Bad trainer flags (the trainer's own parser and checks) and
+    the launcher's own errors go to ``err`` (stderr), before any process starts.
     """
+    err = err or sys.stderr
     if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
-        out.write(
-            "[launch] error: --data_workers starts its own tf.data service: drop "
+        err.write(
+            "error: --data_workers starts its own tf.data service: drop "
             "--data_service_address from the trainer flags.\n"
         )
+        return EXIT_USAGE
+    try:
+        trainer_flags.check_args(worker_command(cfg)[3:])
+    except UsageError as e:
+        err.write(f"error: {e}\n")
         return EXIT_USAGE
     data = None
     if cfg.data_workers:
@@ -123,7 +137,7 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None) -> int:
         try:
             data.start()
         except RuntimeError as e:
-            out.write(f"[launch] error: {e}\n")
+            err.write(f"error: {e}\n")
             return EXIT_RETRY
         cfg = dataclasses.replace(
             cfg, trainer_args=(*cfg.trainer_args, f"--data_service_address={data.address}")

@@ -87,20 +87,20 @@ def read_info(directory: str) -> DatasetInfo:
     return DatasetInfo(**raw)
 
 
-_COUNTED = lambda v: (
-    isinstance(v, dict)
-    and all(  # noqa: E731
-        isinstance(k, str) and type(n) is int and n >= 0 for k, n in v.items()
+def _counted(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and type(n) is int and n >= 0 for k, n in value.items()
     )
-)
+
+
 _FIELDS = {
     "height": (lambda v: type(v) is int and v > 0, "a positive whole number"),
     "width": (lambda v: type(v) is int and v > 0, "a positive whole number"),
     "channels": (lambda v: v in (1, 3), "1 or 3"),
     "encoding": (lambda v: v in ENCODINGS, " or ".join(ENCODINGS)),
     "compression": (lambda v: v in ("", "GZIP"), '"" or "GZIP"'),
-    "counts": (_COUNTED, "an object of split -> number of pairs"),
-    "files": (_COUNTED, "an object of shard file name -> number of pairs"),
+    "counts": (_counted, "an object of split -> number of pairs"),
+    "files": (_counted, "an object of shard file name -> number of pairs"),
 }
 
 

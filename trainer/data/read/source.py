@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from trainer.common.paths import join
 from trainer.data import schema
@@ -57,27 +57,29 @@ def resolve_files(pattern: str) -> list[str]:
 
 
 def _peek_spec(path: str, compression: str) -> decode.ImageSpec:
-    """Reads the first record's declared size and encoding (folders without dataset.json)."""
+    """The first record's declared size and encoding, read as a protocol buffer (no
+    TensorFlow op: the runtime must not start before the strategy)."""
     try:
-        for record in tf.data.TFRecordDataset(path, compression_type=compression).take(1):
-            f = tf.io.parse_single_example(record, schema.FEATURES)
-            return decode.ImageSpec(
-                int(f["height"]),
-                int(f["width"]),
-                int(f["channels"]),
-                f["encoding"].numpy().decode(),
-            )
+        data = frames.first_record(path, compression)
     except tf.errors.OpError as e:
         if _storage_outage(e):
             raise
-        raise DataError(f"{path} record 0: {decode.error_reason(e)}.") from None
-    raise DataError(f"{path} holds no records: nothing to infer the image size from.")
-
-
-def count_records(path: str, compression: str) -> int:
-    """Records in one file (reads the bytes, decodes nothing)."""
-    ds = tf.data.TFRecordDataset(path, compression_type=compression)
-    return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+        raise DataError(f"{path}: {decode.error_reason(e)}.") from None
+    if data is None:
+        raise DataError(f"{path} holds no whole record: nothing to read the image size from.")
+    try:
+        f = tf.train.Example.FromString(data).features.feature
+        return decode.ImageSpec(
+            int(f["height"].int64_list.value[0]),
+            int(f["width"].int64_list.value[0]),
+            int(f["channels"].int64_list.value[0]),
+            f["encoding"].bytes_list.value[0].decode(),
+        )
+    except (DecodeError, IndexError, KeyError, UnicodeDecodeError):
+        raise DataError(
+            f"{path} record 0 is not a pair record (see DESIGN.md's schema): convert the "
+            "images with `trainer-data convert`."
+        ) from None
 
 
 def _truncated(path: str, frames_seen: frames.Frames, declared, skip_corrupt) -> DataError:
@@ -94,11 +96,11 @@ def _truncated(path: str, frames_seen: frames.Frames, declared, skip_corrupt) ->
 
 def _counted(files, declared, compression: str, skip_corrupt) -> list[int]:
     """Each file's records: local files walked frame by frame (agreeing with ``declared``,
-    dataset.json's counts, where there are some), others read where nothing declares them."""
+    dataset.json's counts, where there are some), others walked where nothing declares them."""
     counts = []
     for path, said in zip(files, declared):
-        if not frames.is_local(path):
-            counts.append(said if said is not None else count_records(path, compression))
+        if said is not None and not frames.is_local(path):
+            counts.append(said)  # walking a gs:// file reads it all: the reader checks it
             continue
         seen = frames.scan(path, compression)
         if seen.truncated and skip_corrupt is not True:
