@@ -229,7 +229,7 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     "flags, message",
     [
         (["--global_batch_size=-4"], "--global_batch_size=-4 is invalid"),
-        (["--strategy=turbo"], "flag --strategy=turbo"),
+        (["--strategy=turbo"], "--strategy=turbo is invalid: value should be one of <auto|"),
         (["--learning_rate=0"], "--learning_rate=0.0 is invalid"),
         (["--activation=wobble"], "activation='wobble'"),
         (["--profile_steps=9,3"], "--profile_steps=9,3 is invalid"),

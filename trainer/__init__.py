@@ -2,9 +2,17 @@
 
 Importing the package loads no TensorFlow; its C++ INFO/WARNING lines (oneDNN notices, missing
 CUDA) drown the trainer's own progress output on CPU hosts, so they are off unless the user
-set TF_CPP_MIN_LOG_LEVEL; errors still print.
+set TF_CPP_MIN_LOG_LEVEL (the lines it logs while loading, which no level hides, are kept
+back by trainer.common.console); errors still print.
 """
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Whether TF_CPP_MIN_LOG_LEVEL is the user's (trainer.common.console then shows TensorFlow's
+# start-up lines) or was set here, also in a parent such as `launch local` (the marker).
+TF_LOG_LEVEL_FROM_USER = (
+    "TF_CPP_MIN_LOG_LEVEL" in os.environ and os.environ.get("TRAINER_TF_LOG_LEVEL_SET") != "1"
+)
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["TRAINER_TF_LOG_LEVEL_SET"] = "1"

@@ -32,6 +32,10 @@ def _main(argv) -> int:
     from trainer.runtime import storage
 
     storage.apply_retry_env(config.runtime.storage_timeout_seconds)
+    from trainer.common import console
+
+    console.plain_log_lines()
+    console.load_tensorflow()
     from trainer.run.main import train_and_evaluate  # loads TensorFlow: only for valid flags
 
     return train_and_evaluate(config)
@@ -45,25 +49,35 @@ def run_in_process(argv: list[str]) -> int:
     fv = flags.FLAGS
     verbosity = fv["verbosity"].value  # this process's logging stays as it is
     fv.unparse_flags()
+    from trainer.common.cli import flag_sentence
+
     try:
         rest = fv(["trainer", *argv])
     except flags.Error as e:
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {flag_sentence(e)}.\n")
         return 1
     if not fv["verbosity"].present:
         fv.verbosity = verbosity
     return main(rest)
 
 
+def _parse(argv: list[str]) -> list[str]:
+    """absl's flag parsing with a bad flag as one sentence and exit 1 (absl's own message is
+    a "FATAL" line and a second line on --helpshort)."""
+    from trainer.common.cli import flag_sentence
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.stderr.write(f"error: {flag_sentence(e)}.\n")
+        sys.exit(1)
+
+
 def run():
     """Console-script entry point."""
     import trainer.flags  # noqa: F401  (defines the flags before absl parses argv)
 
-    try:
-        app.run(main)
-    except flags.Error as e:  # pragma: no cover - absl prints its own message
-        sys.stderr.write(f"error: {e}\n")
-        sys.exit(1)
+    app.run(main, flags_parser=_parse)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,7 @@ def check_args(args) -> C.Config:
 
     from absl import app, logging  # noqa: F401  (their flags are the trainer's too)
 
+    from trainer.common.cli import flag_sentence
     from trainer.common.errors import UsageError
 
     fv = copy.deepcopy(FLAGS)
@@ -238,7 +239,7 @@ def check_args(args) -> C.Config:
     try:
         rest = fv(["trainer", *args])
     except flags.Error as e:
-        raise UsageError(f"trainer flags: {e}.") from None
+        raise UsageError(f"trainer flags: {flag_sentence(e)}.") from None
     if len(rest) > 1:
         raise UsageError(
             f"trainer flags: unexpected arguments {rest[1:]}: flags look like --name=value."

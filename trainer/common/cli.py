@@ -9,15 +9,35 @@ several tools (and the trainer) can be called in one process, as the tests do.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
 from absl import app, flags
 
+from trainer.common import console
 from trainer.common.errors import EXIT_USAGE, UsageError
 from trainer.common.guard import guarded
 
 HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+_FLAG_VALUE = re.compile(r"^flag --(\w+)=(.*?): (.*)$", re.S)
+
+
+def flag_sentence(error: flags.Error) -> str:
+    """absl's flag error as the sentence a person reads (no "invalid literal for int()")."""
+    text = str(error).strip()
+    if m := _FLAG_VALUE.match(text):
+        name, value, why = m.groups()
+        if "invalid literal for int()" in why:
+            why = "it must be a whole number"
+        elif "could not convert string to float" in why:
+            why = "it must be a number"
+        return f"--{name}={value} is invalid: {why.rstrip('.')}"
+    if m := re.match(r"Unknown command line flag '([^']+)'", text):
+        return f"--{m.group(1)} is not a flag of this command: see --helpshort"
+    return text.rstrip(".")
 
 
 def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
@@ -27,7 +47,7 @@ def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
     try:
         rest = fv(list(argv), known_only=True)
     except flags.Error as e:
-        raise UsageError(f"{e}.") from None
+        raise UsageError(f"{flag_sentence(e)}.") from None
     unknown = [a for a in rest[1:] if a.startswith("-") and a not in ("-", "--")]
     if unknown:
         name = unknown[0].lstrip("-").split("=", 1)[0]
@@ -43,6 +63,8 @@ def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
     program = os.path.basename(argv[0]) if argv else "tool"
+    console.plain_log_lines()
+    console.load_tensorflow()  # after the flags: a bad one is answered without loading it
     return guarded(main, rest, program=program)
 
 

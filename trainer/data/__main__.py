@@ -154,7 +154,11 @@ COMMANDS = {
 
 
 def _main(argv) -> int:
+    from trainer.common import console
+
     args = _parser().parse_args(argv)
+    console.plain_log_lines()
+    console.load_tensorflow()  # every command needs it; a bad argument is answered first
     try:
         return COMMANDS[args.command](args)
     except (DataError, StorageError, ValueError, FileExistsError, FileNotFoundError) as e:

@@ -14,10 +14,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
-from trainer.model.options import HEADS, STRIDE_PLACEMENTS
+from trainer.model.options import HEADS, SEED_FILTERS, STRIDE_PLACEMENTS
 
-# The seed's filters: module i1 then module i2, each (A, (B0, B1), (C0, C1), D0).
-SEED_FILTERS = ((10, (10, 10), (10, 10), 10), (40, (40, 40), (40, 40), 40))
 CONV_PREFIXES = ("convA_", "convB0_", "convB1_", "convC0_", "convC1_", "convD0_", "concatenate_")
 
 

@@ -1,0 +1,107 @@
+"""What a person sees on the console: no TensorFlow start-up noise, log lines read at a glance.
+
+``load_tensorflow``: TensorFlow's C++ libraries log 6-8 lines while they load and find their
+devices ("oneDNN custom operations are on", "Could not find cuda drivers", "failed call to
+cuInit" on every CPU-only host), written before absl's logging is initialised, so no
+TF_CPP_MIN_LOG_LEVEL hides them all. The import and the device scan run with file descriptor
+2 pointed at a temporary file; afterwards every line that is not one of those start-up lines
+is written out as it came. A user's own TF_CPP_MIN_LOG_LEVEL (set before the trainer started)
+turns this off: they see what TensorFlow prints.
+
+``plain_log_lines``: absl's lines become ``13:53:48.575 step 20/300 loss ...`` (the time of day
+to the millisecond, then the message; warnings say ``warning:``), without the level letter,
+date, thread id and source location, and without TensorFlow's and Keras' INFO lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+
+import trainer
+
+STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:. ]+\d+ \S+:\d+\]"  # absl's C++ INFO/WARNING lines
+    r"|E\d{4} [\d:. ]+\d+ \S+:\d+\] (failed call to cuInit|Unable to register cu\w+ factory)"
+    r"|\d{4}-\d\d-\d\d [\d:.]+: [IW] \S+:\d+\]"  # TensorFlow's own older format
+    r"|To enable the following instructions: )"
+)
+
+
+def load_tensorflow():
+    """TensorFlow, imported and its physical devices found, without the start-up lines."""
+    if "tensorflow" in sys.modules or trainer.TF_LOG_LEVEL_FROM_USER:
+        import tensorflow as tf
+
+        return tf
+    with _fd2_kept() as kept:
+        import tensorflow as tf
+
+        # The device scan (cuInit) logs too; it starts no runtime, so thread pools and
+        # logical devices can still be set afterwards.
+        tf.config.list_physical_devices()
+    for line in kept:
+        if not STARTUP_NOISE.match(line):
+            sys.stderr.write(line)
+    return tf
+
+
+@contextlib.contextmanager
+def _fd2_kept():
+    """File descriptor 2 into a temporary file for the block; yields the list of its lines
+    (filled when the block ends, whether or not it raised)."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines(keepends=True))
+
+
+class PlainFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm message`` (``warning:`` / ``error:`` before the message where due)."""
+
+    LEVELS = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITICAL: "error: "}
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        text = f"{stamp}.{int(record.msecs):03d} {self.LEVELS.get(record.levelno, '')}"
+        text += record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class LibraryInfoFilter(logging.Filter):
+    """Drops TensorFlow's and Keras' own INFO lines ("Sharding callback duration: 32
+    microseconds" at every checkpoint); their warnings and errors pass."""
+
+    LIBRARIES = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}keras{os.sep}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname or ""
+        return record.levelno > logging.INFO or not any(lib in path for lib in self.LIBRARIES)
+
+
+def plain_log_lines() -> None:
+    """absl's handler (the trainer's and the tools' log lines) in the plain format, without
+    the libraries' INFO lines."""
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler()
+    handler.setFormatter(PlainFormatter())
+    if not any(isinstance(f, LibraryInfoFilter) for f in handler.filters):
+        handler.addFilter(LibraryInfoFilter())
