@@ -57,13 +57,13 @@ def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
 
 def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]) -> int:
     """``main`` on argv parsed into ``fv``; a bad flag is one sentence and exit 1."""
+    console.plain_log_lines()
     try:
         rest = parse(fv, argv)
     except UsageError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
     program = os.path.basename(argv[0]) if argv else "tool"
-    console.plain_log_lines()
     console.load_tensorflow()  # after the flags: a bad one is answered without loading it
     return guarded(main, rest, program=program)
 

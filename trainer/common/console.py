@@ -86,10 +86,10 @@ class PlainFormatter(logging.Formatter):
 
 
 class LibraryInfoFilter(logging.Filter):
-    """Drops TensorFlow's and Keras' own INFO lines ("Sharding callback duration: 32
+    """Drops TensorFlow's, Keras' and absl's own INFO lines ("Sharding callback duration: 32
     microseconds" at every checkpoint); their warnings and errors pass."""
 
-    LIBRARIES = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}keras{os.sep}")
+    LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("tensorflow", "keras", "absl"))
 
     def filter(self, record: logging.LogRecord) -> bool:
         path = record.pathname or ""

@@ -1,8 +1,8 @@
 """The one guard every entry point runs under (trainer, trainer-data, predict, report, inspect,
 launch): nothing a user can cause shows a traceback.
 
-Each command turns the errors it knows (bad flags, data, storage) into one sentence itself;
-what reaches the guard is a bug or something no check foresaw. It becomes one sentence that
+A UsageError (and so a DataError or StorageError) that reaches it is the one sentence it
+carries; anything else is a bug or something no check foresaw. It becomes one sentence that
 names the error and the file holding the full traceback, exit 1 (TRAINER_TRACEBACK=1 lets it
 through instead, for a developer). Ctrl-C and SystemExit pass untouched.
 """
@@ -15,7 +15,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 
-from trainer.common.errors import EXIT_USAGE, first_line
+from trainer.common.errors import EXIT_USAGE, UsageError, first_line
 
 SHOW = "TRAINER_TRACEBACK"
 
@@ -24,6 +24,9 @@ def guarded(main: Callable[..., int], *args, program: str) -> int:
     """``main(*args)``'s exit status; an unexpected error is one sentence and exit 1."""
     try:
         return main(*args)
+    except UsageError as error:  # what the user must change (data and storage errors too)
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_USAGE
     except Exception as error:  # noqa: BLE001 - the one place that catches everything
         if os.environ.get(SHOW, "") not in ("", "0"):
             raise

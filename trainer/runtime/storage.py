@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Mapping
 
-from trainer.common.errors import first_line
+from trainer.common.errors import UsageError, first_line
 
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
@@ -32,7 +32,7 @@ RETRY_VARS = (
 )
 
 
-class StorageError(Exception):
+class StorageError(UsageError):
     """The storage is there but refuses what the run needs (missing bucket, no write access):
     the user must act; exit 1."""
 
@@ -189,6 +189,22 @@ def check_writable(folder: str, role: str, tag: str = "") -> None:
         raise StorageError(
             f"{role} bucket gs://{bucket_of(folder)} is not writable ({reason})."
         ) from None
+
+
+def check_output_file(path: str, role: str) -> None:
+    """StorageError unless local ``path`` can be written as a file: its folder exists and
+    takes a write, and ``path`` is not a folder (gs:// paths: the bucket is checked when it
+    is written). Writes nothing."""
+    if "://" in path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise StorageError(f"{role} {path} is a folder: give a file name.")
+    if not os.path.isdir(parent):
+        where = "is a file" if os.path.exists(parent) else "does not exist"
+        raise StorageError(f"the folder of {role} {path} {where}: give a path in a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(f"{role} {path}: its folder {parent} is not writable.")
 
 
 def check_local_folder(path: str, role: str) -> None:

@@ -73,6 +73,9 @@ def _main(argv) -> int:
     if not FLAGS.model_dir or len(paths) != 2:
         sys.stderr.write(f"error: {USAGE}\n")
         return 1
+    from trainer.runtime import storage
+
+    storage.check_output_file(FLAGS.output, "--output")  # before the model is loaded
     try:
         model_a, cfg = instrumented_from_checkpoint(FLAGS.model_dir)
         images = []

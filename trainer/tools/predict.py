@@ -129,7 +129,6 @@ def guarded(action):
 
 
 def _batch(output: str) -> int:
-    import tensorflow as tf
 
     from trainer.runtime import storage
     from trainer.tools import metrics
@@ -137,9 +136,10 @@ def _batch(output: str) -> int:
     if not output:
         sys.stderr.write("error: --output is missing: name the scores CSV to write.\n")
         return 1
-    parent = output.rsplit("/", 1)[0] if "/" in output else "."
-    if not storage.is_gcs(output) and not tf.io.gfile.isdir(parent):
-        sys.stderr.write(f"error: the folder of --output={output} does not exist.\n")
+    try:
+        storage.check_output_file(output, "--output")
+    except storage.StorageError as e:
+        sys.stderr.write(f"error: {e}\n")
         return 1
 
     def run():

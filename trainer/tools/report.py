@@ -258,6 +258,7 @@ def _main(argv) -> int:
         return 1
 
     def run():
+        storage.check_local_folder(FLAGS.output_dir, "--output_dir")
         storage.require_bucket(FLAGS.output_dir, "output_dir")
         if FLAGS.pairs:  # before the model loads: a CSV without labels cannot be reported on
             from trainer.data.write import convert

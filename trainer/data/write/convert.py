@@ -60,8 +60,8 @@ def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
     naming every bad line."""
     if not tf.io.gfile.exists(path):
         raise DataError(f"pairs file {path} does not exist.")
-    with tf.io.gfile.GFile(path, "r") as f:
-        lines = list(csv.reader(io.StringIO(f.read())))
+    with tf.io.gfile.GFile(path, "rb") as f:
+        lines = list(csv.reader(io.StringIO(_text(path, f.read()))))
     base = path.rsplit("/", 1)[0] if "/" in path else "."
     allowed = (3,) if labels_required else (2, 3)
     rows, problems, width = [], [], None
@@ -97,6 +97,20 @@ def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
     return rows
 
 
+def _text(path: str, data: bytes) -> str:
+    """The CSV's bytes as text (UTF-8, with or without a byte-order mark); DataError naming
+    the first line that is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{path} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+            f"{column}): save the CSV as UTF-8."
+        ) from None
+
+
 def _some(problems: list[str], shown: int = 10) -> str:
     """The first ``shown`` problems and how many more: a message stays a few lines long."""
     more = len(problems) - shown
@@ -121,18 +135,22 @@ def _check(rows: list[Row], parallelism: int) -> images.Survey:
         if path in found.faults
     ]
     if problems:
+        missing = {p for p, fault in found.faults.items() if fault == "file not found"}
         relative = [
-            r.given_a for r in rows if not _absolute(r.given_a) and r.image_a in found.faults
-        ] + [r.given_b for r in rows if not _absolute(r.given_b) and r.image_b in found.faults]
+            given
+            for r in rows
+            for given, path in ((r.given_a, r.image_a), (r.given_b, r.image_b))
+            if not _absolute(given) and path in missing
+        ]
         where = (
             f" (relative paths are read from the CSV's folder, e.g. {relative[0]!r} as "
             f"{_resolve_in(rows, relative[0])})"
             if relative
             else ""
         )
+        counted = "1 image is" if len(problems) == 1 else f"{len(problems)} images are"
         raise DataError(
-            f"{len(problems)} images are missing or unreadable, nothing was written{where}: "
-            f"{_some(problems)}."
+            f"{counted} missing or unreadable, nothing was written{where}: {_some(problems)}."
         )
     return found
 

@@ -23,6 +23,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.errors import first_line
 from trainer.common.graph import graph_fn
 from trainer.common.progress import Progress
 
@@ -41,8 +42,13 @@ def load_image(path: str):
     """(encoded bytes, format, uint8 pixels) of one image; raises ValueError with the reason."""
     if not tf.io.gfile.exists(path):
         raise ValueError("file not found")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+    if tf.io.gfile.isdir(path):
+        raise ValueError("a folder, not an image")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    except tf.errors.OpError as e:
+        raise ValueError(f"unreadable ({first_line(e, 120)})") from None
     fmt = "png" if data[:8] == PNG_MAGIC else "jpeg" if data[:2] == JPEG_MAGIC else None
     if fmt is None:
         raise ValueError("not a PNG or JPEG file")

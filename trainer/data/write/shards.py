@@ -94,6 +94,7 @@ def write_split(
 def prepare_output_dir(output_dir: str, allow_shards: bool = False) -> None:
     """Creates the folder; refuses one that already holds a dataset, so nothing is mixed
     (``allow_shards``: other workers' shards of the same conversion may be there)."""
+    storage.check_local_folder(output_dir, "output_dir")  # not a file, nor under one
     storage.require_bucket(output_dir, "output_dir")  # before makedirs (see runtime/storage.py)
     if tf.io.gfile.exists(output_dir):
         existing = [n for n in tf.io.gfile.listdir(output_dir) if schema.SHARD_RE.match(n)]
