@@ -13,11 +13,10 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
 import pytest  # noqa: E402
 
+import trainer  # noqa: E402, F401  (TensorFlow's log level, marked as the trainer's own)
 from tests.inprocess import run_in_process  # noqa: E402
 
 PY = sys.executable

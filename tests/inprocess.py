@@ -25,19 +25,21 @@ ENTRIES = {
     "trainer.predict": ("trainer.tools.predict", "main", True),
     "trainer.report": ("trainer.tools.report", "main", True),
     "trainer.inspect": ("trainer.tools.activations", "main", True),
+    "launch": ("launch.__main__", "main", False),
 }
 RESULT = "INPROCESS-RESULT "
 
 
 class _Lines(logging.Handler):
-    """Collects log records' messages (absl's and the standard library's) as text."""
+    """Writes log records' messages (absl's and the standard library's) into the captured
+    stderr as they come, so stderr reads in the order a process's would."""
 
-    def __init__(self):
+    def __init__(self, stream):
         super().__init__(logging.INFO)
-        self.lines = []
+        self.stream = stream
 
     def emit(self, record):
-        self.lines.append(record.getMessage())
+        self.stream.write(record.getMessage() + "\n")
 
 
 def run_in_process(main, *args, env=None) -> subprocess.CompletedProcess:
@@ -49,7 +51,8 @@ def run_in_process(main, *args, env=None) -> subprocess.CompletedProcess:
 
     saved_env = dict(os.environ)
     os.environ.update(env or {})
-    out, err, lines = io.StringIO(), io.StringIO(), _Lines()
+    out, err = io.StringIO(), io.StringIO()
+    lines = _Lines(err)
     root = logging.getLogger()
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.INFO)
@@ -62,8 +65,7 @@ def run_in_process(main, *args, env=None) -> subprocess.CompletedProcess:
         absl_logging.set_verbosity(verbosity)
         os.environ.clear()
         os.environ.update(saved_env)
-    stderr = err.getvalue() + "".join(line + "\n" for line in lines.lines)
-    return subprocess.CompletedProcess(["in-process", *args], code, out.getvalue(), stderr)
+    return subprocess.CompletedProcess(["in-process", *args], code, out.getvalue(), err.getvalue())
 
 
 def _call(main, argv) -> int:
@@ -81,7 +83,8 @@ def run_entry(entry: str, args) -> subprocess.CompletedProcess:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import trainer  # noqa: F401  (TensorFlow's log level, marked as the trainer's own)
+
     for entry, args in json.loads(sys.argv[1]):
         r = run_entry(entry, args)
         print(RESULT + json.dumps([r.returncode, r.stdout, r.stderr]), flush=True)

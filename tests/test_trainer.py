@@ -56,6 +56,10 @@ def test_main_job_without_flags_learns_and_exports(main_job):
 
     r = main_job.result
     assert r.returncode == 0, r.stderr[-3000:]
+    # What a person sees: no TensorFlow start-up lines, progress as "HH:MM:SS.mmm step ...".
+    assert not re.search(r"absl::InitializeLog|cuInit|oneDNN|cuda drivers", r.stderr), r.stderr
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} step 300/300 loss [\d.]+ ", r.stderr, re.M)
+    assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line) for line in r.stderr.splitlines())
     acc = float(re.search(r"eval: accuracy ([\d.]+)", r.stdout).group(1))
     assert acc >= 0.9, r.stdout
     assert (main_job.export_dir / "saved_model.pb").exists()

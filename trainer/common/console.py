@@ -86,10 +86,13 @@ class PlainFormatter(logging.Formatter):
 
 
 class LibraryInfoFilter(logging.Filter):
-    """Drops TensorFlow's, Keras' and absl's own INFO lines ("Sharding callback duration: 32
-    microseconds" at every checkpoint); their warnings and errors pass."""
+    """Drops the libraries' own INFO lines ("Sharding callback duration: 32 microseconds" at
+    every checkpoint, matplotlib's "generated new fontManager" when Keras imports it); their
+    warnings and errors pass."""
 
-    LIBRARIES = tuple(f"{os.sep}{name}{os.sep}" for name in ("tensorflow", "keras", "absl"))
+    LIBRARIES = tuple(
+        f"{os.sep}{name}{os.sep}" for name in ("tensorflow", "keras", "absl", "matplotlib", "PIL")
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         path = record.pathname or ""

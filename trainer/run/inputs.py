@@ -32,6 +32,8 @@ def data_error(error: tf.errors.OpError, source, split: str) -> Exception:
     """The first bad record of ``source`` as a DataError (or ``error`` itself if none is
     found: then the failure was not the data's)."""
     problem = verify.locate_first_bad(source)
+    if problem and split == "eval":  # --skip_corrupt skips training records only
+        return DataError(f"bad eval data: {problem} (fix or rewrite the file).")
     if problem:
         return DataError(f"bad {split} data: {problem} (use --skip_corrupt to skip it).")
     return error

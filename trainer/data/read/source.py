@@ -103,9 +103,10 @@ def _counted(files, declared, compression: str, skip_corrupt) -> list[int]:
             counts.append(said)  # walking a gs:// file reads it all: the reader checks it
             continue
         seen = frames.scan(path, compression)
-        if seen.truncated and skip_corrupt is not True:
+        short = seen.truncated or (said is not None and seen.records < said)  # cut at a frame
+        if short and skip_corrupt is not True:
             raise _truncated(path, seen, said, skip_corrupt)
-        if said is not None and not seen.truncated and seen.records != said:
+        if said is not None and not short and seen.records != said:
             raise DataError(
                 f"{path} holds {seen.records} records but dataset.json says {said}: the "
                 "metadata is not this folder's; run `trainer-data finalize` or convert again."
@@ -189,6 +190,8 @@ def open_splits(data: str, *, skip_corrupt: bool = False) -> tuple[Source, Sourc
 
     train = open_source(data, "train", skip_corrupt=skip_corrupt)
     if not is_pattern(data) and schema.split_files(data, "eval"):
-        return train, open_source(data, "eval", skip_corrupt=skip_corrupt)
+        # --skip_corrupt skips training records only: a cut-off eval file is refused, and
+        # without the flag's name (an evaluation of part of a split would not say so).
+        return train, open_source(data, "eval", skip_corrupt=None)
     logging.warning("no eval split in %s: evaluating on the training split", data)
     return train, train
