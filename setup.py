@@ -14,8 +14,8 @@ setup(
     install_requires=[
         # Keras 3 comes with TensorFlow 2.21; pinned to the minor release the
         # design was measured on (see DESIGN.md). Keras 3.13 and later need Python 3.11:
-        # on 3.10 the newest Keras that installs there (tests/test_layout checks the
-        # package on every Python; .ci/run runs the fast tests on the newest).
+        # on 3.10 the newest Keras that installs there (the fast tests pass on it; .ci/run
+        # runs them on 3.13, the newest).
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16; python_version >= '3.11'",
         "keras>=3.12,<3.13; python_version < '3.11'",
