@@ -46,6 +46,7 @@ class FakeProgram:
             seconds=1.0 * num_steps,
             diverged_at=diverged,
             diverged_loss=float("nan") if diverged is not None else 0.0,
+            rate=1e-3 * self.step,  # a rate that moves: the window must keep the last one
         )
 
     def save(self):
@@ -168,21 +169,23 @@ def test_progress_line_scalars_and_input_bound_warning():
     progress = ProgressLog(
         global_batch=64,
         train_steps=300,
-        learning_rate=2e-3,
         scalars=lambda step, values: scalars.append((step, values)),
         log=lines.append,
         warn=warnings.append,
     )
     window = Window(Clock())
-    window.add(FakeProgram().train(50, False))  # 50 steps, a quarter of the time waiting
+    program = FakeProgram()
+    window.add(program.train(20, False))
+    window.reset()
+    window.add(program.train(50, False))  # 50 steps, a quarter of the time waiting
     progress(100, window)  # the window's elapsed: 1 s of the fake clock
     assert lines == ["step 100/300 loss 0.5000 accuracy 0.750 3200 pairs/s input wait 25% ETA 4s"]
     assert len(warnings) == 1 and "input-bound: 25%" in warnings[0] and "--cache" in warnings[0]
     step, values = scalars[0]
     assert step == 100 and values["train/pairs_per_second"] == 3200
-    assert values["train/learning_rate"] == 2e-3 and values["train/input_wait"] == 0.25
+    assert values["train/learning_rate"] == 70e-3 and values["train/input_wait"] == 0.25
     untimed = ProgressLog(
-        global_batch=64, train_steps=300, learning_rate=1.0, scalars=lambda *a: None,
+        global_batch=64, train_steps=300, scalars=lambda *a: None,
         log=lines.append, warn=warnings.append, timed=False, service=True,
     )  # fmt: skip
     untimed(100, window)

@@ -27,6 +27,8 @@ MODES = ("train", "export", "evaluate", "continuous_eval")
 EVAL_MODES = ("evaluate", "continuous_eval")
 BEST_METRICS = ("none", "auc", "accuracy", "loss")
 JIT = ("auto", "true", "false")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 DEFAULT_STORAGE_TIMEOUT_S = 300
 MAX_SEED = 2**32 - 1  # numpy's (np.random.seed, which Keras' set_random_seed calls)
 MAX_PAIRS = 2**63 - 1  # the checkpoint's pairs-seen counter is an int64
@@ -98,6 +100,23 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RecipeConfig:
+    """How the weights move (trainer.run.recipe): the rate schedule, the optimizer, gradient
+    clipping and the weights' moving average. All of it is model state a resume carries."""
+
+    lr_schedule: str = "constant"  # constant | cosine | linear, over train_steps
+    warmup_steps: int = 0  # linear from 0 to the peak --learning_rate
+    lr_min_ratio: float = 0.0  # cosine/linear end at learning_rate * this
+    optimizer: str = "adam"  # adam | adamw | sgd
+    momentum: float = 0.9  # sgd
+    weight_decay: float = 0.0  # decoupled (adamw, sgd)
+    clip_norm: float = 0.0  # clip by the global norm over every replica's gradient; 0: off
+    ema_decay: float = 0.0  # moving average of the weights for eval and export; 0: off
+    grad_accum_steps: int = 1  # batches per update (a step is one update of N batches)
+    init_from: str = ""  # warm start: another run's model_dir or a checkpoint (weights only)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The training run: its length, its intervals, its optimizer, where it writes."""
 
@@ -116,6 +135,9 @@ class TrainConfig:
     log_every_steps: int = 50
     profile_steps: tuple = ()  # (first, last) or ()
     best_metric: str = "none"
+    early_stop_metric: str = "none"  # none | auc | accuracy | loss
+    early_stop_patience: int = 5  # evaluations without improvement
+    recipe: RecipeConfig = RecipeConfig()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -227,8 +249,47 @@ def _check_train(t: TrainConfig) -> None:
         raise ConfigError("--model_dir is empty: give a local path or gs://bucket/path.")
     _one_of("jit_compile", t.jit_compile, JIT)
     _one_of("best_metric", t.best_metric, BEST_METRICS)
+    _one_of("early_stop_metric", t.early_stop_metric, BEST_METRICS)
+    _at_least("early_stop_patience", t.early_stop_patience, 1)
+    if t.early_stop_metric != "none" and not t.eval_every_steps:
+        raise ConfigError(
+            f"--early_stop_metric={t.early_stop_metric} needs evaluations in the run: set "
+            "--eval_every_steps."
+        )
     if t.profile_steps:
         parse_profile_steps(t.profile_steps)
+    _check_recipe(t.recipe, t.train_steps)
+
+
+def _fraction(name: str, value, *, closed: bool = False) -> None:
+    """0 <= value < 1 (<= 1 when ``closed``)."""
+    top_ok = value <= 1 if closed else value < 1
+    if not (math.isfinite(value) and value >= 0 and top_ok):
+        bound = "1" if closed else "below 1"
+        raise ConfigError(f"--{name}={value} is invalid: use 0 to {bound}.")
+
+
+def _check_recipe(r: RecipeConfig, train_steps: int) -> None:
+    _one_of("lr_schedule", r.lr_schedule, LR_SCHEDULES)
+    _one_of("optimizer", r.optimizer, OPTIMIZERS)
+    _at_least("warmup_steps", r.warmup_steps, 0)
+    _at_least("grad_accum_steps", r.grad_accum_steps, 1)
+    if r.warmup_steps >= train_steps:
+        raise ConfigError(
+            f"--warmup_steps={r.warmup_steps} is invalid: it must be below --train_steps="
+            f"{train_steps}."
+        )
+    _fraction("lr_min_ratio", r.lr_min_ratio, closed=True)
+    _fraction("momentum", r.momentum)
+    _fraction("ema_decay", r.ema_decay)
+    _at_least("weight_decay", r.weight_decay, 0)
+    _at_least("clip_norm", r.clip_norm, 0)
+    if r.weight_decay and r.optimizer == "adam":
+        raise ConfigError(
+            f"--weight_decay={r.weight_decay} needs --optimizer=adamw (decoupled decay) or sgd."
+        )
+    if r.momentum != RecipeConfig.momentum and r.optimizer != "sgd":
+        raise ConfigError(f"--momentum={r.momentum} applies to --optimizer=sgd only: drop it.")
 
 
 def _check_data(d: DataConfig, deterministic: bool) -> None:

@@ -8,6 +8,8 @@ here, so a Config made in code gets the same checks.
 
 from __future__ import annotations
 
+import dataclasses
+
 from absl import flags
 
 from trainer import config as C
@@ -50,7 +52,49 @@ _F.DEFINE_enum(
 )
 _F.DEFINE_integer("global_batch_size", 64, "Pairs per step over all replicas.")
 _F.DEFINE_integer("train_steps", 300, "Total optimizer steps.")
-_F.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.")
+_F.DEFINE_float("learning_rate", 2e-3, "Peak learning rate (after --warmup_steps).")
+_F.DEFINE_enum(
+    "lr_schedule",
+    "constant",
+    C.LR_SCHEDULES,
+    "The rate over --train_steps after the warmup: constant, cosine or linear decay to "
+    "--learning_rate * --lr_min_ratio. A pure function of the global step.",
+)
+_F.DEFINE_integer("warmup_steps", 0, "Steps of linear warmup from 0 to --learning_rate.")
+_F.DEFINE_float("lr_min_ratio", 0.0, "cosine/linear: the final rate over the peak rate.")
+_F.DEFINE_enum("optimizer", "adam", C.OPTIMIZERS, "Keras 3 optimizer: adam, adamw or sgd.")
+_F.DEFINE_float("momentum", 0.9, "--optimizer=sgd: momentum.")
+_F.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw, sgd); 0: off.")
+_F.DEFINE_float(
+    "clip_norm", 0.0, "Clip the gradient to this global norm (over every replica); 0: off."
+)
+_F.DEFINE_integer(
+    "grad_accum_steps",
+    1,
+    "Batches whose gradients make one update: a step is then N batches of "
+    "--global_batch_size (the effective batch N times it); --train_steps counts updates.",
+)
+_F.DEFINE_enum(
+    "early_stop_metric",
+    "none",
+    C.BEST_METRICS,
+    "End the run (exit 0) once this eval metric has not improved for --early_stop_patience "
+    "evaluations in a row (every --eval_every_steps); none: train to --train_steps.",
+)
+_F.DEFINE_integer("early_stop_patience", 5, "Evaluations without improvement before stopping.")
+_F.DEFINE_string(
+    "init_from",
+    "",
+    "Warm start: the weights of another run's model_dir (its newest checkpoint) or of a "
+    "checkpoint prefix (.../ckpt-300), local or gs://; optimizer fresh, step 0. Only while "
+    "--model_dir has no checkpoint of its own (then the run resumes, and says so).",
+)
+_F.DEFINE_float(
+    "ema_decay",
+    0.0,
+    "Keep an exponential moving average of the weights with this decay (e.g. 0.999): eval, "
+    "the best-model export and the final export use it. 0: off.",
+)
 _F.DEFINE_string("activation", "elu", "Activation of the convolutions and dense layers.")
 _F.DEFINE_float("lambda_regularization", 0.0, "L2 factor on kernels (0: off).")
 _F.DEFINE_enum(
@@ -162,63 +206,46 @@ _F.DEFINE_list(
 FLAGS = flags.FLAGS
 
 
+EVAL_FLAGS = (("timeout_seconds", "eval_timeout_seconds"), ("poll_seconds", "eval_poll_seconds"))
+
+
+def _from_flags(cls, f, renamed=(), **given):
+    """``cls`` (a config dataclass) from the flags named like its fields (``renamed``: field
+    -> flag pairs where the flag's name differs), plus the ``given`` values."""
+    flag_of = dict(renamed)
+    values = {}
+    for field in dataclasses.fields(cls):
+        flag = flag_of.get(field.name, field.name)
+        if field.name not in given and flag in f:
+            values[field.name] = f[flag].value
+    return cls(**values, **given)
+
+
 def config_from_flags(f=FLAGS) -> C.Config:
     """The Config of the parsed flags, validated (ConfigError: one sentence)."""
-    model = C.ModelConfig(
-        activation=f.activation,
-        lambda_regularization=f.lambda_regularization,
-        stride_placement=f.stride_placement,
-        head=f.head,
-        precision=f.precision,
-    )
-    data = C.DataConfig(
-        data_dir=f.data_dir,
-        service_address=f.data_service_address,
-        seed=f.seed,
-        shuffle_buffer=f.shuffle_buffer,
-        augment=f.augment,
-        cache=f.cache,
-        skip_corrupt=f.skip_corrupt,
-    )
-    train = C.TrainConfig(
-        model_dir=f.model_dir,
-        global_batch_size=f.global_batch_size,
-        train_steps=f.train_steps,
-        learning_rate=f.learning_rate,
-        seed=f.seed,
-        deterministic=f.deterministic,
-        jit_compile=f.jit_compile,
+    train = _from_flags(
+        C.TrainConfig,
+        f,
         steps_per_loop=C.parse_steps_per_loop(f.steps_per_loop),
-        checkpoint_every_steps=f.checkpoint_every_steps,
-        keep_checkpoints=f.keep_checkpoints,
-        eval_every_steps=f.eval_every_steps,
-        log_every_steps=f.log_every_steps,
         profile_steps=C.parse_profile_steps(f.profile_steps),
-        best_metric=f.best_metric,
-    )
-    runtime = C.RuntimeConfig(
-        strategy=f.strategy,
-        devices_per_worker=f.devices_per_worker,
-        intra_op_threads=f.intra_op_threads,
-        inter_op_threads=f.inter_op_threads,
-        peer_timeout_seconds=f.peer_timeout_seconds,
-        storage_timeout_seconds=f.storage_timeout_seconds,
-    )
-    evaluation = C.EvalConfig(
-        checkpoint_step=f.checkpoint_step,
-        timeout_seconds=f.eval_timeout_seconds,
-        poll_seconds=f.eval_poll_seconds,
+        recipe=_from_flags(C.RecipeConfig, f),
     )
     return C.validate(
-        C.Config(
-            mode=f.mode,
-            export_dir=f.export_dir,
-            export=f.export,
-            model=model,
-            data=data,
+        _from_flags(
+            C.Config,
+            f,
+            model=_from_flags(C.ModelConfig, f),
+            data=_from_flags(C.DataConfig, f, [("service_address", "data_service_address")]),
             train=train,
-            evaluation=evaluation,
-            runtime=runtime,
+            evaluation=_from_flags(
+                C.EvalConfig,
+                f,
+                [
+                    ("timeout_seconds", "eval_timeout_seconds"),
+                    ("poll_seconds", "eval_poll_seconds"),
+                ],
+            ),
+            runtime=_from_flags(C.RuntimeConfig, f),
         )
     )
 

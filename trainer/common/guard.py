@@ -24,6 +24,9 @@ def guarded(main: Callable[..., int], *args, program: str) -> int:
     """``main(*args)``'s exit status; an unexpected error is one sentence and exit 1."""
     try:
         return main(*args)
+    except BrokenPipeError:  # the reader went away (`| head`): nobody is left to tell
+        _silence_stdout()
+        return EXIT_USAGE
     except UsageError as error:  # what the user must change (data and storage errors too)
         sys.stderr.write(f"error: {error}\n")
         return EXIT_USAGE
@@ -48,6 +51,15 @@ def internal_error(error: BaseException, *, program: str) -> str:
         f"({first_line(error, 160)}); {kept} (or rerun with {SHOW}=1 to print it): please "
         "report it with that file."
     )
+
+
+def _silence_stdout() -> None:
+    """Python would report the broken pipe again when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured in tests)
+        pass
 
 
 def _write_traceback(program: str, text: str) -> str | None:

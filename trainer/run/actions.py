@@ -49,18 +49,13 @@ class ProgressLog:
         *,
         global_batch: int,
         train_steps: int,
-        learning_rate: float,
         scalars: Scalars,
         log: Log,
         warn: Log,
         timed: bool = True,
         service: bool = False,
     ):
-        self.global_batch, self.train_steps, self.learning_rate = (
-            global_batch,
-            train_steps,
-            learning_rate,
-        )
+        self.global_batch, self.train_steps = global_batch, train_steps  # pairs per step
         self.scalars, self.log, self.warn = scalars, log, warn
         self.timed, self.service = timed, service
 
@@ -89,7 +84,7 @@ class ProgressLog:
                 "train/accuracy": acc,
                 "train/pairs_per_second": rate,
                 "train/input_wait": wait,
-                "train/learning_rate": self.learning_rate,
+                "train/learning_rate": window.rate,  # the rate of the last update
             },
         )
 

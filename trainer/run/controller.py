@@ -42,6 +42,7 @@ class LoopResult:
     seconds: float  # the loop's wall time
     diverged_at: int | None = None  # index in the loop of a step with a NaN/Inf loss
     diverged_loss: float = 0.0  # that step's loss plus penalty
+    rate: float = 0.0  # the learning rate of the loop's last update
 
 
 class TrainProgram(Protocol):
@@ -101,7 +102,7 @@ class Window:
 
     def reset(self) -> None:
         self.start, self.steps, self.wait, self.busy = self.clock(), 0, 0.0, 0.0
-        self.loss = self.correct = self.count = 0.0
+        self.loss = self.correct = self.count = self.rate = 0.0
 
     def add(self, loop: LoopResult) -> None:
         self.steps += loop.steps
@@ -110,6 +111,7 @@ class Window:
         self.loss += loop.loss
         self.correct += loop.correct
         self.count += loop.count
+        self.rate = loop.rate  # the window's last update's
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -143,10 +145,12 @@ class Controller:
         on_boundary: Sequence[StepAction] = (),
         on_log: Sequence[LogAction] = (),
         on_eval: Sequence[EvalAction] = (),
+        stop_after_eval: Callable[[int, dict], bool] | None = None,
         log: Callable[[str], None] = lambda message: None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.program, self.schedule = program, schedule
+        self.stop_after_eval = stop_after_eval  # early stopping: True ends the run there
         self.stop_requested, self.evaluate = stop_requested, evaluate
         self.on_boundary, self.on_log, self.on_eval = on_boundary, on_log, on_eval
         self.log, self.clock = log, clock
@@ -181,10 +185,17 @@ class Controller:
                 self.program.save()
                 last_saved = step
             if s.eval_due(step) and self.evaluate:
-                self._run_eval(step)
+                metrics = self._run_eval(step)
+                if self.stop_after_eval and self.stop_after_eval(step, metrics):
+                    if last_saved != step:  # a rerun must find the run where it ended
+                        self.program.save()
+                    return metrics
         self._boundary(step)
         if s.eval_every and self.evaluate:
-            return self._run_eval(step)
+            metrics = self._run_eval(step)
+            if self.stop_after_eval:  # the final eval counts too (a longer rerun goes on)
+                self.stop_after_eval(step, metrics)
+            return metrics
         return None
 
     def _boundary(self, step: int) -> None:

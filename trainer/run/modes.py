@@ -18,6 +18,7 @@ from trainer.data import DataError
 from trainer.run import actions, checkpoint, continuous
 from trainer.run.controller import Controller, Schedule, StopSignal
 from trainer.run.programs import EvalProgram, TrainProgram, build_model
+from trainer.run.recipe import averaged_weights, warm_start
 from trainer.run.setup import Setup
 from trainer.runtime.strategy import fetch_to_device
 
@@ -47,9 +48,10 @@ def export_model(model, config: Config, path: str) -> None:
     export_saved_model(model, config.model, path, build_model)
 
 
-def eval_actions(config: Config, model, *, scalars, chief: bool) -> list:
+def eval_actions(config: Config, model, *, scalars, chief: bool, optimizer=None) -> list:
     """After each eval: the report (line, scalars, last.json) and, with --best_metric, the
-    best model (whoever evaluates keeps it; only the chief writes)."""
+    best model (whoever evaluates keeps it; only the chief writes), exported with the
+    weights' moving average where ``optimizer`` keeps one (trainer.run.recipe)."""
     found = [
         actions.EvalReport(
             model_dir=config.train.model_dir, scalars=scalars, log=logging.info, write_last=chief
@@ -58,23 +60,23 @@ def eval_actions(config: Config, model, *, scalars, chief: bool) -> list:
     if chief and config.train.best_metric != "none":
         from trainer.run.best import BestKeeper
 
-        keeper = BestKeeper(
-            config.train.model_dir,
-            config.train.best_metric,
-            lambda m, path: export_model(m, config, path),
-        )
+        def export_best(m, path):
+            with averaged_weights(m, optimizer):
+                export_model(m, config, path)
+
+        keeper = BestKeeper(config.train.model_dir, config.train.best_metric, export_best)
         found.append(actions.BestExport(keeper, model))
     return found
 
 
-def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
+def _train_controller(setup: Setup, program: TrainProgram, stop, early_stop=None) -> Controller:
     cfg, p = setup.config, setup.placement
     folder = join(cfg.train.model_dir, "tensorboard")
     scalars = actions.SummaryWriter(folder, enabled=p.is_chief)  # one event file per run
     evaluate = None
     on_eval = []
     if cfg.train.eval_every_steps:
-        evaluate = EvalProgram(
+        program_eval = EvalProgram(
             strategy=p.strategy,
             model=program.model,
             source=setup.eval_source,
@@ -82,11 +84,17 @@ def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
             num_workers=p.num_workers,
             fetch_to_device=fetch_to_device(p.num_gpus),
         ).evaluate
-        on_eval = eval_actions(cfg, program.model, scalars=scalars, chief=p.is_chief)
+
+        def evaluate():
+            with averaged_weights(program.model, program.optimizer):
+                return program_eval()
+
+        on_eval = eval_actions(
+            cfg, program.model, scalars=scalars, chief=p.is_chief, optimizer=program.optimizer
+        )
     progress = actions.ProgressLog(
-        global_batch=cfg.train.global_batch_size,
+        global_batch=cfg.train.global_batch_size * cfg.train.recipe.grad_accum_steps,
         train_steps=cfg.train.train_steps,
-        learning_rate=cfg.train.learning_rate,
         scalars=scalars,
         log=logging.info,
         warn=logging.warning,
@@ -106,19 +114,28 @@ def _train_controller(setup: Setup, program: TrainProgram, stop) -> Controller:
         on_boundary=on_boundary,
         on_log=[progress],
         on_eval=on_eval,
+        stop_after_eval=early_stop,
         log=logging.info,
     )
+
+
+def _batch_words(t) -> str:
+    n = t.recipe.grad_accum_steps
+    if n == 1:
+        return str(t.global_batch_size)
+    effective = t.global_batch_size * n
+    return f"{t.global_batch_size} x {n} batches per update (effective batch {effective})"
 
 
 def _log_start(config: Config, program: TrainProgram) -> None:
     t = config.train
     if program.step < t.train_steps:
         logging.info(
-            "training steps %d..%d, global batch %d over %d replicas, up to %d steps per "
+            "training steps %d..%d, global batch %s over %d replicas, up to %d steps per "
             "loop, XLA: %s",
             program.step,
             t.train_steps,
-            t.global_batch_size,
+            _batch_words(t),
             program.strategy.num_replicas_in_sync,
             t.steps_per_loop,
             t.compile_plan,
@@ -141,11 +158,26 @@ def train(setup: Setup) -> int:
     )
     if path := program.restore():
         logging.info("resumed from %s at step %d", path, program.step)
+        if cfg.train.recipe.init_from:
+            logging.info("--init_from=%s not used: the run resumes", cfg.train.recipe.init_from)
+    elif cfg.train.recipe.init_from:
+        path = warm_start(program.model, cfg.train.recipe.init_from)
+        logging.info("warm start from %s: its weights, a fresh optimizer, step 0", path)
     _log_start(cfg, program)
+    early = _early_stop(cfg, p.is_chief)
     with StopSignal(logging.warning) as stop:
-        trained = program.step < cfg.train.train_steps
+        trained = program.step < cfg.train.train_steps and not (early and early.done)
         try:
-            metrics = _train_controller(setup, program, stop).train()
+            if early and early.done:
+                logging.info(
+                    "stopped early at step %s before (best %s at step %s): nothing to train",
+                    early.stopped_at,
+                    early.best,
+                    early.best_step,
+                )
+                metrics = None
+            else:
+                metrics = _train_controller(setup, program, stop, early).train()
         except DataError as e:  # mid-run: say what of the run is kept
             raise DataError(f"{str(e).rstrip('.')}; {_kept(cfg.train.model_dir)}.") from None
     if trained:
@@ -154,7 +186,23 @@ def train(setup: Setup) -> int:
         )
     if metrics is not None:
         print_eval("eval:", metrics)
-    return _finish(cfg, p.is_chief, program.model, export=cfg.export)
+    with averaged_weights(program.model, program.optimizer):
+        return _finish(cfg, p.is_chief, program.model, export=cfg.export)
+
+
+def _early_stop(cfg: Config, chief: bool):
+    t = cfg.train
+    if t.early_stop_metric == "none":
+        return None
+    from trainer.run.early_stop import EarlyStop
+
+    return EarlyStop(
+        model_dir=t.model_dir,
+        metric=t.early_stop_metric,
+        patience=t.early_stop_patience,
+        write=chief,
+        log=logging.info,
+    )
 
 
 def _kept(model_dir: str) -> str:

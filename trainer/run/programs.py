@@ -21,11 +21,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer.config import DataConfig, ModelConfig, TrainConfig
+from trainer.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from trainer.model import builders
 from trainer.run import inputs, steps
 from trainer.run.checkpoint import Checkpointer
 from trainer.run.controller import LoopResult
+from trainer.run.recipe import make_optimizer, rate_fn
 
 
 def build_model(model_cfg: ModelConfig):
@@ -33,13 +34,15 @@ def build_model(model_cfg: ModelConfig):
     return builders.create_dual_input_network(**model_cfg.builder_kwargs())
 
 
-def build_model_and_optimizer(strategy, model_cfg: ModelConfig, learning_rate: float):
-    """Model and Adam (wrapped for loss scaling under mixed_float16), slots built so that a
-    restore has every variable to fill."""
+def build_model_and_optimizer(
+    strategy, model_cfg: ModelConfig, learning_rate: float, recipe: RecipeConfig | None = None
+):
+    """Model and the recipe's optimizer (wrapped for loss scaling under mixed_float16), slots
+    built so that a restore has every variable to fill."""
     keras.mixed_precision.set_global_policy(model_cfg.precision)
     with strategy.scope():
         model = build_model(model_cfg)
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = make_optimizer(recipe or RecipeConfig(), learning_rate)
         if model_cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -70,7 +73,9 @@ class TrainProgram:
         replicas = strategy.num_replicas_in_sync  # divisibility checked by trainer.resolve
         self.per_replica_batch = train.global_batch_size // replicas
         self.replicas_per_worker = replicas // num_workers
-        self.model, self.optimizer = build_model_and_optimizer(strategy, model, train.learning_rate)
+        self.model, self.optimizer = build_model_and_optimizer(
+            strategy, model, train.learning_rate, train.recipe
+        )
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
         self.checkpointer = Checkpointer(
@@ -93,6 +98,11 @@ class TrainProgram:
             loss_scale=model.precision == "mixed_float16",
             timed=not train.deterministic,
             counters=(self.global_step, self.examples_seen),
+            rate_fn=rate_fn(
+                peak=train.learning_rate, recipe=train.recipe, train_steps=train.train_steps
+            ),
+            clip_norm=train.recipe.clip_norm,
+            accum_steps=train.recipe.grad_accum_steps,
         )
         self.options = input_options(fetch_to_device)
         self._iterator = None
@@ -104,10 +114,9 @@ class TrainProgram:
 
     def restore(self) -> str | None:
         """The newest whole checkpoint into model, optimizer and counters; its path or None."""
-        path = self.checkpointer.restore_latest()
-        # The checkpoint holds the optimizer's learning rate too; the flag of this run wins.
-        self.optimizer.learning_rate.assign(self.cfg.learning_rate)
-        return path
+        # The checkpoint holds the optimizer's last rate too; the loop sets the schedule's
+        # rate of each step before its update, so a resume follows this run's flags.
+        return self.checkpointer.restore_latest()
 
     def save(self) -> str:
         """Saves at the current step; every worker must call it (the save has collective
@@ -149,6 +158,7 @@ class TrainProgram:
             seconds=time.monotonic() - started,
             diverged_at=None if bad < 0 else bad,
             diverged_loss=float(out.last.loss) + float(out.last.reg),
+            rate=float(out.rate),
         )
 
     def _constant(self, value):

@@ -46,6 +46,7 @@ class LoopOutput(NamedTuple):
     bad: tf.Tensor  # index in the loop of a step whose loss was NaN/Inf, or -1
     wait: tf.Tensor  # seconds spent in next(iterator) (0 when untimed)
     last: StepSums  # the last step's own figures
+    rate: tf.Tensor  # the learning rate of the loop's last update
 
 
 def make_train_loop(
@@ -58,18 +59,59 @@ def make_train_loop(
     loss_scale: bool,
     timed: bool = True,
     counters=None,
+    rate_fn=None,
+    clip_norm: float = 0.0,
+    accum_steps: int = 1,
 ):
     """Returns train_loop(iterator, num_steps, stop) -> LoopOutput.
 
-    ``stop`` (0.0 or 1.0 per worker) travels with the metrics, so every worker learns at the
-    same loop's end that one of them was asked to stop. A step whose loss is NaN or Inf ends
-    the loop at once. The input wait is the time spent in ``next(iterator)`` (``tf.timestamp``
-    around it); 0 when not ``timed``: TensorFlow refuses timestamps under op determinism
-    (--deterministic). ``counters`` (global step, pairs seen: int64 variables) advance inside
-    the function, so the host issues no extra ops per loop.
+    ``stop`` (0.0 or 1.0 per worker) travels with the metrics: every worker learns at the same
+    loop's end that one was asked to stop. A NaN/Inf loss ends the loop at that step. The
+    input wait is timed around ``next(iterator)`` unless not ``timed`` (op determinism allows
+    no timestamps). ``counters`` (global step, pairs seen) advance inside the function;
+    ``rate_fn(step)`` sets the rate before each update (trainer.run.recipe). A step is one
+    update over ``accum_steps`` batches, summed inside the replica step: no accumulator
+    outlives a step, and every strategy applies the update at the same point.
     """
-    replica_step = _replica_step(strategy, model, optimizer, global_batch, plan, loss_scale)
+    recipe = _StepRecipe(global_batch, plan, loss_scale, clip_norm, accum_steps)
+    replica_step = _replica_step(strategy, model, optimizer, recipe)
     width = len(StepSums._fields)
+    next_batches, set_rate = _batch_reader(timed, accum_steps), _rate_setter(optimizer, rate_fn)
+
+    # An explicit while_loop (no AutoGraph: trainer.common.graph): it stops after the step
+    # whose loss is NaN or Inf, which is then the last one counted.
+    @tf.function(autograph=False)
+    def train_loop(iterator, num_steps, stop):
+        first = counters[0].read_value() if counters is not None else tf.constant(0, tf.int64)
+
+        def more(i, sums, last, done, bad, wait, rate):
+            return tf.logical_and(i < num_steps, bad < 0)
+
+        def step(i, sums, last, done, bad, wait, rate):
+            batches, wait = next_batches(iterator, wait)
+            rate = set_rate(first + tf.cast(i, tf.int64))
+            with tf.control_dependencies([rate]):
+                last = strategy.reduce(SUM, strategy.run(replica_step, (batches, stop)), None)
+            bad = tf.where(tf.math.is_finite(last[0] + last[1]), bad, i)
+            return i + 1, sums + last, last, done + 1, bad, wait, rate
+
+        zeros = tf.zeros([width])
+        start = (tf.constant(0), zeros, zeros, tf.constant(0), tf.constant(-1))
+        _, sums, last, done, bad, wait, rate = tf.while_loop(
+            more, step, (*start, tf.constant(0.0, tf.float64), tf.constant(0.0))
+        )
+        if counters is not None:
+            steps = tf.cast(done, tf.int64)
+            counters[0].assign_add(steps)
+            counters[1].assign_add(steps * global_batch * accum_steps)
+        return LoopOutput(StepSums.stacked(sums), done, bad, wait, StepSums.stacked(last), rate)
+
+    return train_loop
+
+
+def _batch_reader(timed: bool, count: int):
+    """next_batches(iterator, wait) -> (``count`` batches, wait + the seconds they took)
+    (wait unchanged when not ``timed``)."""
 
     def next_batch(iterator, wait):
         if not timed:
@@ -82,35 +124,51 @@ def make_train_loop(
         with tf.control_dependencies(tf.nest.flatten(batch, expand_composites=True)):
             return batch, wait + (tf.timestamp() - started)
 
-    # An explicit while_loop (no AutoGraph: trainer.common.graph): it stops after the step
-    # whose loss is NaN or Inf, which is then the last one counted.
-    @tf.function(autograph=False)
-    def train_loop(iterator, num_steps, stop):
-        def more(i, sums, last, done, bad, wait):
-            return tf.logical_and(i < num_steps, bad < 0)
+    def next_batches(iterator, wait):
+        batches = []
+        for _ in range(count):
+            batch, wait = next_batch(iterator, wait)
+            batches.append(batch)
+        return tuple(batches), wait
 
-        def step(i, sums, last, done, bad, wait):
-            (inputs, labels), wait = next_batch(iterator, wait)
-            last = strategy.reduce(SUM, strategy.run(replica_step, (inputs, labels, stop)), None)
-            bad = tf.where(tf.math.is_finite(last[0] + last[1]), bad, i)
-            return i + 1, sums + last, last, done + 1, bad, wait
-
-        zeros = tf.zeros([width])
-        start = (tf.constant(0), zeros, zeros, tf.constant(0), tf.constant(-1))
-        _, sums, last, done, bad, wait = tf.while_loop(
-            more, step, (*start, tf.constant(0.0, tf.float64))
-        )
-        if counters is not None:
-            steps = tf.cast(done, tf.int64)
-            counters[0].assign_add(steps)
-            counters[1].assign_add(steps * global_batch)
-        return LoopOutput(StepSums.stacked(sums), done, bad, wait, StepSums.stacked(last))
-
-    return train_loop
+    return next_batches
 
 
-def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss_scale: bool):
-    """The per-replica step -> its StepSums as a vector, compiled as ``plan`` says."""
+def _rate_setter(optimizer, rate_fn):
+    """set_rate(step) -> the rate it gave the optimizer (0 without ``rate_fn``: the rate the
+    optimizer was made with stays)."""
+
+    def set_rate(step):
+        if rate_fn is None:
+            return tf.constant(0.0)
+        rate = rate_fn(step)
+        optimizer.learning_rate.assign(rate)
+        return rate
+
+    return set_rate
+
+
+class _StepRecipe(NamedTuple):
+    global_batch: int
+    plan: str  # what XLA compiles (trainer.runtime.strategy.compile_plan)
+    loss_scale: bool  # mixed_float16: the optimizer scales the loss
+    clip_norm: float  # 0: off
+    accum_steps: int  # batches per update
+
+
+def _clip(grads, clip_norm: float, scale):
+    """Each replica's gradient scaled so that their sum has at most ``clip_norm`` global norm
+    (times the loss scale under mixed_float16): one extra all-reduce, which Keras'
+    own clipping (each replica's share, before its all-reduce) would not do."""
+    summed = tf.distribute.get_replica_context().all_reduce(SUM, grads)
+    norm = tf.linalg.global_norm(summed)
+    factor = tf.minimum(1.0, clip_norm * scale / tf.maximum(norm, 1e-12))
+    return [g * tf.cast(factor, g.dtype) for g in grads]
+
+
+def _replica_step(strategy, model, optimizer, recipe: _StepRecipe):
+    """The per-replica step -> its StepSums as a vector, compiled as ``recipe.plan`` says:
+    the gradients of ``recipe.accum_steps`` batches, averaged, clipped, applied once."""
     num_replicas = strategy.num_replicas_in_sync
 
     def forward_backward(inputs, labels):
@@ -118,29 +176,39 @@ def _replica_step(strategy, model, optimizer, global_batch: int, plan: str, loss
             pred = model(inputs, training=True)
             y = tf.cast(tf.reshape(labels, [-1, 1]), pred.dtype)
             per_example = keras.losses.binary_crossentropy(y, pred)
-            loss = tf.reduce_sum(per_example) / global_batch
+            loss = tf.reduce_sum(per_example) / recipe.global_batch
             # Each replica adds 1/num_replicas of the penalty; the all-reduce sums it once.
             reg = tf.add_n(model.losses) / num_replicas if model.losses else tf.zeros([])
             total = loss + tf.cast(reg, loss.dtype)
-            scaled = optimizer.scale_loss(total) if loss_scale else total
+            scaled = optimizer.scale_loss(total) if recipe.loss_scale else total
         grads = tape.gradient(scaled, model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(pred > 0.5, y > 0.5), tf.float32))
-        return grads, loss, tf.cast(reg, tf.float32), correct
+        return grads, tf.cast(loss, tf.float32), tf.cast(reg, tf.float32), correct
 
-    if plan == "forward_backward":
+    if recipe.plan == "forward_backward":
         forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
     @graph_fn
-    def replica_step(inputs, labels, stop):
-        grads, loss, reg, correct = forward_backward(inputs, labels)
+    def replica_step(batches, stop):
+        n = len(batches)
+        grads, loss, reg, correct, count = None, 0.0, 0.0, 0.0, 0.0
+        for inputs, labels in batches:
+            g, batch_loss, batch_reg, batch_correct = forward_backward(inputs, labels)
+            grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+            loss, reg, correct = loss + batch_loss, reg + batch_reg, correct + batch_correct
+            count += tf.cast(tf.shape(labels)[0], tf.float32)
+        if n > 1:
+            grads = [g / n for g in grads]
+        if recipe.clip_norm:
+            scale = optimizer.dynamic_scale if recipe.loss_scale else 1.0
+            grads = _clip(grads, recipe.clip_norm, scale)
         optimizer.apply(grads, model.trainable_variables)
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        return tf.stack([tf.cast(loss, tf.float32), reg, correct, count, stop])
+        return tf.stack([loss / n, reg / n, correct, count, stop])
 
-    if plan == "whole_step":
+    if recipe.plan == "whole_step":
         return tf.function(replica_step, jit_compile=True, autograph=False)
-    if plan not in ("none", "forward_backward"):
-        raise ValueError(f"unknown compile plan {plan!r}")
+    if recipe.plan not in ("none", "forward_backward"):
+        raise ValueError(f"unknown compile plan {recipe.plan!r}")
     return replica_step
 
 
