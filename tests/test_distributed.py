@@ -137,13 +137,28 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
     assert steps_after and min(steps_after) <= 200 and max(steps_after) == 500
 
 
-def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
-    """Same global batch, same records per step: 1 file, no shuffle, record-level sharding."""
+RECIPE = (  # issue 24's flags that act across replicas: accumulation, clipping, the average
+    "--grad_accum_steps=2",
+    "--clip_norm=0.05",  # small enough to bind at every step (checked below)
+    "--optimizer=adamw",
+    "--weight_decay=0.01",
+    "--ema_decay=0.9",
+    "--lr_schedule=cosine",
+    "--warmup_steps=2",
+)
+
+
+@pytest.mark.parametrize("recipe", [(), RECIPE], ids=["adam", "recipe"])
+def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, recipe):
+    """Same global batch, same records per step: 1 file, no shuffle, record-level sharding.
+    With the recipe: the update of two batches per step, clipped by the norm of the gradient
+    summed over both workers, is the one worker's update, and the workers stay identical."""
     flags = (
         "--train_steps=8",
         "--global_batch_size=16",
         "--shuffle_buffer=1",
         "--checkpoint_every_steps=100",
+        *recipe,
     )
     # The one-worker reference in this process (its process is not the subject), the two
     # workers as real processes under `launch local`.
@@ -165,6 +180,13 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path):
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
     assert len(set(one.values())) > 4  # the trajectory moves, so the comparison means something
     assert losses(double.text, worker=1) == two
+    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", double.text))
+    assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
+    if recipe:  # the clipping binds: without it the one worker's trajectory is another
+        free = [f for f in flags if not f.startswith("--clip_norm")]
+        unclipped = train_here(*trainer_flags(one_file_data, tmp_path / "c", *free))
+        other = losses(unclipped.stderr)
+        assert max(abs(other[s] - one[s]) for s in one) > 1e-2
 
 
 def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):

@@ -107,6 +107,7 @@ class RecipeConfig:
     lr_schedule: str = "constant"  # constant | cosine | linear, over train_steps
     warmup_steps: int = 0  # linear from 0 to the peak --learning_rate
     lr_min_ratio: float = 0.0  # cosine/linear end at learning_rate * this
+    decay_steps: int = 0  # the schedule's horizon; 0: train_steps
     optimizer: str = "adam"  # adam | adamw | sgd
     momentum: float = 0.9  # sgd
     weight_decay: float = 0.0  # decoupled (adamw, sgd)
@@ -274,11 +275,11 @@ def _check_recipe(r: RecipeConfig, train_steps: int) -> None:
     _one_of("optimizer", r.optimizer, OPTIMIZERS)
     _at_least("warmup_steps", r.warmup_steps, 0)
     _at_least("grad_accum_steps", r.grad_accum_steps, 1)
-    if r.warmup_steps >= train_steps:
-        raise ConfigError(
-            f"--warmup_steps={r.warmup_steps} is invalid: it must be below --train_steps="
-            f"{train_steps}."
-        )
+    _at_least("lr_decay_steps", r.decay_steps, 0)
+    horizon = r.decay_steps or train_steps
+    if r.warmup_steps >= horizon:
+        which = f"--lr_decay_steps={r.decay_steps}" if r.decay_steps else f"--train_steps={horizon}"
+        raise ConfigError(f"--warmup_steps={r.warmup_steps} is invalid: it must be below {which}.")
     _fraction("lr_min_ratio", r.lr_min_ratio, closed=True)
     _fraction("momentum", r.momentum)
     _fraction("ema_decay", r.ema_decay)

@@ -62,6 +62,12 @@ _F.DEFINE_enum(
 )
 _F.DEFINE_integer("warmup_steps", 0, "Steps of linear warmup from 0 to --learning_rate.")
 _F.DEFINE_float("lr_min_ratio", 0.0, "cosine/linear: the final rate over the peak rate.")
+_F.DEFINE_integer(
+    "lr_decay_steps",
+    0,
+    "The step at which cosine/linear reach their end (then stay there); 0: --train_steps. "
+    "Set it to keep the schedule when a run is stopped early or extended.",
+)
 _F.DEFINE_enum("optimizer", "adam", C.OPTIMIZERS, "Keras 3 optimizer: adam, adamw or sgd.")
 _F.DEFINE_float("momentum", 0.9, "--optimizer=sgd: momentum.")
 _F.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (adamw, sgd); 0: off.")
@@ -228,7 +234,7 @@ def config_from_flags(f=FLAGS) -> C.Config:
         f,
         steps_per_loop=C.parse_steps_per_loop(f.steps_per_loop),
         profile_steps=C.parse_profile_steps(f.profile_steps),
-        recipe=_from_flags(C.RecipeConfig, f),
+        recipe=_from_flags(C.RecipeConfig, f, [("decay_steps", "lr_decay_steps")]),
     )
     return C.validate(
         _from_flags(

@@ -99,6 +99,19 @@ class LibraryInfoFilter(logging.Filter):
         return record.levelno > logging.INFO or not any(lib in path for lib in self.LIBRARIES)
 
 
+class RestoreNoiseFilter(logging.Filter):
+    """What a refused restore (a warm start from another model) leaves behind when its
+    checkpoint object is collected: the refusal has said what matters in one sentence."""
+
+    NOISE = (
+        "Detecting that an object or model or tf.train.Checkpoint is being deleted",
+        "Value in checkpoint could not be found in the restored object",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
 def plain_log_lines() -> None:
     """absl's handler (the trainer's and the tools' log lines) in the plain format, without
     the libraries' INFO lines."""
@@ -108,3 +121,6 @@ def plain_log_lines() -> None:
     handler.setFormatter(PlainFormatter())
     if not any(isinstance(f, LibraryInfoFilter) for f in handler.filters):
         handler.addFilter(LibraryInfoFilter())
+    tf_logger = logging.getLogger("tensorflow")  # its restore noise, for every handler
+    if not any(isinstance(f, RestoreNoiseFilter) for f in tf_logger.filters):
+        tf_logger.addFilter(RestoreNoiseFilter())

@@ -146,11 +146,13 @@ class Controller:
         on_log: Sequence[LogAction] = (),
         on_eval: Sequence[EvalAction] = (),
         stop_after_eval: Callable[[int, dict], bool] | None = None,
+        evaluate_first: bool = False,
         log: Callable[[str], None] = lambda message: None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.program, self.schedule = program, schedule
         self.stop_after_eval = stop_after_eval  # early stopping: True ends the run there
+        self.evaluate_first = evaluate_first  # an eval before the first step (a warm start)
         self.stop_requested, self.evaluate = stop_requested, evaluate
         self.on_boundary, self.on_log, self.on_eval = on_boundary, on_log, on_eval
         self.log, self.clock = log, clock
@@ -165,6 +167,8 @@ class Controller:
             self.log(f"step {step} >= --train_steps={s.train_steps}: nothing to train")
             # the final eval's figures, without the actions: they ran when it was trained
             return self.evaluate() if s.eval_every and self.evaluate else None
+        if self.evaluate_first and self.evaluate:
+            self._run_eval(step)
         window = Window(self.clock)
         last_saved = step if step > 0 else None
         while step < s.train_steps:

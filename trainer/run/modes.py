@@ -69,7 +69,9 @@ def eval_actions(config: Config, model, *, scalars, chief: bool, optimizer=None)
     return found
 
 
-def _train_controller(setup: Setup, program: TrainProgram, stop, early_stop=None) -> Controller:
+def _train_controller(
+    setup: Setup, program: TrainProgram, stop, early_stop=None, warm: bool = False
+) -> Controller:
     cfg, p = setup.config, setup.placement
     folder = join(cfg.train.model_dir, "tensorboard")
     scalars = actions.SummaryWriter(folder, enabled=p.is_chief)  # one event file per run
@@ -115,6 +117,7 @@ def _train_controller(setup: Setup, program: TrainProgram, stop, early_stop=None
         on_log=[progress],
         on_eval=on_eval,
         stop_after_eval=early_stop,
+        evaluate_first=warm,  # what the warm start begins from
         log=logging.info,
     )
 
@@ -145,7 +148,7 @@ def _log_start(config: Config, program: TrainProgram) -> None:
 def train(setup: Setup) -> int:
     """Trains from the newest checkpoint (or step 0) to --train_steps, then exports."""
     cfg, p = setup.config, setup.placement
-    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=p.is_chief)
+    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
     program = TrainProgram(
         strategy=p.strategy,
         model=cfg.model,
@@ -156,13 +159,8 @@ def train(setup: Setup) -> int:
         num_workers=p.num_workers,
         fetch_to_device=fetch_to_device(p.num_gpus),
     )
-    if path := program.restore():
-        logging.info("resumed from %s at step %d", path, program.step)
-        if cfg.train.recipe.init_from:
-            logging.info("--init_from=%s not used: the run resumes", cfg.train.recipe.init_from)
-    elif cfg.train.recipe.init_from:
-        path = warm_start(program.model, cfg.train.recipe.init_from)
-        logging.info("warm start from %s: its weights, a fresh optimizer, step 0", path)
+    warm = _restore_or_warm_start(cfg, program)  # a refusal here has written nothing
+    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=p.is_chief)
     _log_start(cfg, program)
     early = _early_stop(cfg, p.is_chief)
     with StopSignal(logging.warning) as stop:
@@ -177,7 +175,7 @@ def train(setup: Setup) -> int:
                 )
                 metrics = None
             else:
-                metrics = _train_controller(setup, program, stop, early).train()
+                metrics = _train_controller(setup, program, stop, early, warm).train()
         except DataError as e:  # mid-run: say what of the run is kept
             raise DataError(f"{str(e).rstrip('.')}; {_kept(cfg.train.model_dir)}.") from None
     if trained:
@@ -188,6 +186,21 @@ def train(setup: Setup) -> int:
         print_eval("eval:", metrics)
     with averaged_weights(program.model, program.optimizer):
         return _finish(cfg, p.is_chief, program.model, export=cfg.export)
+
+
+def _restore_or_warm_start(cfg: Config, program: TrainProgram) -> bool:
+    """The run's own newest checkpoint, or else --init_from's weights; True for a warm start."""
+    source = cfg.train.recipe.init_from
+    if path := program.restore():
+        logging.info("resumed from %s at step %d", path, program.step)
+        if source:
+            logging.info("--init_from=%s not used: the run resumes from its own checkpoint", source)
+        return False
+    if not source:
+        return False
+    path = warm_start(program.model, source)
+    logging.info("warm start from %s: its weights, a fresh optimizer, step 0", path)
+    return True
 
 
 def _early_stop(cfg: Config, chief: bool):

@@ -5,7 +5,8 @@ The rate is a pure function of the global step (``rate_at``, and ``rate_fn``: th
 in TensorFlow ops from Keras' own schedules), read by the compiled loop at every step, so a
 resume, the loop length and gradient accumulation cannot move it: linear warmup from 0 over
 ``warmup_steps``, then constant, cosine (Keras ``CosineDecay``) or linear (Keras
-``PolynomialDecay``, power 1) decay to ``peak * lr_min_ratio`` at ``train_steps``.
+``PolynomialDecay``, power 1) decay to ``peak * lr_min_ratio`` at ``decay_steps`` (by default
+``train_steps``; set it to keep the schedule when a run is stopped early or extended).
 
 The moving average is Keras' own (``use_ema``): its variables live in the optimizer, so the
 checkpoint carries them. ``averaged_weights`` puts them into the model for a block (eval,
@@ -25,12 +26,12 @@ from trainer.config import RecipeConfig
 
 def rate_at(step: int, *, peak: float, recipe: RecipeConfig, train_steps: int) -> float:
     """The learning rate of the update made at global step ``step`` (0-based)."""
-    warmup = recipe.warmup_steps
+    warmup, horizon = recipe.warmup_steps, recipe.decay_steps or train_steps
     if step < warmup:
         return peak * step / warmup
     if recipe.lr_schedule == "constant":
         return peak
-    t = min(step - warmup, train_steps - warmup) / (train_steps - warmup)
+    t = min(step - warmup, horizon - warmup) / (horizon - warmup)
     floor = recipe.lr_min_ratio
     if recipe.lr_schedule == "cosine":
         return peak * ((1 - floor) * 0.5 * (1 + math.cos(math.pi * t)) + floor)
@@ -40,7 +41,7 @@ def rate_at(step: int, *, peak: float, recipe: RecipeConfig, train_steps: int) -
 def rate_fn(*, peak: float, recipe: RecipeConfig, train_steps: int):
     """``rate_at`` in TensorFlow ops: step (an int64 tensor) -> float32 rate."""
     warmup = recipe.warmup_steps
-    decay_steps = train_steps - warmup
+    decay_steps = (recipe.decay_steps or train_steps) - warmup
     if recipe.lr_schedule == "cosine":
         decay = keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=recipe.lr_min_ratio)
     elif recipe.lr_schedule == "linear":
@@ -100,10 +101,9 @@ def averaged_weights(model, optimizer):
             variable.assign(value)
 
 
-def warm_start(model, source: str) -> str:
-    """The weights of ``source`` (a model_dir or a checkpoint prefix) into ``model``; the
-    checkpoint's path. ConfigError naming the first variable whose shape differs."""
-    from trainer.common.errors import first_line
+def checkpoint_of(source: str) -> str:
+    """--init_from's checkpoint prefix: ``source`` itself, or the newest one of a model_dir
+    (ConfigError when there is none: checked before the model is built)."""
     from trainer.config import ConfigError
     from trainer.run import checkpoint
 
@@ -114,6 +114,17 @@ def warm_start(model, source: str) -> str:
             f"--init_from={source} holds no checkpoint: give a run's model_dir or a "
             "checkpoint prefix such as <model_dir>/checkpoints/ckpt-300."
         )
+    return prefix
+
+
+def warm_start(model, source: str) -> str:
+    """The trained weights of ``source`` (a model_dir or a checkpoint prefix) into ``model``
+    (not its moving average, which lives in its optimizer); the checkpoint's path.
+    ConfigError naming the first variable whose shape differs."""
+    from trainer.common.errors import first_line
+    from trainer.config import ConfigError
+
+    prefix = checkpoint_of(source)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.assert_existing_objects_matched().expect_partial()

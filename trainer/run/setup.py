@@ -81,6 +81,10 @@ def prepare(config: Config) -> Setup:
     """The data, the strategy and the resolved config (see the module docstring)."""
     data_dir = config.data.data_dir or builtin_data_dir(default_cache_dir())
     train_source, eval_source = open_splits(data_dir, skip_corrupt=config.data.skip_corrupt)
+    if config.mode == "train" and config.train.recipe.init_from:
+        from trainer.run.recipe import checkpoint_of
+
+        checkpoint_of(config.train.recipe.init_from)  # there, before anything is built
     r = config.runtime
     if config.mode == "train" and config.data.service_address:
         wait_for_dispatcher(config.data.service_address, r.peer_timeout_seconds)
