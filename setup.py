@@ -30,6 +30,7 @@ setup(
     extras_require={
         # bench/gpu.sh on a GPU machine without TensorFlow: the seed model on Keras' JAX backend.
         "bench_gpu": ["jax>=0.4"],
+        "bench": ["scikit-image>=0.24"],  # bench/recipes.py's photo frame pairs
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
