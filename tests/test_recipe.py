@@ -123,6 +123,7 @@ def test_the_export_serves_the_moving_average(small_data, tmp_path):
     from trainer.run.programs import build_model_and_optimizer
 
     flags = ["--train_steps=6", "--ema_decay=0.8", "--export", "--learning_rate=1e-2"]
+    flags.append("--eval_every_steps=6")
     r = train_here(*small_flags(small_data, tmp_path / "m", *flags))
     assert r.returncode == 0, r.stderr[-3000:]
     saved = checkpoint.load_model_config(str(tmp_path / "m"))
@@ -143,6 +144,16 @@ def test_the_export_serves_the_moving_average(small_data, tmp_path):
     assert np.abs(served - raw).max() > 1e-3  # the average is not the trained weights
     np.testing.assert_array_equal(after, raw)  # and the trained weights came back
     assert isinstance(saved, ModelConfig)
+    # --mode=export and --mode=evaluate of the checkpoint read its average too
+    again = tmp_path / "again"
+    base = [f"--model_dir={tmp_path / 'm'}", f"--data_dir={small_data}", "--ema_decay=0.8"]
+    r = train_here(*base, "--mode=export", f"--export_dir={again}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(outputs_of_export(again, x1, x2), averaged, atol=1e-5)
+    r = train_here(*base, "--mode=evaluate", "--global_batch_size=16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = json.loads((tmp_path / "m/eval/last.json").read_text())  # training's own eval
+    assert f"loss {last['loss']:.4f} accuracy {last['accuracy']:.4f}" in r.stdout + r.stderr
 
 
 def test_early_stopping_at_the_expected_step_and_across_a_resume(small_data, tmp_path):
@@ -189,3 +200,26 @@ def test_warm_start_begins_where_the_source_ended_and_refuses_another_model(smal
     assert "does not match" in last_line and "name D1/kernel" in last_line, last_line
     none = train_here(*small_flags(small_data, tmp_path / "d", f"--init_from={tmp_path}/x"))
     assert none.returncode == 1 and "holds no checkpoint" in none.stderr
+
+
+@pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
+def test_loss_scaling_wraps_whichever_optimizer(name, cls):
+    import keras
+
+    from trainer.config import ModelConfig
+    from trainer.run.programs import build_model_and_optimizer
+
+    recipe = RecipeConfig(optimizer=name, weight_decay=0.0 if name == "adam" else 0.01)
+    model, optimizer = build_model_and_optimizer(
+        tf.distribute.get_strategy(),
+        ModelConfig(image_size=(16, 16), precision="mixed_float16"),
+        1e-3,
+        recipe,
+    )
+    try:
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        assert type(recipe_lib.inner(optimizer)).__name__ == cls
+        if name != "adam":
+            assert recipe_lib.inner(optimizer).weight_decay == pytest.approx(0.01)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

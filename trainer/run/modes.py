@@ -17,8 +17,8 @@ from trainer.config import Config, ConfigError
 from trainer.data import DataError
 from trainer.run import actions, checkpoint, continuous
 from trainer.run.controller import Controller, Schedule, StopSignal
-from trainer.run.programs import EvalProgram, TrainProgram, build_model
-from trainer.run.recipe import averaged_weights, warm_start
+from trainer.run.programs import EvalProgram, TrainProgram, build_model, build_optimizer
+from trainer.run.recipe import averaged_weights, inner, warm_start
 from trainer.run.setup import Setup
 from trainer.runtime.strategy import fetch_to_device
 
@@ -244,10 +244,27 @@ def _model_alone(setup: Setup):
         return build_model(setup.config.model)
 
 
-def restore_weights(model, prefix: str) -> None:
-    """The model's weights from the checkpoint at ``prefix`` (its optimizer slots ignored)."""
-    status = tf.train.Checkpoint(model=model).restore(prefix)
-    status.assert_existing_objects_matched().expect_partial()
+def restore_weights(model, prefix: str, optimizer=None) -> None:
+    """The model's weights from the checkpoint at ``prefix`` (its optimizer slots ignored);
+    with ``optimizer`` (--ema_decay: one built like training's), the moving average the
+    checkpoint holds instead, as training's own eval and exports use it."""
+    if optimizer is None:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.assert_existing_objects_matched().expect_partial()
+        return
+    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(prefix).expect_partial()
+    if int(inner(optimizer).iterations.numpy()) > 0:
+        inner(optimizer).finalize_variable_values(model.trainable_variables)
+
+
+def _averaging_optimizer(setup: Setup, model):
+    """An optimizer to restore a checkpoint's moving average through (None without one)."""
+    cfg = setup.config
+    if not cfg.train.recipe.ema_decay:
+        return None
+    return build_optimizer(
+        setup.placement.strategy, model, cfg.model, cfg.train.learning_rate, cfg.train.recipe
+    )
 
 
 def export(setup: Setup) -> int:
@@ -258,16 +275,20 @@ def export(setup: Setup) -> int:
         raise ConfigError(f"--mode=export: {model_dir} has no checkpoint.")
     checkpoint.check_model_config(model_dir, cfg.model, write=False)
     model = _model_alone(setup)
-    restorer = checkpoint.Checkpointer(model_dir, tf.train.Checkpoint(model=model), keep=1)
+    optimizer = _averaging_optimizer(setup, model)
+    state = tf.train.Checkpoint(model=model, **({"optimizer": optimizer} if optimizer else {}))
+    restorer = checkpoint.Checkpointer(model_dir, state, keep=1)
     if path := restorer.restore_latest(partial=True):
         logging.info("restored %s", path)
-    return _finish(cfg, setup.placement.is_chief, model, export=True)
+    with averaged_weights(model, optimizer):
+        return _finish(cfg, setup.placement.is_chief, model, export=True)
 
 
 def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
     cfg, p = setup.config, setup.placement
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
     model = _model_alone(setup)
+    optimizer = _averaging_optimizer(setup, model)
     program = EvalProgram(
         strategy=p.strategy,
         model=model,
@@ -279,7 +300,7 @@ def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
     return continuous.CheckpointEvaluator(
         model_dir=cfg.train.model_dir,
         model_cfg=cfg.model,
-        restore=lambda prefix: restore_weights(model, prefix),
+        restore=lambda prefix: restore_weights(model, prefix, optimizer),
         evaluate=program.evaluate,
         on_eval=eval_actions(cfg, model, scalars=scalars, chief=True),
     )

@@ -42,11 +42,18 @@ def build_model_and_optimizer(
     keras.mixed_precision.set_global_policy(model_cfg.precision)
     with strategy.scope():
         model = build_model(model_cfg)
+    return model, build_optimizer(strategy, model, model_cfg, learning_rate, recipe)
+
+
+def build_optimizer(strategy, model, model_cfg: ModelConfig, learning_rate: float, recipe=None):
+    """The recipe's optimizer for ``model`` as training builds it (loss-scale wrapped under
+    mixed_float16: a checkpoint's optimizer restores only into the same shape)."""
+    with strategy.scope():
         optimizer = make_optimizer(recipe or RecipeConfig(), learning_rate)
         if model_cfg.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    return model, optimizer
+    return optimizer
 
 
 def input_options(fetch_to_device: bool) -> tf.distribute.InputOptions:
