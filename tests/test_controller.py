@@ -11,6 +11,7 @@ import pytest
 from trainer.run.actions import EvalReport, Profiler, ProgressLog
 from trainer.run.controller import (
     Controller,
+    GraceBudget,
     LoopResult,
     Preempted,
     Schedule,
@@ -24,10 +25,11 @@ class FakeProgram:
 
     def __init__(self, step=0, stop_at=None, diverge_at=None, votes_from_peer=None):
         self.step = step
-        self.loops, self.saves, self.stops_seen = [], [], []
+        self.loops, self.saves, self.stops_seen, self.limits = [], [], [], []
         self.stop_at, self.diverge_at, self.votes_from_peer = stop_at, diverge_at, votes_from_peer
 
-    def train(self, num_steps, stop):
+    def train(self, num_steps, stop, max_seconds=float("inf")):
+        self.limits.append(max_seconds)
         self.loops.append((self.step, num_steps))
         self.stops_seen.append(stop)
         diverged = None
@@ -224,3 +226,25 @@ def test_the_controller_and_actions_need_no_tensorflow():
         "sys.exit('tensorflow' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_grace_budget_keeps_a_loop_and_a_save_inside_half_of_it():
+    # The fake pace: 1 s per step; the fake clock makes each save take 1 s. With 20 s of
+    # grace, half (10 s) must hold the loop and the save: 9 steps per loop once both are seen.
+    program = FakeProgram()
+    grace = GraceBudget(seconds=20)
+    s = schedule(train_steps=250, steps_per_loop=40, log_every=0, checkpoint_every=100)
+    Controller(program=program, schedule=s, grace=grace, clock=Clock()).train()
+    lengths = [n for _, n in program.loops]
+    assert lengths[0] == 1  # the pace is not known before the first loop
+    before_save = [n for step, n in program.loops[1:] if step < 100]
+    assert max(before_save) == 10  # room 10 s, no save seen yet (9: cut at step 100)
+    after_save = [n for step, n in program.loops if step >= 100]
+    assert max(after_save) == 9 and grace.save_seconds == 1.0
+    # and each loop is told the most it may run (the loop ends itself early on its clock)
+    assert program.limits[0] == 10.0 and program.limits[-1] == 9.0
+    assert sum(lengths) == 250 and program.saves == [100, 200, 250]
+    unbounded = FakeProgram()
+    Controller(program=unbounded, schedule=s, clock=Clock()).train()
+    assert max(n for _, n in unbounded.loops) == 40  # no budget: the schedule's loops
+    assert set(unbounded.limits) == {float("inf")}

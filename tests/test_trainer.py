@@ -102,14 +102,25 @@ def _pod_grace_seconds() -> int:
     return job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
-def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
+@pytest.mark.parametrize("grace", [0, 15], ids=["pod-grace", "spot-budget"])
+def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path, grace):
+    # spot-budget: GKE Spot's 15 s, told through TRAINER_GRACE_SECONDS, and the longest loop
+    # --steps_per_loop allows (one loop to the end, uncut): the budget must cut it.
+    extra = ["--steps_per_loop=100000"] if grace else []
     flags = small_flags(
-        small_data, tmp_path / "m", "--train_steps=100000", "--checkpoint_every_steps=100000"
+        small_data,
+        tmp_path / "m",
+        "--train_steps=100000",
+        "--checkpoint_every_steps=100000",
+        *extra,
     )
     # A fresh process is where the thread pools can still be set: the pools TensorFlow
     # reports back are auto intra-op 1 on this CPU-only host and the flag's 3.
     flags.append("--inter_op_threads=3")
-    proc = subprocess.Popen([PY, "-m", "trainer", *flags], stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "TRAINER_GRACE_SECONDS": str(grace)} if grace else None
+    proc = subprocess.Popen(
+        [PY, "-m", "trainer", *flags], stderr=subprocess.PIPE, text=True, env=env
+    )
     seen = []
     for line in proc.stderr:  # wait for real training progress
         seen.append(line)
@@ -121,7 +132,7 @@ def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path):
     _, err = proc.communicate()
     # The subject is a time bound: saved and gone within the pod's grace period (Kubernetes
     # sends SIGKILL after it), measured from the signal, not from process start.
-    assert time.monotonic() - signalled < _pod_grace_seconds()
+    assert time.monotonic() - signalled < (grace or _pod_grace_seconds())
     assert proc.returncode == 75, err[-2000:]
     step = int(re.search(r"stopped by a signal at step (\d+)", err).group(1))
     assert tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints")).endswith(f"-{step}")

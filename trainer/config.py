@@ -160,6 +160,7 @@ class RuntimeConfig:
     inter_op_threads: int = 0
     peer_timeout_seconds: int = 300
     storage_timeout_seconds: int = DEFAULT_STORAGE_TIMEOUT_S
+    grace_seconds: float = 0.0  # the pod's SIGTERM budget (TRAINER_GRACE_SECONDS); 0: none
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -324,6 +325,11 @@ def _check_runtime(r: RuntimeConfig) -> None:
         _at_least(name, getattr(r, name), 0)
     _at_least("peer_timeout_seconds", r.peer_timeout_seconds, 1)
     _at_least("storage_timeout_seconds", r.storage_timeout_seconds, 1)
+    if not (math.isfinite(r.grace_seconds) and r.grace_seconds >= 0):
+        raise ConfigError(
+            f"TRAINER_GRACE_SECONDS={r.grace_seconds} is invalid: give the pod's grace period "
+            "in seconds (>= 0), or unset it."
+        )
 
 
 def validate(config: Config) -> Config:

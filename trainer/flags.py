@@ -227,6 +227,19 @@ def _from_flags(cls, f, renamed=(), **given):
     return cls(**values, **given)
 
 
+def _grace_seconds() -> float:
+    """TRAINER_GRACE_SECONDS, which launch k8s sets to the pod's grace period (--spot: 15)."""
+    import os
+
+    text = os.environ.get("TRAINER_GRACE_SECONDS", "").strip()
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        raise C.ConfigError(
+            f"TRAINER_GRACE_SECONDS={text!r} is not a number of seconds: fix or unset it."
+        ) from None
+
+
 def config_from_flags(f=FLAGS) -> C.Config:
     """The Config of the parsed flags, validated (ConfigError: one sentence)."""
     train = _from_flags(
@@ -251,7 +264,7 @@ def config_from_flags(f=FLAGS) -> C.Config:
                     ("poll_seconds", "eval_poll_seconds"),
                 ],
             ),
-            runtime=_from_flags(C.RuntimeConfig, f),
+            runtime=_from_flags(C.RuntimeConfig, f, grace_seconds=_grace_seconds()),
         )
     )
 

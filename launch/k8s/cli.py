@@ -43,6 +43,43 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--k8s_dir", default="", help="the repository's k8s/ folder")
     _add_run_options(p)
+    _add_scheduling_options(p)
+
+
+def _add_scheduling_options(p) -> None:
+    """Kueue, Spot and the run's lifetime (launch/k8s/scheduling.py)."""
+    p.add_argument("--queue", default="", help="render/submit: the Kueue LocalQueue to admit it")
+    p.add_argument("--priority", default="", help="--queue: a Kueue WorkloadPriorityClass")
+    p.add_argument(
+        "--spot", action="store_true", help="run the pods on GKE Spot nodes (15 s grace)"
+    )
+    p.add_argument(
+        "--grace_seconds",
+        type=int,
+        default=0,
+        help="terminationGracePeriodSeconds (0: 15 with --spot, else 300); the trainer is told",
+    )
+    p.add_argument(
+        "--ttl_seconds", type=int, default=-1, help="delete the finished Job after (-1: keep it)"
+    )
+    p.add_argument(
+        "--deadline_seconds", type=int, default=0, help="activeDeadlineSeconds (0: none)"
+    )
+
+
+def _scheduling(args):
+    from launch.k8s import scheduling
+
+    chosen = scheduling.Scheduling(
+        queue=args.queue,
+        priority=args.priority,
+        spot=args.spot,
+        grace_seconds=args.grace_seconds,
+        ttl_seconds=args.ttl_seconds,
+        deadline_seconds=args.deadline_seconds,
+    )
+    scheduling.check(chosen)
+    return chosen
 
 
 def _add_run_options(p) -> None:
@@ -103,7 +140,7 @@ def _spec(args, trainer_args) -> k8s.JobSpec:
     )
 
 
-def _convert_manifests(args, converter_args) -> str:
+def _convert_docs(args, converter_args) -> list[dict]:
     from launch.k8s import convert as k8s_convert
 
     k8s_convert.check(args.pairs, args.output_dir, tuple(converter_args))
@@ -120,12 +157,20 @@ def _convert_manifests(args, converter_args) -> str:
     k8s.check_spec(spec)
     k8s_dir = args.k8s_dir or k8s.default_k8s_dir()
     docs = k8s.render(spec, k8s.kustomize(k8s_dir, k8s.overlay_for(spec.workers, 0)))
-    return k8s.to_yaml(k8s_convert.render(docs, spec, args.pairs, args.output_dir))
+    return k8s_convert.render(docs, spec, args.pairs, args.output_dir)
 
 
 def _manifests(args, trainer_args) -> str:
+    """The run's objects as YAML, with the cluster's scheduling (Kueue, Spot) set last."""
+    from launch.k8s import scheduling
+
+    chosen = _scheduling(args)  # before kubectl runs at all
     if args.action == "convert":
-        return _convert_manifests(args, trainer_args)
+        return k8s.to_yaml(scheduling.apply(_convert_docs(args, trainer_args), chosen))
+    return k8s.to_yaml(scheduling.apply(_run_docs(args, trainer_args), chosen))
+
+
+def _run_docs(args, trainer_args) -> list[dict]:
     spec = _spec(args, trainer_args)
     k8s.check_spec(spec)  # before running kubectl at all
     trainer_flags.check_args(k8s.trainer_argv(spec))  # the trainer's own parser and checks
@@ -150,7 +195,7 @@ def _manifests(args, trainer_args) -> str:
         from launch.k8s import jobset
 
         docs = jobset.to_jobset(docs, spec.name, args.max_restarts)
-    return k8s.to_yaml(docs + side)
+    return docs + side
 
 
 def _preflight(args) -> None:

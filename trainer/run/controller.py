@@ -51,7 +51,7 @@ class TrainProgram(Protocol):
     @property
     def step(self) -> int: ...
 
-    def train(self, num_steps: int, stop: bool) -> LoopResult: ...
+    def train(self, num_steps: int, stop: bool, max_seconds: float = ...) -> LoopResult: ...
 
     def save(self) -> str: ...
 
@@ -91,6 +91,40 @@ class Schedule:
     def eval_due(self, step: int) -> bool:
         """An eval inside the loop (the final one runs after it, whatever the interval)."""
         return bool(self.eval_every) and step % self.eval_every == 0 and step != self.train_steps
+
+
+@dataclasses.dataclass
+class GraceBudget:
+    """Keeps the loop a SIGTERM arrives in, and the save after it, inside the pod's grace
+    period (TRAINER_GRACE_SECONDS: 15 s on a GKE Spot node). A compiled loop cannot be left
+    midway, so with a budget every loop is given at most half of it minus the slowest save
+    seen (``loop_seconds``: the loop ends itself early on its own clock, trainer.run.steps)
+    and, where it has no clock (--deterministic), as many steps as that leaves at the last
+    loop's pace (``cap``; the first loop is one step: its pace is not known yet)."""
+
+    seconds: float = 0.0  # 0: no budget
+    step_seconds: float = 0.0  # per step, in the last loop
+    save_seconds: float = 0.0  # the slowest save so far
+
+    def loop_seconds(self) -> float:
+        """The most a loop may run (inf without a budget)."""
+        if not self.seconds:
+            return float("inf")
+        return max(self.seconds / 2 - self.save_seconds, 0.0)
+
+    def cap(self, length: int) -> int:
+        if not self.seconds:
+            return length
+        if not self.step_seconds:
+            return 1
+        return max(1, min(length, int(self.loop_seconds() / self.step_seconds)))
+
+    def saw_loop(self, loop: LoopResult) -> None:
+        if loop.steps:
+            self.step_seconds = loop.seconds / loop.steps
+
+    def saw_save(self, seconds: float) -> None:
+        self.save_seconds = max(self.save_seconds, seconds)
 
 
 class Window:
@@ -147,9 +181,11 @@ class Controller:
         on_eval: Sequence[EvalAction] = (),
         stop_after_eval: Callable[[int, dict], bool] | None = None,
         evaluate_first: bool = False,
+        grace: GraceBudget | None = None,
         log: Callable[[str], None] = lambda message: None,
         clock: Callable[[], float] = time.monotonic,
     ):
+        self.grace = grace or GraceBudget()
         self.program, self.schedule = program, schedule
         self.stop_after_eval = stop_after_eval  # early stopping: True ends the run there
         self.evaluate_first = evaluate_first  # an eval before the first step (a warm start)
@@ -173,26 +209,31 @@ class Controller:
         last_saved = step if step > 0 else None
         while step < s.train_steps:
             self._boundary(step)
-            loop = self.program.train(s.loop_length(step), self.stop_requested())
+            stop = self.stop_requested()
+            # A stop asked for during the last loop travels in this one (every worker must
+            # learn it at the same step): one step then, so it costs no time.
+            length = 1 if stop else self.grace.cap(s.loop_length(step))
+            loop = self.program.train(length, stop, max_seconds=self.grace.loop_seconds())
+            self.grace.saw_loop(loop)
             window.add(loop)
             if loop.diverged_at is not None:
                 raise _diverged(loop, step + loop.diverged_at + 1, last_saved)
             step += loop.steps
             if loop.stop_votes > 0:
-                self.program.save()
+                self._save()
                 raise Preempted(f"stopped by a signal at step {step}; checkpoint saved.")
             if s.log_due(step):
                 for action in self.on_log:
                     action(step, window)
                 window.reset()
             if s.checkpoint_due(step):
-                self.program.save()
+                self._save()
                 last_saved = step
             if s.eval_due(step) and self.evaluate:
                 metrics = self._run_eval(step)
                 if self.stop_after_eval and self.stop_after_eval(step, metrics):
                     if last_saved != step:  # a rerun must find the run where it ended
-                        self.program.save()
+                        self._save()
                     return metrics
         self._boundary(step)
         if s.eval_every and self.evaluate:
@@ -201,6 +242,11 @@ class Controller:
                 self.stop_after_eval(step, metrics)
             return metrics
         return None
+
+    def _save(self) -> None:
+        started = self.clock()
+        self.program.save()
+        self.grace.saw_save(self.clock() - started)
 
     def _boundary(self, step: int) -> None:
         for action in self.on_boundary:

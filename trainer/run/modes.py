@@ -16,7 +16,7 @@ from trainer.common.paths import join
 from trainer.config import Config, ConfigError
 from trainer.data import DataError
 from trainer.run import actions, checkpoint, continuous
-from trainer.run.controller import Controller, Schedule, StopSignal
+from trainer.run.controller import Controller, GraceBudget, Schedule, StopSignal
 from trainer.run.programs import EvalProgram, TrainProgram, build_model, build_optimizer
 from trainer.run.recipe import averaged_weights, inner, warm_start
 from trainer.run.setup import Setup
@@ -118,6 +118,7 @@ def _train_controller(
         on_eval=on_eval,
         stop_after_eval=early_stop,
         evaluate_first=warm,  # what the warm start begins from
+        grace=GraceBudget(seconds=cfg.runtime.grace_seconds),
         log=logging.info,
     )
 
@@ -132,6 +133,12 @@ def _batch_words(t) -> str:
 
 def _log_start(config: Config, program: TrainProgram) -> None:
     t = config.train
+    if config.runtime.grace_seconds:
+        logging.info(
+            "grace budget %.0f s (TRAINER_GRACE_SECONDS): loops are cut so that the one a "
+            "SIGTERM arrives in and the save after it take at most half of it",
+            config.runtime.grace_seconds,
+        )
     if program.step < t.train_steps:
         logging.info(
             "training steps %d..%d, global batch %s over %d replicas, up to %d steps per "

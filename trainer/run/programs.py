@@ -133,8 +133,9 @@ class TrainProgram:
             logging.info("saved checkpoint %s", path)
         return path
 
-    def train(self, num_steps: int, stop: bool) -> LoopResult:
-        """One compiled loop of ``num_steps`` steps (fewer if a loss turns NaN/Inf)."""
+    def train(self, num_steps: int, stop: bool, max_seconds: float = float("inf")) -> LoopResult:
+        """One compiled loop of ``num_steps`` steps (fewer if a loss turns NaN/Inf, or once
+        it has run ``max_seconds``)."""
         if self._iterator is None:  # made after restore: the checkpoint positions it
             self._iterator = inputs.train_iterator(
                 self.strategy,
@@ -149,7 +150,10 @@ class TrainProgram:
         started = time.monotonic()
         try:
             out = self._loop(
-                self._iterator, self._constant(num_steps), self._constant(1.0 if stop else 0.0)
+                self._iterator,
+                self._constant(num_steps),
+                self._constant(1.0 if stop else 0.0),
+                self._constant(float(max_seconds)),
             )
             out = tf.nest.map_structure(lambda t: t.numpy(), out)
         except inputs.DATA_ERRORS as e:

@@ -69,7 +69,8 @@ def make_train_loop(
     loop's end that one was asked to stop. A NaN/Inf loss ends the loop at that step. The
     input wait is timed around ``next(iterator)`` unless not ``timed`` (op determinism allows
     no timestamps). ``counters`` (global step, pairs seen) advance inside the function;
-    ``rate_fn(step)`` sets the rate before each update (trainer.run.recipe). A step is one
+    ``rate_fn(step)`` sets the rate before each update (trainer.run.recipe); ``max_seconds``
+    ends a loop early (timed loops only: a grace budget, trainer.run.controller). A step is one
     update over ``accum_steps`` batches, summed inside the replica step: no accumulator
     outlives a step, and every strategy applies the update at the same point.
     """
@@ -81,11 +82,19 @@ def make_train_loop(
     # An explicit while_loop (no AutoGraph: trainer.common.graph): it stops after the step
     # whose loss is NaN or Inf, which is then the last one counted.
     @tf.function(autograph=False)
-    def train_loop(iterator, num_steps, stop):
+    def train_loop(iterator, num_steps, stop, max_seconds=np.inf):
         first = counters[0].read_value() if counters is not None else tf.constant(0, tf.int64)
+        started = tf.timestamp() if timed else None
 
         def more(i, sums, last, done, bad, wait, rate):
-            return tf.logical_and(i < num_steps, bad < 0)
+            going = tf.logical_and(i < num_steps, bad < 0)
+            if started is None:  # no clock under op determinism: the step count alone
+                return going
+            # A grace budget ends the loop early once it has run max_seconds (one step at
+            # least): the loop a SIGTERM arrives in must leave time for the save.
+            limit = tf.cast(max_seconds, tf.float64)
+            early = tf.logical_and(i > 0, tf.timestamp() - started >= limit)
+            return tf.logical_and(going, tf.logical_not(early))
 
         def step(i, sums, last, done, bad, wait, rate):
             batches, wait = next_batches(iterator, wait)
