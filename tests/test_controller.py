@@ -133,9 +133,12 @@ def test_nothing_to_train_evaluates_once_without_actions():
 def test_a_stop_request_saves_at_the_loop_end_and_raises_preempted():
     program = FakeProgram()
     asked = iter([False, False, True])
-    with pytest.raises(Preempted, match="stopped by a signal at step 90; checkpoint saved"):
+    # The request seen before the third loop travels in a one-step loop (every worker learns
+    # it at the same step, at no cost), then the save.
+    with pytest.raises(Preempted, match="stopped by a signal at step 51; checkpoint saved"):
         Controller(program=program, schedule=schedule(), stop_requested=lambda: next(asked)).train()
-    assert program.stops_seen == [False, False, True] and program.saves == [90]
+    assert program.stops_seen == [False, False, True] and program.saves == [51]
+    assert program.loops == [(0, 40), (40, 10), (50, 1)]
 
 
 def test_a_peers_stop_vote_stops_this_worker_too():

@@ -84,17 +84,7 @@ def make_train_loop(
     @tf.function(autograph=False)
     def train_loop(iterator, num_steps, stop, max_seconds=np.inf):
         first = counters[0].read_value() if counters is not None else tf.constant(0, tf.int64)
-        started = tf.timestamp() if timed else None
-
-        def more(i, sums, last, done, bad, wait, rate):
-            going = tf.logical_and(i < num_steps, bad < 0)
-            if started is None:  # no clock under op determinism: the step count alone
-                return going
-            # A grace budget ends the loop early once it has run max_seconds (one step at
-            # least): the loop a SIGTERM arrives in must leave time for the save.
-            limit = tf.cast(max_seconds, tf.float64)
-            early = tf.logical_and(i > 0, tf.timestamp() - started >= limit)
-            return tf.logical_and(going, tf.logical_not(early))
+        more = _loop_condition(num_steps, max_seconds, timed)
 
         def step(i, sums, last, done, bad, wait, rate):
             batches, wait = next_batches(iterator, wait)
@@ -116,6 +106,23 @@ def make_train_loop(
         return LoopOutput(StepSums.stacked(sums), done, bad, wait, StepSums.stacked(last), rate)
 
     return train_loop
+
+
+def _loop_condition(num_steps, max_seconds, timed: bool):
+    """The while_loop's condition: steps left and no NaN/Inf yet, and (timed loops) less than
+    ``max_seconds`` run: a grace budget ends the loop early (one step at least), so the loop
+    a SIGTERM arrives in leaves time for the save. No clock under op determinism."""
+    started = tf.timestamp() if timed else None
+
+    def more(i, sums, last, done, bad, wait, rate):
+        going = tf.logical_and(i < num_steps, bad < 0)
+        if started is None:
+            return going
+        limit = tf.cast(max_seconds, tf.float64)
+        early = tf.logical_and(i > 0, tf.timestamp() - started >= limit)
+        return tf.logical_and(going, tf.logical_not(early))
+
+    return more
 
 
 def _batch_reader(timed: bool, count: int):
