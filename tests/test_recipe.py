@@ -200,6 +200,10 @@ def test_warm_start_begins_where_the_source_ended_and_refuses_another_model(smal
     assert "does not match" in last_line and "name D1/kernel" in last_line, last_line
     none = train_here(*small_flags(small_data, tmp_path / "d", f"--init_from={tmp_path}/x"))
     assert none.returncode == 1 and "holds no checkpoint" in none.stderr
+    # resuming a with another optimizer: one sentence, not a stranger's traceback
+    sgd = train_here(*small_flags(small_data, tmp_path / "a", "--train_steps=8", "--optimizer=sgd"))
+    last_line = sgd.stderr.strip().splitlines()[-1]
+    assert sgd.returncode == 1 and "checkpoint was trained with other --optimizer" in last_line
 
 
 @pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])

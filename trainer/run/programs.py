@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from trainer.config import DataConfig, ModelConfig, RecipeConfig, TrainConfig
+from trainer.common.errors import first_line
+from trainer.config import ConfigError, DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from trainer.model import builders
 from trainer.run import inputs, steps
 from trainer.run.checkpoint import Checkpointer
@@ -123,7 +124,14 @@ class TrainProgram:
         """The newest whole checkpoint into model, optimizer and counters; its path or None."""
         # The checkpoint holds the optimizer's last rate too; the loop sets the schedule's
         # rate of each step before its update, so a resume follows this run's flags.
-        return self.checkpointer.restore_latest()
+        try:
+            return self.checkpointer.restore_latest()
+        except (ValueError, AssertionError) as e:  # another optimizer's slots, or an average
+            raise ConfigError(
+                f"{self.cfg.model_dir}'s checkpoint was trained with other --optimizer, "
+                f"--ema_decay or --precision flags ({first_line(e, 200)}): resume with the "
+                "flags it was trained with, or start a new --model_dir."
+            ) from None
 
     def save(self) -> str:
         """Saves at the current step; every worker must call it (the save has collective
