@@ -10,7 +10,7 @@ from launch.k8s import scheduling
 from launch.k8s.manifests import SpecError
 from tests.inprocess import run_entry
 from tests.test_jobset import _validate_jobset
-from tests.test_k8s import validate
+from tests.test_k8s import stub_kubectl, validate  # noqa: F401  (a fixture)
 
 RUN = ["--name", "exp1", "--image", "gcr.io/p/t:1", "--model_dir", "gs://b/r", "--namespace", "ml"]
 QUEUED = ["--queue", "team-a", "--priority", "high", "--spot", "--ttl_seconds", "3600",
@@ -96,3 +96,80 @@ def test_bad_scheduling_values_are_refused_before_rendering(args, says):
     assert says in r.stderr.strip().splitlines()[-1]
     with pytest.raises(SpecError):
         scheduling.check(scheduling.Scheduling(queue="ok", deadline_seconds=-5))
+
+
+def _workload(owner_kind="Job", owner="exp1", conditions=(), requeued=0, cluster_queue="gpu"):
+    """A Workload as Kueue's API returns it (kueue.x-k8s.io/v1beta1, the fields read)."""
+    status = {"conditions": [dict(c) for c in conditions]}
+    if requeued:
+        status["requeueState"] = {"count": requeued}
+    if any(c["type"] == "Admitted" for c in conditions):
+        status["admission"] = {"clusterQueue": cluster_queue}
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta1",
+        "kind": "Workload",
+        "metadata": {"name": f"job-{owner}-1a2b3", "ownerReferences": [
+            {"apiVersion": "batch/v1", "kind": owner_kind, "name": owner, "uid": "u1"}]},
+        "status": status,
+    }  # fmt: skip
+
+
+PENDING = {"type": "QuotaReserved", "status": "False", "reason": "Pending",
+           "message": "couldn't assign flavors to pod set main: insufficient quota for "
+                      "nvidia.com/gpu in flavor t4, 8 more needed"}  # fmt: skip
+ADMITTED = {"type": "Admitted", "status": "True", "reason": "Admitted"}
+EVICTED = {"type": "Evicted", "status": "True", "reason": "Preempted",
+           "message": "Preempted to accommodate a higher priority Workload"}  # fmt: skip
+FINISHED = {"type": "Finished", "status": "True", "reason": "Succeeded"}
+
+
+@pytest.mark.parametrize(
+    "workload, says",
+    [
+        (_workload(conditions=[PENDING]), "kueue: pending in queue team-a (couldn't assign"),
+        (_workload(conditions=[{"type": "QuotaReserved", "status": "True"}, ADMITTED]),
+         "kueue: admitted to cluster queue gpu"),
+        (_workload(conditions=[ADMITTED, EVICTED], requeued=2),
+         "kueue: evicted (Preempted: Preempted to accommodate a higher priority Workload); "
+         "evicted 2 times"),
+        (_workload(conditions=[ADMITTED], requeued=1), "admitted to cluster queue gpu; evicted 1"),
+        (_workload(conditions=[ADMITTED, FINISHED]), "kueue: finished in queue team-a"),
+        (_workload(owner="another"), "no Workload yet"),
+        (_workload(owner_kind="JobSet", conditions=[ADMITTED]), "no Workload yet"),  # not ours
+    ],
+)  # fmt: skip
+def test_kueues_view_of_a_run_in_each_state(workload, says):
+    from launch.k8s import kueue
+
+    run = {
+        "kind": "Job",
+        "metadata": {"name": "exp1", "labels": {scheduling.QUEUE_LABEL: "team-a"}},
+    }
+    got = kueue.line(run, {"items": [_workload(owner="x"), workload]})
+    assert says in got, got
+    assert kueue.line({"kind": "Job", "metadata": {"name": "exp1"}}, {"items": [workload]}) is None
+    assert "could not be read (no such resource)" in kueue.line(run, None, "no such resource")
+
+
+def test_status_of_a_queued_run_shows_its_workload(stub_kubectl, tmp_path, monkeypatch):  # noqa: F811
+    # the stub kubectl (tests/stubs/kubectl) answers with the JSON of the API's shape
+    import json
+
+    _, docs = render("--queue", "team-a")
+    job = next(d for d in docs if d["kind"] == "Job")
+    job["status"] = {"active": 1}
+    container = job["spec"]["template"]["spec"]["containers"][0]  # no storage to read here
+    container["args"] = [a for a in container["args"] if not a.startswith("--model_dir=")]
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    (tmp_path / "pods.json").write_text(json.dumps({"items": []}))
+    (tmp_path / "wl.json").write_text(json.dumps({"items": [_workload(conditions=[PENDING])]}))
+    monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "job.json"))
+    monkeypatch.setenv("KUBECTL_STUB_PODS", str(tmp_path / "pods.json"))
+    monkeypatch.setenv("KUBECTL_STUB_WORKLOADS", str(tmp_path / "wl.json"))
+    r = run_entry("launch", ["k8s", "status", "--name", "exp1", "--namespace", "ml"])
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("kueue: pending in queue team-a (couldn't assign flavors"), last
+    assert ["--namespace=ml", "get", "workloads", "-o", "json"] in [
+        c["argv"] for c in stub_kubectl()
+    ]

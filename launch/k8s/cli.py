@@ -15,7 +15,7 @@ import sys
 
 from launch.k8s import manifests as k8s
 from trainer import flags as trainer_flags
-from trainer.common.errors import UsageError
+from trainer.common.errors import UsageError, first_line
 
 ACTIONS = ("render", "submit", "status", "logs", "delete", "convert")
 
@@ -297,7 +297,21 @@ def _status(args) -> str:
         if v
     )
     logs = f"launch k8s logs --name {args.name}{flags} --follow"
-    return status.screen(args.name, args.controller, run, pods, storage, logs)
+    return status.screen(args.name, args.controller, run, pods, storage, logs) + _kueue(args, run)
+
+
+def _kueue(args, run) -> str:
+    """Kueue's line for a queued run (its Workload's state), or nothing."""
+    from launch.k8s import kueue
+
+    if not kueue.queue_of(run):
+        return ""
+    try:
+        argv = k8s.kubectl_argv(args.context, args.namespace, "get", "workloads", "-o", "json")
+        found = kueue.line(run, json.loads(_kubectl(argv, capture=True) or "{}"))
+    except (KubectlError, ValueError) as e:
+        found = kueue.line(run, None, first_line(e, 160))
+    return found + "\n"
 
 
 def main(args, trainer_args) -> int:
