@@ -43,9 +43,10 @@ def write_json(path: str, value, **dump_kwargs) -> None:
     write_atomic(path, json.dumps(finite(value), allow_nan=False, **dump_kwargs))
 
 
-def read_json(path: str):
-    """The JSON at ``path``, or None when there is no such file; UsageError naming the file
-    when it is not JSON (a hand edit, a disk that filled up)."""
+def read_json(path: str, what_to_do: str = "restore it, or remove it (the run rewrites it)"):
+    """The JSON at ``path``, or None when there is no such file; UsageError naming the file,
+    line and column when it is not JSON (a hand edit, a disk that filled up), ending with
+    ``what_to_do``."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -56,9 +57,7 @@ def read_json(path: str):
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
-        raise UsageError(
-            f"{path} is not valid JSON{where}: restore it, or remove it (the run rewrites it)."
-        ) from None
+        raise UsageError(f"{path} is not valid JSON{where}: {what_to_do}.") from None
 
 
 __all__ = ["finite", "join", "read_json", "write_atomic", "write_json"]

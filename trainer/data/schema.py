@@ -12,7 +12,8 @@ import re
 
 import tensorflow as tf
 
-from trainer.common.files import write_atomic
+from trainer.common.errors import UsageError
+from trainer.common.files import read_json, write_atomic
 from trainer.common.paths import join
 from trainer.data import DataError  # noqa: F401  (schema.DataError: one name for both)
 
@@ -70,16 +71,12 @@ def read_info(directory: str) -> DatasetInfo:
             f"{path} does not exist: {directory} is not a finished dataset folder (convert or "
             "synthetic writes dataset.json last; rerun it)."
         )
-    with tf.io.gfile.GFile(path, "rb") as f:
-        text = f.read()
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        where = f" at line {e.lineno} column {e.colno}" if hasattr(e, "lineno") else ""
-        raise DataError(
-            f"{path} is not valid JSON{where}: rewrite it (`trainer-data finalize` for a "
-            "converted set) or convert again."
-        ) from None
+        raw = read_json(
+            path, "rewrite it (`trainer-data finalize` for a converted set) or convert again"
+        )
+    except UsageError as e:
+        raise DataError(str(e)) from None
     problem = _info_problem(raw)
     if problem:
         raise DataError(f"{path}: {problem}; rewrite it or convert again.")
