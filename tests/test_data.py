@@ -91,6 +91,36 @@ def test_resume_at_step_k_matches_uninterrupted(tmp_path, options):
             np.testing.assert_array_equal(y1, y2)
 
 
+def test_a_workers_pairs_do_not_depend_on_its_batch_and_start_anywhere(tmp_path):
+    """The resize contract's data side: a worker's record order is one sequence whatever
+    its per-replica batch (so GPUs per worker may change), entered at any pair count; and
+    next_pair_ids, which a resized run logs, names exactly the pairs the stream decodes."""
+    datagen.write_pairs(str(tmp_path), 40, 4)
+    source = open_source(str(tmp_path))
+    cfg = DataConfig(seed=4, shuffle_buffer=16)
+
+    def pairs(batch, start_pairs, count):
+        ds, _ = pipeline.train_dataset(
+            source, cfg, batch_size=batch, worker_index=0, num_workers=3, start_pairs=start_pairs
+        )
+        return sum(datagen.ids_of(ds, count // batch), [])
+
+    straight = pairs(1, 0, 60)  # 20 pairs a worker-epoch here: three epochs
+    assert pairs(4, 0, 60) == pairs(3, 0, 60) == straight
+    for start in (5, 20, 33):  # mid-epoch, on an epoch boundary, in a later epoch
+        assert pairs(3, start, 24) == straight[start : start + 24]
+        named = pipeline.next_pair_ids(
+            source, cfg, worker_index=0, num_workers=3, start_pairs=start, count=9
+        )
+        assert [int(i) for i in named] == straight[start : start + 9]
+    assert (
+        pipeline.next_pair_ids(
+            source, DataConfig(cache=True), worker_index=0, num_workers=1, start_pairs=0, count=2
+        )
+        is None
+    )
+
+
 def test_augmentation_is_identical_for_both_images(tmp_path):
     size = datagen.SIZE
     rec = []

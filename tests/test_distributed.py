@@ -20,7 +20,11 @@ import tensorflow as tf
 
 from launch.local.processes import free_ports
 from launch.local.workers import LocalConfig, run
+from tests import datagen
 from tests.conftest import train_here
+from trainer.config import DataConfig
+from trainer.data.read import pipeline
+from trainer.data.read.source import open_source
 from trainer.data.write.synthetic import write_synthetic
 from trainer.run import checkpoint
 from trainer.runtime import rendezvous
@@ -187,6 +191,91 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
         unclipped = train_here(*trainer_flags(one_file_data, tmp_path / "c", *free))
         other = losses(unclipped.stderr)
         assert max(abs(other[s] - one[s]) for s in one) > 1e-2
+
+
+NEXT = re.compile(
+    r"worker (\d) of (\d) reads on at pair (\d+) of epoch (\d+) of its share: next pairs ([\d, ]+)"
+)
+
+
+def _saved(model_dir) -> dict:
+    """Step, optimizer updates, pairs seen and saved size of the newest checkpoint."""
+    reader = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(checkpoint.checkpoint_dir(str(model_dir)))
+    )
+    value = lambda name: reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE").tolist()  # noqa: E731
+    return {k: value(k) for k in ("step", "optimizer/_iterations", "examples_seen", "size")}
+
+
+def _stream(source, worker: int, workers: int, count: int) -> list[int]:
+    """A worker's pair ids from the start, decoded from the pixels (datagen), read through
+    the plain start_step path: the contract's expectation, independent of start_pairs."""
+    cfg = DataConfig(seed=7)
+    ds, _ = pipeline.train_dataset(
+        source, cfg, batch_size=1, worker_index=worker, num_workers=workers
+    )
+    return sum(datagen.ids_of(ds, count), [])
+
+
+def test_a_run_resumes_on_fewer_then_more_workers_as_the_contract_says(tmp_path):
+    """2 workers (real processes) for 2 steps, then 1 worker, then 3 workers (real processes)
+    with another global batch: the step and the optimizer's updates go on, the pairs seen add
+    up, each worker's next pairs are its new share read from pairs seen / workers on, and the
+    change of batch is named in one line."""
+    data = str(tmp_path / "pairs")
+    datagen.write_pairs(data, 60, 4, size=16)  # ids are grey levels; 4 files: file sharding
+    source = open_source(data)
+    model_dir = tmp_path / "m"
+
+    def flags(steps, batch):
+        return trainer_flags(
+            data,
+            model_dir,
+            f"--train_steps={steps}",
+            f"--global_batch_size={batch}",
+            "--seed=7",
+        )
+
+    two = Capture()
+    assert run(LocalConfig(workers=2, trainer_args=flags(2, 6)), out=two) == 0, two.text[-3000:]
+    assert _saved(model_dir) == {
+        "step": 2,
+        "optimizer/_iterations": 2,
+        "examples_seen": 12,
+        "size": [2, 6],
+    }
+    assert NEXT.search(two.text) is None  # a fresh start has no position to report
+
+    one = train_here(*flags(4, 6))
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "at step 2 (12 pairs seen, the optimizer at update 2)" in one.stderr
+    assert "resumed on 1 worker after 2: step 2," in one.stderr
+    assert "a step now takes" not in one.stderr  # the same global batch: nothing to name
+    ((w, n, start, epoch, ids),) = NEXT.findall(one.stderr)
+    assert (w, n, start, epoch) == ("0", "1", "12", "0")
+    assert [int(i) for i in ids.split(", ")] == _stream(source, 0, 1, 18)[12:18]
+    assert _saved(model_dir) == {
+        "step": 4,
+        "optimizer/_iterations": 4,
+        "examples_seen": 24,
+        "size": [1, 6],
+    }
+
+    three = Capture()
+    assert run(LocalConfig(workers=3, trainer_args=flags(6, 9)), out=three) == 0, three.text[-3000:]
+    assert three.text.count("a step now takes 9 pairs, the checkpoint's took 6") == 3
+    assert three.text.count("resumed on 3 workers after 1: step 4,") == 3
+    found = {int(w): m for w, *m in NEXT.findall(three.text)}
+    assert sorted(found) == [0, 1, 2]
+    for w, (n, start, epoch, ids) in found.items():
+        assert (n, start, epoch) == ("3", "8", "0")  # 24 pairs seen / 3 workers
+        assert [int(i) for i in ids.split(", ")] == _stream(source, w, 3, 11)[8:11]
+    assert _saved(model_dir) == {
+        "step": 6,
+        "optimizer/_iterations": 6,
+        "examples_seen": 42,
+        "size": [3, 9],
+    }
 
 
 def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):

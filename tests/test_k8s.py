@@ -540,6 +540,33 @@ def test_replace_deletes_waits_for_the_pods_then_submits(tmp_path, monkeypatch, 
     assert r.returncode == 0 and [c["argv"][1] for c in stub_kubectl()] == ["get", "apply"]
 
 
+def test_replace_with_another_worker_count_goes_on_in_the_same_model_dir(
+    tmp_path, monkeypatch, stub_kubectl
+):
+    """`submit --replace --workers K` on a run of 2 workers: the same --model_dir, so the
+    new run resumes there (the trainer keeps step, optimizer and pairs seen; tested in
+    test_distributed); the launcher says so, and says when the model_dir is another."""
+    r = launch("k8s", "render", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
+               "--workers", "2", "--model_dir", "gs://b/r")  # fmt: skip
+    job = next(d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job")
+    job["status"] = FAILED["status"]
+    same = _submit_existing(tmp_path, monkeypatch, job, "--replace")
+    assert same.returncode == 0, same.stderr
+    assert "replacing exp1: the new run goes on in gs://b/r on 3 workers (it had 2), from its " \
+        "newest checkpoint's step" in same.stdout  # fmt: skip
+    assert [c["argv"][1] for c in stub_kubectl()][-1] == "apply"
+    rendered = yaml.safe_load_all(stub_kubectl()[-1]["stdin"])
+    (new,) = [d for d in rendered if d and d["kind"] == "Job"]
+    assert new["spec"]["completions"] == 3
+    assert "--model_dir=gs://b/r" in new["spec"]["template"]["spec"]["containers"][0]["args"]
+    (tmp_path / "kubectl.log").unlink()
+    other = launch("k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
+                   "--model_dir", "gs://b/r2", "--skip_preflight", "--replace")  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert "the new run writes to gs://b/r2; the replaced run's gs://b/r is left as it is" \
+        in other.stdout  # fmt: skip
+
+
 # What kubectl printed when a Job's pod template was changed on resubmit (shortened: the real
 # one carried a 4.5 KB dump of the Go struct).
 IMMUTABLE = (

@@ -275,3 +275,25 @@ def test_steps_per_loop_and_compile_plans_per_device():
     assert compile_plan(True, 0, 1) == "forward_backward"  # CPU: unchanged
     assert compile_plan(True, 1, 1) == "whole_step"  # one GPU replica: all of it
     assert compile_plan(True, 4, 4) == "forward_backward"  # all-reduce inside optimizer.apply
+
+
+def test_a_resumed_run_names_a_change_of_size_and_keeps_quiet_otherwise():
+    from trainer.run.resize import Size, resize_lines, worker_line
+
+    same = resize_lines(saved=Size(2, 64), now=Size(2, 64), step=40, pairs_seen=2560)
+    unknown = resize_lines(saved=Size(0, 0), now=Size(3, 96), step=40, pairs_seen=2560)
+    assert same == unknown == []  # a checkpoint from before sizes were saved: nothing to say
+    (fewer,) = resize_lines(saved=Size(2, 64), now=Size(1, 64), step=40, pairs_seen=2560)
+    assert fewer.startswith("resumed on 1 worker after 2: step 40, ")
+    assert "the 2,560 pairs seen carry over" in fewer and "share 2,560 pairs in" in fewer
+    more, batch = resize_lines(saved=Size(1, 64), now=Size(3, 96), step=40, pairs_seen=2560)
+    assert more.startswith("resumed on 3 workers after 1") and "share 853 pairs in" in more
+    assert batch.startswith("a step now takes 96 pairs, the checkpoint's took 64 ")
+    assert "goes on from step 40 with the 2,560 pairs seen, now 96 a step" in batch
+    assert worker_line(worker=1, workers=3, start=853, per_epoch=200, ids=list("abcdefghij")) == (
+        "worker 1 of 3 reads on at pair 53 of epoch 4 of its share: next pairs "
+        "a, b, c, d, e, f, g, h, ..."
+    )
+    assert worker_line(worker=0, workers=1, start=5, per_epoch=9, ids=None).endswith(
+        "pair 5 of epoch 0 of its share (--cache: pair ids not shown)"
+    )

@@ -96,6 +96,36 @@ def test_exact_resume_is_bitwise_equal(small_data, tmp_path):
     assert any(not np.array_equal(five[k], a[k]) for k in a)  # steps 6..8 did change things
 
 
+def test_a_checkpoint_saved_before_the_size_was_resumes(small_data, tmp_path):
+    """Checkpoints of earlier versions hold no "size" (trainer.run.resize): they still
+    resume, with their step, optimizer and pairs seen, and say nothing of a resize."""
+    from trainer.config import ModelConfig
+    from trainer.run.programs import build_model_and_optimizer
+
+    new = train_here(*small_flags(small_data, tmp_path / "new", "--train_steps=2"))
+    assert new.returncode == 0, new.stderr[-3000:]
+    model_cfg = ModelConfig.from_json_dict(json.loads((tmp_path / "new/config.json").read_text()))
+    model, optimizer = build_model_and_optimizer(tf.distribute.get_strategy(), model_cfg, 2e-3)
+    step, seen = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
+    old = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, examples_seen=seen)
+    old.restore(str(tmp_path / "new/checkpoints/ckpt-2")).expect_partial()
+    tf.train.CheckpointManager(
+        old, str(tmp_path / "old/checkpoints"), 1, checkpoint_name="ckpt"
+    ).save(2)
+    shutil.copy(tmp_path / "new/config.json", tmp_path / "old/config.json")
+    assert "size/.ATTRIBUTES/VARIABLE_VALUE" not in read_checkpoint(
+        str(tmp_path / "old/checkpoints/ckpt-2")
+    )
+
+    rest = train_here(*small_flags(small_data, tmp_path / "old", "--train_steps=3"))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert "at step 2 (32 pairs seen, the optimizer at update 2)" in rest.stderr
+    assert "resumed on" not in rest.stderr and "a step now takes" not in rest.stderr
+    saved = read_checkpoint(str(tmp_path / "old/checkpoints/ckpt-3"))
+    assert saved["size/.ATTRIBUTES/VARIABLE_VALUE"].tolist() == [1, 16]
+    assert saved["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 3
+
+
 def _pod_grace_seconds() -> int:
     with open(os.path.join(ROOT, "k8s/base/job.yaml")) as f:
         job = yaml.safe_load(f)

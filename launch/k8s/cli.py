@@ -249,7 +249,10 @@ def _exists_sentence(args, job: dict) -> str:
     )
 
 
-def _delete_and_wait(args) -> None:
+def _delete_and_wait(args, existing: dict) -> None:
+    from launch.k8s import status
+
+    print(status.replace_line(existing, args.name, args.workers, args.model_dir))
     print(f"replacing job {args.name}: deleting it and waiting until its pods are gone")
     for argv in k8s.commands(
         "delete", args.name, args.context, args.namespace, controller=args.controller
@@ -329,7 +332,7 @@ def main(args, trainer_args) -> int:
             if not args.skip_preflight and args.action == "submit":
                 _preflight(args)  # convert: the converter checks its CSV and images itself
             if existing is not None:
-                _delete_and_wait(args)
+                _delete_and_wait(args, existing)
             return _kubectl(
                 k8s.kubectl_argv(args.context, args.namespace, "apply", "-f", "-"), manifests
             )

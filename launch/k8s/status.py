@@ -24,10 +24,40 @@ def model_dir_of(run: dict) -> str | None:
     spec = run.get("spec") or {}
     if run.get("kind") == "JobSet":
         spec = spec["replicatedJobs"][0]["template"]["spec"]
-    for arg in spec["template"]["spec"]["containers"][0].get("args", []):
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    for arg in containers[0].get("args", []):
         if arg.startswith("--model_dir="):
             return arg[len("--model_dir=") :].replace("$$", "$")  # undo escape_expansion
     return None
+
+
+def worker_count(run: dict) -> int:
+    """How many workers a Job or JobSet object runs."""
+    spec = run.get("spec") or {}
+    if run.get("kind") == "JobSet":
+        spec = spec["replicatedJobs"][0]["template"]["spec"]
+    return spec.get("completions") or 1
+
+
+def replace_line(run: dict, name: str, workers: int, model_dir: str) -> str:
+    """What ``submit --replace`` does to the run it replaces, in one line."""
+    before, old_dir = worker_count(run), model_dir_of(run)
+    if old_dir is None:
+        return (
+            f"replacing {name}, whose arguments name no --model_dir: the new run writes to "
+            f"{model_dir}."
+        )
+    if old_dir != model_dir:
+        return (
+            f"replacing {name}: the new run writes to {model_dir}; the replaced run's "
+            f"{old_dir} is left as it is."
+        )
+    size = f"{workers} worker{'s' * (workers != 1)}"
+    size += f" (it had {before})" if before != workers else ""
+    return (
+        f"replacing {name}: the new run goes on in {model_dir} on {size}, from its newest "
+        "checkpoint's step, optimizer and pairs seen (README: Changing the size of a run)."
+    )
 
 
 def workers(pods: dict, count: int) -> list[str]:
@@ -80,11 +110,8 @@ def _figures(metrics: dict) -> str:
 def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, logs: str) -> str:
     """The whole status screen as text. ``storage``: {"model_dir", "checkpoint": (step, time)
     or None, "eval": dict or None, "best": dict or None, "error": str or None}."""
-    count = (run.get("spec") or {}).get("completions")
-    if run.get("kind") == "JobSet":
-        count = run["spec"]["replicatedJobs"][0]["template"]["spec"]["completions"]
     lines = [f"{controller} {name}: {k8s.job_state(run)}", "workers:"]
-    lines += workers(pods, count or 1)
+    lines += workers(pods, worker_count(run))
     lines.append(f"model_dir: {storage.get('model_dir') or 'unknown'}")
     if storage.get("error"):
         lines.append(f"  Cloud Storage: {storage['error']}")

@@ -76,14 +76,22 @@ class Checkpointer:
     """Saves and restores one tf.train.Checkpoint for the chief (scratch copies for others)."""
 
     def __init__(
-        self, model_dir: str, checkpoint: tf.train.Checkpoint, keep: int, worker_index: int = 0
+        self,
+        model_dir: str,
+        parts: dict,
+        keep: int,
+        worker_index: int = 0,
+        newer: tuple = (),
     ):
+        """``parts``: the tf.train.Checkpoint's children; ``newer``: names of parts that
+        checkpoints written by earlier versions lack (they restore without them)."""
         self.is_chief = worker_index == 0
         self.scratch = _scratch_dir(model_dir, worker_index)
-        self.checkpoint = checkpoint
+        self.parts, self.newer = parts, newer
+        self.checkpoint = tf.train.Checkpoint(**parts)
         # Every worker restores from the chief's directory; only the chief saves there.
         self.manager = tf.train.CheckpointManager(
-            checkpoint, checkpoint_dir(model_dir), max_to_keep=keep, checkpoint_name="ckpt"
+            self.checkpoint, checkpoint_dir(model_dir), max_to_keep=keep, checkpoint_name="ckpt"
         )
 
     def restore_latest(self, partial: bool = False) -> str | None:
@@ -92,11 +100,20 @@ class Checkpointer:
         without its optimizer, for export)."""
         for prefix in reversed(self.manager.checkpoints):
             if readable(prefix):
-                status = self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                status = self._for(prefix).restore(prefix).assert_existing_objects_matched()
                 if partial:
                     status.expect_partial()
                 return prefix
         return None
+
+    def _for(self, prefix: str) -> tf.train.Checkpoint:
+        """The checkpoint object that matches ``prefix``: without the newer parts it lacks
+        (the objects are shared, so restoring through it fills the same variables)."""
+        saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+        missing = [name for name in self.newer if name not in saved]
+        if not missing:
+            return self.checkpoint
+        return tf.train.Checkpoint(**{k: v for k, v in self.parts.items() if k not in missing})
 
     def save(self, step: int) -> str:
         """Saves at ``step``; every worker must call it (the save has collective parts)."""

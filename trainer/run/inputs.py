@@ -1,10 +1,12 @@
 """The programs' input: distributed iterators over the training stream (local tf.data or the
 tf.data service) and over the padded eval split, and the one sentence for a bad record.
 
-Position contract: the training stream starts where the checkpoint's pairs-seen counter says
-(trainer.data.read.pipeline's order is a pure function of the step), so a resumed run reads
-on exactly; through the tf.data service it restarts at the beginning of that epoch
-(trainer.data.service.client).
+Position contract: each worker's stream starts at the checkpoint's pairs seen divided by the
+number of workers (trainer.data.read.pipeline's order is a pure function of seed, epoch,
+worker index and count), so a run resumed on as many workers reads on exactly, whatever its
+GPUs per worker; on another number of workers the files are split anew and each worker
+starts its new share at that position (trainer.run.resize says so at start). Through the
+tf.data service a resume restarts at the beginning of its epoch (trainer.data.service.client).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from trainer.config import DataConfig
 from trainer.data import DataError
 from trainer.data.read import pipeline, verify
 from trainer.data.service import client as service
+from trainer.run import resize
 
 # FailedPrecondition: a file that ends early fails the reader's cardinality check (a gs://
 # file the start checks do not walk; see trainer.data.read.frames).
@@ -49,8 +52,10 @@ def train_iterator(
     examples_seen: int,
     model_dir: str,
     options: tf.distribute.InputOptions,
+    show_position: bool = False,
 ):
-    """The distributed iterator of training batches from the pairs already seen on."""
+    """The distributed iterator of training batches from the pairs already seen on;
+    ``show_position`` logs where this worker reads on and its next pair ids (a resize)."""
     global_batch = per_replica_batch * strategy.num_replicas_in_sync
     start = examples_seen // global_batch * replicas_per_worker  # this worker's batches
     if config.service_address:
@@ -75,15 +80,25 @@ def train_iterator(
     skipped = []
 
     def dataset_fn(ctx):
+        at = {"worker_index": ctx.input_pipeline_id, "num_workers": ctx.num_input_pipelines}
+        start_pairs = examples_seen // ctx.num_input_pipelines
         ds, found = pipeline.train_dataset(
             source,
             config,
             batch_size=per_replica_batch,
-            worker_index=ctx.input_pipeline_id,
-            num_workers=ctx.num_input_pipelines,
             start_step=start,
+            start_pairs=start_pairs,
+            **at,
         )
         skipped.extend(found)
+        if show_position:
+            _log_position(
+                source,
+                config,
+                start_pairs=start_pairs,
+                count=per_replica_batch * replicas_per_worker,
+                **at,
+            )
         return ds
 
     dist = strategy.distribute_datasets_from_function(dataset_fn, options)
@@ -92,6 +107,29 @@ def train_iterator(
             "skipping %d corrupt records or file tails: %s", len(skipped), "; ".join(skipped[:10])
         )
     return iter(dist)
+
+
+def _log_position(source, config, *, worker_index, num_workers, start_pairs, count) -> None:
+    """Where a resized run's worker reads on, with the ids of its first step's pairs."""
+    ids = pipeline.next_pair_ids(
+        source,
+        config,
+        worker_index=worker_index,
+        num_workers=num_workers,
+        start_pairs=start_pairs,
+        count=count,
+    )
+    per_epoch = pipeline.worker_shard(source, worker_index, num_workers).records_per_epoch
+    logging.info(
+        "%s",
+        resize.worker_line(
+            worker=worker_index,
+            workers=num_workers,
+            start=start_pairs,
+            per_epoch=per_epoch,
+            ids=ids,
+        ),
+    )
 
 
 def eval_batches(source, per_replica_batch: int, replicas_per_worker: int, workers: int) -> int:

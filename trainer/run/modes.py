@@ -199,7 +199,15 @@ def _restore_or_warm_start(cfg: Config, program: TrainProgram) -> bool:
     """The run's own newest checkpoint, or else --init_from's weights; True for a warm start."""
     source = cfg.train.recipe.init_from
     if path := program.restore():
-        logging.info("resumed from %s at step %d", path, program.step)
+        logging.info(
+            "resumed from %s at step %d (%s pairs seen, the optimizer at update %d)",
+            path,
+            program.step,
+            f"{int(program.examples_seen.numpy()):,}",
+            int(program.optimizer.iterations.numpy()),
+        )
+        for line in program.resize_lines():
+            logging.info("%s", line)
         if source:
             logging.info("--init_from=%s not used: the run resumes from its own checkpoint", source)
         return False
@@ -283,7 +291,7 @@ def export(setup: Setup) -> int:
     checkpoint.check_model_config(model_dir, cfg.model, write=False)
     model = _model_alone(setup)
     optimizer = _averaging_optimizer(setup, model)
-    state = tf.train.Checkpoint(model=model, **({"optimizer": optimizer} if optimizer else {}))
+    state = {"model": model, **({"optimizer": optimizer} if optimizer else {})}
     restorer = checkpoint.Checkpointer(model_dir, state, keep=1)
     if path := restorer.restore_latest(partial=True):
         logging.info("restored %s", path)

@@ -24,7 +24,7 @@ from absl import logging
 from trainer.common.errors import first_line
 from trainer.config import ConfigError, DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from trainer.model import builders
-from trainer.run import inputs, steps
+from trainer.run import inputs, resize, steps
 from trainer.run.checkpoint import Checkpointer
 from trainer.run.controller import LoopResult
 from trainer.run.recipe import make_optimizer, rate_fn
@@ -77,7 +77,7 @@ class TrainProgram:
         fetch_to_device: bool = False,
     ):
         self.strategy, self.cfg, self.data_cfg, self.source = strategy, train, data, source
-        self.worker_index = worker_index
+        self.worker_index, self.num_workers = worker_index, num_workers
         replicas = strategy.num_replicas_in_sync  # divisibility checked by trainer.resolve
         self.per_replica_batch = train.global_batch_size // replicas
         self.replicas_per_worker = replicas // num_workers
@@ -86,16 +86,23 @@ class TrainProgram:
         )
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
+        # The size the pairs seen were counted at (trainer.run.resize); 0 until a save.
+        accum = train.recipe.grad_accum_steps
+        self.size = resize.Size(num_workers, train.global_batch_size * accum)
+        self.restored_size = resize.Size(0, 0)
+        self.saved_size = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="size")
         self.checkpointer = Checkpointer(
             train.model_dir,
-            tf.train.Checkpoint(
-                model=self.model,
-                optimizer=self.optimizer,
-                step=self.global_step,
-                examples_seen=self.examples_seen,
-            ),
+            {
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "step": self.global_step,
+                "examples_seen": self.examples_seen,
+                "size": self.saved_size,
+            },
             train.keep_checkpoints,
             worker_index,
+            newer=("size",),  # checkpoints before the size was saved restore without it
         )
         self._loop = steps.make_train_loop(
             strategy=strategy,
@@ -125,13 +132,26 @@ class TrainProgram:
         # The checkpoint holds the optimizer's last rate too; the loop sets the schedule's
         # rate of each step before its update, so a resume follows this run's flags.
         try:
-            return self.checkpointer.restore_latest()
+            path = self.checkpointer.restore_latest()
         except (ValueError, AssertionError) as e:  # another optimizer's slots, or an average
             raise ConfigError(
                 f"{self.cfg.model_dir}'s checkpoint was trained with other --optimizer, "
                 f"--ema_decay or --precision flags ({first_line(e, 200)}): resume with the "
                 "flags it was trained with, or start a new --model_dir."
             ) from None
+        self.restored_size = resize.Size(*(int(v) for v in self.saved_size.numpy()))
+        self.saved_size.assign([self.size.workers, self.size.step_pairs])  # what saves record
+        return path
+
+    def resize_lines(self) -> list[str]:
+        """What a resume at another size than the checkpoint's keeps (trainer.run.resize);
+        the first loop then logs where each worker reads on."""
+        return resize.resize_lines(
+            saved=self.restored_size,
+            now=self.size,
+            step=self.step,
+            pairs_seen=int(self.examples_seen.numpy()),
+        )
 
     def save(self) -> str:
         """Saves at the current step; every worker must call it (the save has collective
@@ -154,6 +174,7 @@ class TrainProgram:
                 examples_seen=int(self.examples_seen.numpy()),
                 model_dir=self.cfg.model_dir,
                 options=self.options,
+                show_position=self.restored_size.workers not in (0, self.num_workers),
             )
         started = time.monotonic()
         try:

@@ -21,7 +21,7 @@ from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
 from trainer.data.read import decode, verify
 from trainer.data.read.source import Source
-from trainer.data.schema import DataError
+from trainer.data.schema import FEATURES, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
@@ -204,23 +204,19 @@ def train_dataset(
     worker_index: int = 0,
     num_workers: int = 1,
     start_step: int = 0,
+    start_pairs: int | None = None,
 ):
     """An endless stream of batches of ``batch_size`` (this worker's share of the global
-    batch) for one worker, positioned at ``start_step``.
+    batch) for one worker, positioned at ``start_pairs`` of its stream (default: after
+    ``start_step`` batches); ``start_step`` keys the augmentation.
 
     Returns (dataset, skipped) where ``skipped`` lists the records that ``skip_corrupt``
     leaves out (empty otherwise).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: it must be >= 1.")
-    shard = worker_shard(source, worker_index, num_workers)
-    plan, per_epoch, skipped = None, shard.records_per_epoch, []
-    if config.skip_corrupt:
-        records, per_epoch, skipped = skip_plan_for(source, shard)
-        plan = (records, per_epoch)
-    if per_epoch < 1:
-        raise DataError(f"worker {worker_index} has no readable training records.")
-    position = start_step * batch_size
+    shard, plan, per_epoch, skipped = _worker_plan(source, config, worker_index, num_workers)
+    position = start_step * batch_size if start_pairs is None else start_pairs
     first_epoch, offset = divmod(position, per_epoch)
 
     spec = source.spec
@@ -229,17 +225,52 @@ def train_dataset(
         ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
         ds = ds.map(graph_fn(to_model_inputs), num_parallel_calls=AUTOTUNE)
     else:
-        ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
-            graph_fn(
-                lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan)
-            )
-        )
         # Skipped records are still serialized bytes here: resuming decodes none of them.
-        ds = ds.skip(offset).batch(batch_size, drop_remainder=True)
-        ds = ds.map(
+        ds = _record_stream(source, shard, config, plan, first_epoch).skip(offset)
+        ds = ds.batch(batch_size, drop_remainder=True).map(
             graph_fn(lambda s: to_model_inputs(*parse_batch(s, spec))), num_parallel_calls=AUTOTUNE
         )
     return finish_train_stream(ds, config, start_step), skipped
+
+
+def _worker_plan(source: Source, config: DataConfig, worker_index: int, num_workers: int):
+    """(shard, skip plan or None, readable records per epoch, skipped lines) of one worker."""
+    shard = worker_shard(source, worker_index, num_workers)
+    plan, per_epoch, skipped = None, shard.records_per_epoch, []
+    if config.skip_corrupt:
+        records, per_epoch, skipped = skip_plan_for(source, shard)
+        plan = (records, per_epoch)
+    if per_epoch < 1:
+        raise DataError(f"worker {worker_index} has no readable training records.")
+    return shard, plan, per_epoch, skipped
+
+
+def _record_stream(source, shard, config, plan, first_epoch: int):
+    """The worker's serialized training records, epoch after epoch from ``first_epoch``."""
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(
+        graph_fn(lambda e: _epoch_records(source, shard, config, e, shuffle=True, skip_plan=plan))
+    )
+
+
+def next_pair_ids(
+    source: Source,
+    config: DataConfig,
+    *,
+    worker_index: int,
+    num_workers: int,
+    start_pairs: int,
+    count: int,
+) -> list[str] | None:
+    """The pair ids of the ``count`` training pairs a worker reads from ``start_pairs`` on,
+    from the same record stream train_dataset decodes (None under --cache, whose order
+    lives in decoded memory)."""
+    if config.cache:
+        return None
+    shard, plan, per_epoch, _ = _worker_plan(source, config, worker_index, num_workers)
+    first_epoch, offset = divmod(start_pairs, per_epoch)
+    records = _record_stream(source, shard, config, plan, first_epoch).skip(offset).take(count)
+    feature = {"pair_id": FEATURES["pair_id"]}
+    return [tf.io.parse_single_example(r, feature)["pair_id"].numpy().decode() for r in records]
 
 
 def finish_train_stream(ds, config: DataConfig, start_step: int):
