@@ -59,23 +59,15 @@ def train_iterator(
     global_batch = per_replica_batch * strategy.num_replicas_in_sync
     start = examples_seen // global_batch * replicas_per_worker  # this worker's batches
     if config.service_address:
-        # Every trainer worker reads one shared job of the tf.data service (its data
-        # workers decode); see trainer.data.service.client for what a resume reproduces.
-        name = service.job_name(model_dir, config.seed, examples_seen)
-        logging.info("input from the tf.data service at %s, job %s", config.service_address, name)
-        return iter(
-            strategy.distribute_datasets_from_function(
-                lambda ctx: service.train_stream(
-                    source,
-                    config,
-                    batch_size=per_replica_batch,
-                    address=config.service_address,
-                    name=name,
-                    examples_seen=examples_seen,
-                    start_step=start,
-                ),
-                options,
-            )
+        return _service_iterator(
+            strategy,
+            source,
+            config,
+            per_replica_batch=per_replica_batch,
+            examples_seen=examples_seen,
+            start=start,
+            name=service.job_name(model_dir, config.seed, examples_seen),
+            options=options,
         )
     skipped = []
 
@@ -107,6 +99,28 @@ def train_iterator(
             "skipping %d corrupt records or file tails: %s", len(skipped), "; ".join(skipped[:10])
         )
     return iter(dist)
+
+
+def _service_iterator(
+    strategy, source, config, *, per_replica_batch, examples_seen, start, name, options
+):
+    """Every trainer worker reads one shared job of the tf.data service (its data workers
+    decode); see trainer.data.service.client for what a resume reproduces."""
+    logging.info("input from the tf.data service at %s, job %s", config.service_address, name)
+    return iter(
+        strategy.distribute_datasets_from_function(
+            lambda ctx: service.train_stream(
+                source,
+                config,
+                batch_size=per_replica_batch,
+                address=config.service_address,
+                name=name,
+                examples_seen=examples_seen,
+                start_step=start,
+            ),
+            options,
+        )
+    )
 
 
 def _log_position(source, config, *, worker_index, num_workers, start_pairs, count) -> None:
