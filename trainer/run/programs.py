@@ -3,7 +3,8 @@ and AbstractEvaluator): they own the model, the optimizer, the checkpointed stat
 compiled functions, and know nothing of the schedule.
 
 - TrainProgram: model and optimizer under the strategy, the checkpoint (model, optimizer,
-  global step, pairs seen), the training iterator positioned by the checkpoint, and
+  global step, pairs seen and the size they were counted at: trainer.run.resize), the
+  training iterator positioned by the checkpoint, and
   ``train(n, stop)``: one compiled loop of n steps -> a controller.LoopResult.
 - EvalProgram: a model (the train program's, or one built alone for the eval modes) and the
   compiled eval step over the padded eval split -> metrics. It has no optimizer.
