@@ -290,6 +290,12 @@ def test_a_resumed_run_names_a_change_of_size_and_keeps_quiet_otherwise():
     assert more.startswith("resumed on 3 workers after 1") and "share 853 pairs in" in more
     assert batch.startswith("a step now takes 96 pairs, the checkpoint's took 64 ")
     assert "goes on from step 40 with the 2,560 pairs seen, now 96 a step" in batch
+    (served,) = resize_lines(
+        saved=Size(2, 64), now=Size(1, 64), step=4, pairs_seen=256, service=True
+    )
+    assert served.endswith(
+        "carry over; the tf.data service restarts the epoch, as at every resume through it."
+    )
     assert worker_line(worker=1, workers=3, start=853, per_epoch=200, ids=list("abcdefghij")) == (
         "worker 1 of 3 reads on at pair 53 of epoch 4 of its share: next pairs "
         "a, b, c, d, e, f, g, h, ..."

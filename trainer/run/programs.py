@@ -152,6 +152,7 @@ class TrainProgram:
             now=self.size,
             step=self.step,
             pairs_seen=int(self.examples_seen.numpy()),
+            service=bool(self.data_cfg.service_address),
         )
 
     def save(self) -> str:

@@ -36,17 +36,24 @@ def workers_word(n: int) -> str:
     return f"{n} worker" + ("" if n == 1 else "s")
 
 
-def resize_lines(*, saved: Size, now: Size, step: int, pairs_seen: int) -> list[str]:
+def resize_lines(
+    *, saved: Size, now: Size, step: int, pairs_seen: int, service: bool = False
+) -> list[str]:
     """The lines a resumed run logs when its size differs from the checkpoint's (none when
-    it is the same, or the checkpoint does not record its size)."""
+    it is the same, or the checkpoint does not record its size). ``service``: the input
+    comes from the tf.data service, whose resume restarts its epoch whatever the size."""
     lines = []
     if saved.workers and saved.workers != now.workers:
-        lines.append(
-            f"resumed on {workers_word(now.workers)} after {saved.workers}: step {step}, the "
-            f"optimizer's state and the {pairs_seen:,} pairs seen carry over; the training "
-            f"files are shared out anew, each worker starting its share "
+        data = (
+            "the tf.data service restarts the epoch, as at every resume through it."
+            if service
+            else f"the training files are shared out anew, each worker starting its share "
             f"{pairs_seen // now.workers:,} pairs in, so until its next epoch some pairs may "
             "come twice and others not at all."
+        )
+        lines.append(
+            f"resumed on {workers_word(now.workers)} after {saved.workers}: step {step}, the "
+            f"optimizer's state and the {pairs_seen:,} pairs seen carry over; {data}"
         )
     if saved.step_pairs and saved.step_pairs != now.step_pairs:
         lines.append(
