@@ -297,8 +297,7 @@ def test_a_resumed_run_names_a_change_of_size_and_keeps_quiet_otherwise():
         "carry over; the tf.data service restarts the epoch, as at every resume through it."
     )
     assert worker_line(worker=1, workers=3, start=853, per_epoch=200, ids=list("abcdefghij")) == (
-        "worker 1 of 3 reads on at pair 53 of epoch 4 of its share: next pairs "
-        "a, b, c, d, e, f, g, h, ..."
+        "worker 1 of 3 reads on at pair 53 of epoch 4 of its share: next pairs a, b, c, d, e, ..."
     )
     assert worker_line(worker=0, workers=1, start=5, per_epoch=9, ids=None).endswith(
         "pair 5 of epoch 0 of its share (--cache: pair ids not shown)"

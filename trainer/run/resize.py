@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-IDS_SHOWN = 8  # pair ids in a worker's line, enough to check an order by eye
+IDS_SHOWN = 5  # pair ids in a worker's line: enough to check an order by eye
 
 
 @dataclasses.dataclass(frozen=True)
