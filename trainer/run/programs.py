@@ -87,24 +87,15 @@ class TrainProgram:
         )
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
-        # The size the pairs seen were counted at (trainer.run.resize); 0 until a save.
+        # The size the pairs seen are counted at (trainer.run.resize): this run's, until a
+        # restore reads the checkpoint's (a checkpoint without it leaves this run's).
         accum = train.recipe.grad_accum_steps
         self.size = resize.Size(num_workers, train.global_batch_size * accum)
-        self.restored_size = resize.Size(0, 0)
-        self.saved_size = tf.Variable([0, 0], dtype=tf.int64, trainable=False, name="size")
-        self.checkpointer = Checkpointer(
-            train.model_dir,
-            {
-                "model": self.model,
-                "optimizer": self.optimizer,
-                "step": self.global_step,
-                "examples_seen": self.examples_seen,
-                "size": self.saved_size,
-            },
-            train.keep_checkpoints,
-            worker_index,
-            newer=("size",),  # checkpoints before the size was saved restore without it
+        self.restored_size = self.size
+        self.saved_size = tf.Variable(
+            [self.size.workers, self.size.step_pairs], dtype=tf.int64, trainable=False, name="size"
         )
+        self.checkpointer = self._checkpointer(train, worker_index)
         self._loop = steps.make_train_loop(
             strategy=strategy,
             model=self.model,
@@ -123,6 +114,21 @@ class TrainProgram:
         self.options = input_options(fetch_to_device)
         self._iterator = None
         self._constants = {}  # loop lengths and stop flags as tensors, made once each
+
+    def _checkpointer(self, train: TrainConfig, worker_index: int) -> Checkpointer:
+        return Checkpointer(
+            train.model_dir,
+            {
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "step": self.global_step,
+                "examples_seen": self.examples_seen,
+                "size": self.saved_size,
+            },
+            train.keep_checkpoints,
+            worker_index,
+            newer=("size",),  # checkpoints saved before it restore without it
+        )
 
     @property
     def step(self) -> int:

@@ -14,7 +14,7 @@ Each worker's data position is the pairs seen divided by the number of workers:
   number of pairs (train_steps, the rate schedule and the intervals count steps).
 
 The checkpoint records the size it was saved at (workers, pairs a step); one saved before
-it did holds 0s there, and then nothing is said.
+it did is taken to be of this run's size, and nothing is said.
 """
 
 from __future__ import annotations
