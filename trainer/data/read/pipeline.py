@@ -1,8 +1,9 @@
 """The tf.data input pipeline: a worker's stream of ({"input1", "input2"}, label) batches.
 
-Order contract: the sequence of batches is a pure function of (seed, epoch, worker index,
-worker count) and the dataset, so a resumed run continues at any step by skipping serialized
-records of one epoch at most, without decoding the skipped images.
+Order contract: a worker's sequence of records is a pure function of (seed, epoch, worker
+index, worker count) and the dataset, whatever its batch size, so a resumed run continues at
+any pair count by skipping serialized records of one epoch at most, without decoding the
+skipped images (trainer.run.resize: what that means when the worker count changes).
 
 Pipeline (train): per epoch, the worker's files in a seeded order -> parallel interleave ->
 shuffle of serialized records -> skip (resume) -> batch -> parse_example + one decode map for
