@@ -66,6 +66,11 @@ def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, t
     (tmp_path / "m.yaml").write_text(k8s.to_yaml(others))
     assert validate(tmp_path / "m.yaml").count("passed") == 2
     assert {d["metadata"]["namespace"] for d in docs} == {"ml"}
+    # what `submit --replace` reads of a JobSet it replaces: its workers and model_dir
+    from launch.k8s import status
+
+    assert status.worker_count(js) == workers and status.model_dir_of(js) == "gs://b/r"
+    assert f"on 4 workers (it had {workers})" in status.replace_line(js, "exp1", 4, "gs://b/r")
     # the schema is really applied: a wrong field is refused
     import jsonschema
 
