@@ -206,8 +206,9 @@ def _restore_or_warm_start(cfg: Config, program: TrainProgram) -> bool:
             f"{int(program.examples_seen.numpy()):,}",
             int(program.optimizer.iterations.numpy()),
         )
-        for line in program.resize_lines() if program.worker_index == 0 else ():
-            logging.info("%s", line)  # the same on every worker: the chief says it
+        if program.worker_index == 0:  # the same on every worker: the chief says it
+            for line in program.resize_lines():
+                logging.info("%s", line)
         if source:
             logging.info("--init_from=%s not used: the run resumes from its own checkpoint", source)
         return False
