@@ -29,6 +29,7 @@ from trainer.data.write.synthetic import make_pair
 PY = sys.executable
 # Short enough that a failing test does not wait out TF's ~195 s per operation.
 QUICK = "--storage_timeout_seconds=20"
+BIG = "gs://data/big"
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,17 @@ def gcs():
     try:
         for bucket in ("data", "models", "raw"):
             sandbox.client.create_bucket(bucket)
-        r = sandbox.run(
-            [PY, "-m", "trainer.data", "synthetic", "--output_dir", "gs://data/syn",
-             "--num_train", "512", "--num_eval", "64", "--image_size", "16", "--seed", "3"]
+        # Both sets in one process: the small one most tests train on, and one 3 MB shard
+        # (32x32) for the reads that fail in the middle of an epoch.
+        results = in_namespace(
+            sandbox,
+            ("trainer.data", "synthetic", "--output_dir", "gs://data/syn", "--num_train", "512",
+             "--num_eval", "64", "--image_size", "16", "--seed", "3"),
+            ("trainer.data", "synthetic", "--output_dir", BIG, "--num_train", "512",
+             "--num_eval", "32", "--image_size", "32", "--num_shards", "1"),
         )  # fmt: skip
-        assert r.returncode == 0, r.stderr[-2000:]
+        for r in results:
+            assert r.returncode == 0, r.stderr[-2000:]
         yield sandbox
     finally:
         sandbox.close()
@@ -56,10 +63,6 @@ def in_namespace(sb, *calls) -> list[subprocess.CompletedProcess]:
     results = [json.loads(line) for line in found if line.startswith("[")]
     assert len(results) == len(plan), r.stderr[-3000:]
     return [subprocess.CompletedProcess(c[0], *res) for c, res in zip(plan, results)]
-
-
-def trainer(sb, model_dir, *extra, data="gs://data/syn"):
-    return sb.run([PY, "-m", "trainer", *_flags(model_dir, *extra, data=data)])
 
 
 def _flags(model_dir, *extra, data="gs://data/syn"):
@@ -151,9 +154,6 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
 
 def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tmp_path):
     common = ["--deterministic", "--checkpoint_every_steps=2", "--augment", "--train_steps=8"]
-    straight = trainer(gcs, "gs://models/a", *common)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-
     # kill -9 right after the checkpoint of step 2 is saved
     proc = start_trainer(gcs, "gs://models/b", *common)
     for line in proc.stderr:
@@ -185,8 +185,14 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
     assert any("ckpt-6_temp/part-00000-of-00001.data" in n for n in names)  # cut mid-write
     assert "b/checkpoints/ckpt-6.index" not in names
 
-    # storage back: the rerun resumes from step 4, never from the cut save
-    rest = trainer(gcs, "gs://models/b", *common)
+    # storage back: the rerun resumes from step 4, never from the cut save; the straight
+    # run it must equal shares its process (neither process is the subject)
+    rest, straight = in_namespace(
+        gcs,
+        ("trainer", *_flags("gs://models/b", *common)),
+        ("trainer", *_flags("gs://models/a", *common)),
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert "at step 4" in rest.stderr and "ckpt-6" not in rest.stderr.split("resumed")[1][:80]
     a = read_checkpoint(download(gcs, "models", "a/checkpoints/", tmp_path / "a") + "/ckpt-8")
@@ -299,14 +305,9 @@ def test_unwritable_model_dir_bucket_exits_1(tmp_path):
 
 
 def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
-    # One 3 MB shard: the reader fetches it in 1 MB requests, so the second request of an
-    # epoch falls in its middle.
-    r = gcs.run(
-        [PY, "-m", "trainer.data", "synthetic", "--output_dir", "gs://data/big",
-         "--num_train", "512", "--num_eval", "32", "--image_size", "32", "--num_shards", "1"]
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    big, shard = "gs://data/big", "/data/big/train-00000-of-00001.tfrecord"
+    # BIG's one 3 MB shard: the reader fetches it in 1 MB requests, so the second request of
+    # an epoch falls in its middle.
+    big, shard = BIG, "/data/big/train-00000-of-00001.tfrecord"
     quiet = ["--train_steps=100", "--log_every_steps=1000", "--checkpoint_every_steps=1000"]
 
     gcs.go_down_at(shard, nth=2)
