@@ -21,6 +21,10 @@ setup(
         "keras>=3.12,<3.13; python_version < '3.11'",
         "absl-py>=2.1",
         "numpy>=1.26",
+        # TensorFlow asks for >=0.5.1,<1. 0.7.0 spends ~0.5 CPU-seconds of every process
+        # start registering its numpy ufunc loops (0.49 s against 0.007 s for 0.6.0, measured;
+        # bench/RESULTS.md): a fifth of importing TensorFlow, paid by every pod and CLI.
+        "ml_dtypes>=0.5.1,<0.7",
         "protobuf>=4.21",  # the start checks read a record header as a tf.train.Example
         "google-cloud-storage>=2.18",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
