@@ -57,6 +57,16 @@ def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedPr
 MAIN_JOB = "main_job"
 
 
+def pytest_configure(config):
+    """A process that runs tests loads TensorFlow the trainer's way before collecting them
+    (quiet, its import frozen out of the garbage collector: trainer.common.console); xdist's
+    controller runs none and never loads it."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        from trainer.common import console
+
+        console.load_tensorflow()
+
+
 def pytest_collection_modifyitems(config, items):
     """Heaviest modules first, heaviest tests first within each, by the durations measured
     in tests/durations.json (a scheduling hint only; unknown tests count 1 s).

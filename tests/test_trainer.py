@@ -339,6 +339,26 @@ def test_bad_flag_is_answered_before_tensorflow_loads():
     assert "--global_batch_size=-4 is invalid" in r.stderr
 
 
+def test_tensorflow_loads_with_the_collector_paused_and_leaves_it_as_it_was():
+    """load_tensorflow freezes what TensorFlow's import made (later collections skip it) and
+    turns the collector back on: left off, every reference cycle of a long run would stay."""
+    script = (
+        "import gc, sys\n"
+        "from trainer.common import console\n"
+        "print(gc.isenabled(), gc.get_freeze_count())\n"
+        "console.load_tensorflow()\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 100_000, 'tensorflow' in sys.modules)\n"
+        "gc.disable()\n"
+        "with console._collector_paused():\n"
+        "    print(gc.isenabled())\n"
+        "print(gc.isenabled())\n"
+    )
+    r = subprocess.run([PY, "-c", script], capture_output=True, text=True)
+    assert r.stdout.split() == ["True", "0", "True", "True", "True", "False", "False"], (
+        r.stdout + r.stderr[-2000:]
+    )
+
+
 def test_missing_data_dir(tmp_path):
     model_dir = tmp_path / "never"
     r = train_here(f"--data_dir={tmp_path / 'nope'}", f"--model_dir={model_dir}")

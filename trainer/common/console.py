@@ -16,6 +16,7 @@ date, thread id and source location, and without TensorFlow's and Keras' INFO li
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -36,11 +37,15 @@ STARTUP_NOISE = re.compile(
 
 def load_tensorflow():
     """TensorFlow, imported and its physical devices found, without the start-up lines."""
-    if "tensorflow" in sys.modules or trainer.TF_LOG_LEVEL_FROM_USER:
+    if "tensorflow" in sys.modules:
         import tensorflow as tf
 
         return tf
-    with _fd2_kept() as kept:
+    if trainer.TF_LOG_LEVEL_FROM_USER:
+        with _collector_paused():
+            import tensorflow as tf
+        return tf
+    with _fd2_kept() as kept, _collector_paused():
         import tensorflow as tf
 
         # The device scan (cuInit) logs too; it starts no runtime, so thread pools and
@@ -50,6 +55,26 @@ def load_tensorflow():
         if not STARTUP_NOISE.match(line):
             sys.stderr.write(line)
     return tf
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for the block, and what the block made frozen
+    (never collected, never traversed again) afterwards.
+
+    Why: importing TensorFlow and Keras makes ~520,000 objects, and the allocations keep
+    setting off collections that traverse them all again: a quarter of the import's CPU
+    (perf: gc_collect_main, visit_decref). Those modules live as long as the process, so
+    nothing is lost by freezing them, and later collections (while tracing) skip them too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
