@@ -6,7 +6,8 @@ cuInit" on every CPU-only host), written before absl's logging is initialised, s
 TF_CPP_MIN_LOG_LEVEL hides them all. The import and the device scan run with file descriptor
 2 pointed at a temporary file; afterwards every line that is not one of those start-up lines
 is written out as it came. A user's own TF_CPP_MIN_LOG_LEVEL (set before the trainer started)
-turns this off: they see what TensorFlow prints.
+turns this off: they see what TensorFlow prints. Either way the import runs with Python's
+garbage collector paused and what it made frozen afterwards (a start ~0.5 CPU-seconds cheaper).
 
 ``plain_log_lines``: absl's lines become ``13:53:48.575 step 20/300 loss ...`` (the time of day
 to the millisecond, then the message; warnings say ``warning:``), without the level letter,
