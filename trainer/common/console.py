@@ -60,8 +60,8 @@ def load_tensorflow():
 
 @contextlib.contextmanager
 def _collector_paused():
-    """Python's cyclic garbage collector off for the block, and what the block made frozen
-    (never collected, never traversed again) afterwards.
+    """Python's cyclic garbage collector off for the block; afterwards every object alive
+    (the block's imports among them) frozen: never collected, never traversed again.
 
     Why: importing TensorFlow and Keras makes ~520,000 objects, and the allocations keep
     setting off collections that traverse them all again: a quarter of the import's CPU
