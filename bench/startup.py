@@ -4,7 +4,8 @@ A trainer process spends most of a short run starting: importing TensorFlow, bui
 model, tracing the compiled loop and the eval step. This bench runs the same 8-step training
 (built-in synthetic set, one eval, no export) from each tree in turn, ``--rounds`` times
 alternating, in fresh processes, and prints the CPU time (user + sys) each took: the import
-alone, and the whole process.
+alone (through the tree's own ``trainer.common.console.load_tensorflow`` where it has one, as
+its CLIs import it), and the whole process.
 
     git worktree add /tmp/before <commit>
     python bench/startup.py /tmp/before .       # each tree's trainer package is imported
