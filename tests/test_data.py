@@ -70,6 +70,19 @@ def test_sharding_covers_every_record_once_per_epoch(tmp_path, workers, num_file
         assert sorted(seen) == list(range(30)), f"epoch {epoch}"
 
 
+def test_record_sharding_is_named_only_where_a_split_has_fewer_files_than_workers(tmp_path):
+    datagen.write_pairs(str(tmp_path / "one"), 6, 1)
+    datagen.write_pairs(str(tmp_path / "three"), 6, 3)
+    one, three = open_source(str(tmp_path / "one")), open_source(str(tmp_path / "three"))
+    assert pipeline.record_sharding_warning(one, 2, "training") == (
+        "1 training file for 2 workers: sharding by record (every worker reads every file); "
+        "write at least 2 shards to read less."
+    )
+    assert pipeline.record_sharding_warning(three, 4, "eval").startswith("3 eval files for 4 ")
+    assert pipeline.record_sharding_warning(one, 1, "training") is None
+    assert pipeline.record_sharding_warning(three, 3, "eval") is None
+
+
 @pytest.mark.parametrize("options", [{}, {"augment": True}, {"cache": True}])
 def test_resume_at_step_k_matches_uninterrupted(tmp_path, options):
     datagen.write_pairs(str(tmp_path), 40, 4)

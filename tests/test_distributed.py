@@ -31,6 +31,7 @@ from trainer.runtime import rendezvous
 
 PY = sys.executable
 LOSS = re.compile(r"step (\d+)/\d+ loss ([\d.]+)")
+EVAL = re.compile(r"eval at step \d+: loss ([\d.]+) accuracy ([\d.]+) auc ([\d.]+) \((\d+) pairs\)")
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +163,7 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
         "--global_batch_size=16",
         "--shuffle_buffer=1",
         "--checkpoint_every_steps=100",
+        "--eval_every_steps=8",  # the final eval: the one eval file read by record, padded
         *recipe,
     )
     # The one-worker reference in this process (its process is not the subject), the two
@@ -184,6 +186,18 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
     assert len(set(one.values())) > 4  # the trajectory moves, so the comparison means something
     assert losses(double.text, worker=1) == two
+    # Both workers' eval of their halves (padded to equal batches) is the one worker's.
+    evals = [EVAL.findall(t) for t in (single.stderr, double.text)]
+    assert len(evals[0]) == 1 and len(evals[1]) == 2, double.text[-3000:]
+    (one_eval,), two_evals = evals
+    assert two_evals[0] == two_evals[1] and two_evals[0][3] == one_eval[3] == "32"
+    np.testing.assert_allclose(
+        [float(v) for v in two_evals[0][:3]], [float(v) for v in one_eval[:3]], atol=2e-3
+    )
+    for w in (0, 1):  # one file for two workers: said once by each, not at every use
+        for split in ("training", "eval"):
+            said = re.findall(rf"\[worker {w}\] .*1 {split} file for 2 workers", double.text)
+            assert len(said) == 1, double.text[-3000:]
     prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", double.text))
     assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
     if recipe:  # the clipping binds: without it the one worker's trajectory is another

@@ -71,8 +71,9 @@ def train_iterator(
         )
     skipped = []
 
-    def dataset_fn(ctx):
+    def dataset_fn(ctx):  # called once in each worker's process
         at = {"worker_index": ctx.input_pipeline_id, "num_workers": ctx.num_input_pipelines}
+        _warn_if(pipeline.record_sharding_warning(source, ctx.num_input_pipelines, "training"))
         start_pairs = examples_seen // ctx.num_input_pipelines
         ds, found = pipeline.train_dataset(
             source,
@@ -146,8 +147,16 @@ def _log_position(source, config, *, worker_index, num_workers, start_pairs, cou
     )
 
 
+def _warn_if(sentence: str | None) -> None:
+    """Logs the sentence, if there is one (the callers run once per run and process)."""
+    if sentence:
+        logging.warning("%s", sentence)
+
+
 def eval_batches(source, per_replica_batch: int, replicas_per_worker: int, workers: int) -> int:
-    """Batches every worker runs, so all take part in the same number of collective steps."""
+    """Batches every worker runs, so all take part in the same number of collective steps
+    (computed once per run, where a split read by record is said once)."""
+    _warn_if(pipeline.record_sharding_warning(source, workers, "eval"))
     largest = max(
         pipeline.worker_shard(source, w, workers).records_per_epoch for w in range(workers)
     )

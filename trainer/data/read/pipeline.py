@@ -13,7 +13,6 @@ both images -> optional identical augmentation of both images -> prefetch.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +24,6 @@ from trainer.data.read.source import Source
 from trainer.data.schema import FEATURES, DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +37,8 @@ class Shard:
 
 
 def worker_shard(source: Source, worker_index: int, num_workers: int) -> Shard:
-    """File-level sharding when there are enough files, else record-level (with a warning)."""
+    """File-level sharding when there are enough files, else record-level
+    (``record_sharding_warning`` says so)."""
     if not 0 <= worker_index < num_workers:
         raise ValueError(f"worker_index={worker_index} is outside [0, {num_workers}).")
     n_files = len(source.files)
@@ -47,17 +46,22 @@ def worker_shard(source: Source, worker_index: int, num_workers: int) -> Shard:
         idx = range(worker_index, n_files, num_workers)
         files = tuple(source.files[i] for i in idx)
         return Shard(files, sum(source.counts[i] for i in idx), 1, 0)
-    if num_workers > 1:
-        log.warning(
-            "%d files for %d workers: sharding by record (every worker reads every file); "
-            "write at least %d shards to read less.",
-            n_files,
-            num_workers,
-            num_workers,
-        )
     total = source.num_records
     mine = len(range(worker_index, total, num_workers))
     return Shard(source.files, mine, num_workers, worker_index)
+
+
+def record_sharding_warning(source: Source, num_workers: int, split: str) -> str | None:
+    """The sentence a run logs once for a split with fewer files than workers (each worker
+    then reads every file and keeps its stride of records), or None."""
+    n_files = len(source.files)
+    if num_workers < 2 or n_files >= num_workers:
+        return None
+    files = f"{n_files} {split} file" + ("" if n_files == 1 else "s")
+    return (
+        f"{files} for {num_workers} workers: sharding by record (every worker reads every "
+        f"file); write at least {num_workers} shards to read less."
+    )
 
 
 def _record_seed(seed: int, salt: int) -> int:
