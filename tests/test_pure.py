@@ -302,3 +302,10 @@ def test_a_resumed_run_names_a_change_of_size_and_keeps_quiet_otherwise():
     assert worker_line(worker=0, workers=1, start=5, per_epoch=9, ids=None).endswith(
         "pair 5 of epoch 0 of its share (--cache: pair ids not shown)"
     )
+
+
+def test_counts_read_as_words():
+    from trainer.common.console import plural
+
+    assert [plural(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
+    assert plural(1, "training file") == "1 training file"

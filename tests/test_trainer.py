@@ -60,6 +60,8 @@ def test_main_job_without_flags_learns_and_exports(main_job):
     assert not re.search(r"absl::InitializeLog|cuInit|oneDNN|cuda drivers", r.stderr), r.stderr
     assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} step 300/300 loss [\d.]+ ", r.stderr, re.M)
     assert all(re.match(r"\d\d:\d\d:\d\d\.\d{3} ", line) for line in r.stderr.splitlines())
+    assert "strategy one_device: 1 replica, worker 0 of 1" in r.stderr
+    assert "global batch 64 over 1 replica, " in r.stderr
     acc = float(re.search(r"eval: accuracy ([\d.]+)", r.stdout).group(1))
     assert acc >= 0.9, r.stdout
     assert (main_job.export_dir / "saved_model.pb").exists()

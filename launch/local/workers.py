@@ -20,6 +20,7 @@ import time
 
 from launch.local.processes import free_ports, pump
 from trainer import flags as trainer_flags
+from trainer.common.console import plural
 from trainer.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -155,7 +156,7 @@ def _run_groups(cfg: LocalConfig, out, on_start, data) -> int:
     try:
         for attempt in range(cfg.max_restarts + 1):
             out.write(
-                f"[launch] starting {cfg.workers} workers (attempt {attempt + 1} of "
+                f"[launch] starting {plural(cfg.workers, 'worker')} (attempt {attempt + 1} of "
                 f"{cfg.max_restarts + 1})\n"
             )
             out.flush()

@@ -36,6 +36,11 @@ STARTUP_NOISE = re.compile(
 )
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` with its noun: "1 replica", "2 replicas" (nouns with a plain -s plural)."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def load_tensorflow():
     """TensorFlow, imported and its physical devices found, without the start-up lines."""
     if "tensorflow" in sys.modules:

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.console import plural
 from trainer.common.errors import EXIT_OK
 from trainer.common.paths import join
 from trainer.config import Config, ConfigError
@@ -141,12 +142,11 @@ def _log_start(config: Config, program: TrainProgram) -> None:
         )
     if program.step < t.train_steps:
         logging.info(
-            "training steps %d..%d, global batch %s over %d replicas, up to %d steps per "
-            "loop, XLA: %s",
+            "training steps %d..%d, global batch %s over %s, up to %d steps per loop, XLA: %s",
             program.step,
             t.train_steps,
             _batch_words(t),
-            program.strategy.num_replicas_in_sync,
+            plural(program.strategy.num_replicas_in_sync, "replica"),
             t.steps_per_loop,
             t.compile_plan,
         )

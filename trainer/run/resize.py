@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from trainer.common.console import plural
+
 IDS_SHOWN = 5  # pair ids in a worker's line: enough to check an order by eye
 
 
@@ -30,10 +32,6 @@ class Size:
 
     workers: int
     step_pairs: int  # pairs per step over all workers (global batch x accumulation)
-
-
-def workers_word(n: int) -> str:
-    return f"{n} worker" + ("" if n == 1 else "s")
 
 
 def resize_lines(
@@ -52,7 +50,7 @@ def resize_lines(
             "come twice and others not at all."
         )
         lines.append(
-            f"resumed on {workers_word(now.workers)} after {saved.workers}: step {step}, the "
+            f"resumed on {plural(now.workers, 'worker')} after {saved.workers}: step {step}, the "
             f"optimizer's state and the {pairs_seen:,} pairs seen carry over; {data}"
         )
     if saved.step_pairs and saved.step_pairs != now.step_pairs:

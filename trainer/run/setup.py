@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.common import net
+from trainer.common.console import plural
 from trainer.config import EVAL_MODES, Config, default_cache_dir
 from trainer.data.read.source import Source, open_splits
 from trainer.data.write.synthetic import builtin_data_dir
@@ -103,9 +104,9 @@ def prepare(config: Config) -> Setup:
     _determinism(config.train.deterministic)
     keras.utils.set_random_seed(config.train.seed)
     logging.info(
-        "strategy %s: %d replicas, worker %d of %d, data %s",
+        "strategy %s: %s, worker %d of %d, data %s",
         placement.name,
-        placement.replicas,
+        plural(placement.replicas, "replica"),
         placement.worker_index,
         placement.num_workers,
         data_dir,

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.console import plural
 from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
 from trainer.data.read import decode, verify
@@ -57,10 +58,9 @@ def record_sharding_warning(source: Source, num_workers: int, split: str) -> str
     n_files = len(source.files)
     if num_workers < 2 or n_files >= num_workers:
         return None
-    files = f"{n_files} {split} file" + ("" if n_files == 1 else "s")
     return (
-        f"{files} for {num_workers} workers: sharding by record (every worker reads every "
-        f"file); write at least {num_workers} shards to read less."
+        f"{plural(n_files, split + ' file')} for {num_workers} workers: sharding by record "
+        f"(every worker reads every file); write at least {num_workers} shards to read less."
     )
 
 
