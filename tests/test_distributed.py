@@ -419,7 +419,7 @@ def test_worker_with_unreachable_peer_exits_75_in_time(data, tmp_path):
     lines = []
     for line in proc.stderr:
         lines.append(line)
-        if "meeting 1 peers (waiting up to 8s)" in line:
+        if "meeting 1 peer (waiting up to 8s)" in line:
             break
     waiting = time.monotonic()
     rest = proc.stderr.read()

@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.console import plural
 from trainer.config import ConfigError
 from trainer.runtime import cluster as tfconfig
 from trainer.runtime import rendezvous
@@ -188,7 +189,10 @@ def make_strategy(
         hosts = cluster["cluster"].get("chief", []) + cluster["cluster"].get("worker", [])
         # TF would wait for a missing peer forever (see trainer.runtime.rendezvous): meet first.
         logging.info(
-            "worker %d: meeting %d peers (waiting up to %ds)", index, len(hosts) - 1, peer_timeout_s
+            "worker %d: meeting %s (waiting up to %ds)",
+            index,
+            plural(len(hosts) - 1, "peer"),
+            peer_timeout_s,
         )
         rendezvous.meet(hosts, index, peer_timeout_s)
         _configure_coordination(cluster, peer_timeout_s)
