@@ -18,6 +18,7 @@ import threading
 import time
 
 from launch.local.processes import free_ports, pump
+from trainer.common.console import plural
 
 RESTART_PAUSE_S = 1.0
 READY_TIMEOUT_S = 120.0
@@ -75,8 +76,8 @@ class LocalService:
         """Starts everything and waits until each process says it listens."""
         names = ["dispatcher"] + [f"data worker {i}" for i in range(self.workers)]
         self.out.write(
-            f"[launch] starting a tf.data service at {self.address} with {self.workers} "
-            "data workers\n"
+            f"[launch] starting a tf.data service at {self.address} with "
+            f"{plural(self.workers, 'data worker')}\n"
         )
         self.out.flush()
         self._spawn(names[0])
