@@ -195,6 +195,10 @@ def test_two_slices_and_finalize_equal_one_run(tmp_path, capsys):
     assert schema.read_info(str(one)) == schema.read_info(str(two))
     (two / schema.METADATA_FILE).unlink()  # the explicit command gives the same
     assert data_main(["finalize", str(two)]) == 0
+    counts = schema.read_info(str(one)).counts
+    assert capsys.readouterr().out == (
+        f"finalized {two}: {counts['train']} training and {counts['eval']} eval pairs (png)\n"
+    )
     assert schema.read_info(str(one)) == schema.read_info(str(two))
     assert data_main([*flags, *part, "--worker_index", "0"]) == 1  # a finished folder is refused
     assert "already holds a dataset" in capsys.readouterr().err

@@ -407,6 +407,7 @@ def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path, capsys):
         "2",
     )
     assert r.returncode == 0, r.stderr
+    assert f"wrote 40 training and 8 eval pairs (png) to {out}" in r.stdout
     info = schema.read_info(str(out))
     assert info.counts == {"train": 40, "eval": 8} and info.height == 16
     r = _cli_here(capsys, "verify", str(out))

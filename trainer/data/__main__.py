@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pairs(info) -> str:
+    """ "40 training and 8 eval pairs (png)" from a dataset's (or a part's) info."""
+    train, held_out = info.counts.get("train", 0), info.counts.get("eval", 0)
+    return f"{train:,} training and {held_out:,} eval pairs ({info.encoding})"
+
+
 def _part_status(output_dir: str, index: int, count: int) -> str:
     import tensorflow as tf
 
@@ -102,7 +108,7 @@ def _synthetic(args) -> int:
         gzip=args.gzip,
         seed=args.seed,
     )
-    print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+    print(f"wrote {_pairs(info)} to {args.output_dir}")
     return 0
 
 
@@ -123,7 +129,7 @@ def _convert(args) -> int:
         worker_index=args.worker_index,
         parallelism=args.parallelism,
     )
-    print(f"wrote {info.counts} pairs ({info.encoding}) to {args.output_dir}")
+    print(f"wrote {_pairs(info)} to {args.output_dir}")
     if args.num_workers > 1:
         print(_part_status(args.output_dir, args.worker_index, args.num_workers))
     return 0
@@ -133,7 +139,7 @@ def _finalize(args) -> int:
     from trainer.data.write.slices import finalize
 
     info = finalize(args.output_dir)
-    print(f"finalized {args.output_dir}: {info.counts} pairs ({info.encoding})")
+    print(f"finalized {args.output_dir}: {_pairs(info)}")
     return 0
 
 
