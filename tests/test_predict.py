@@ -5,6 +5,7 @@ in this process."""
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,6 +116,7 @@ def test_bad_rows_write_nothing_or_are_skipped_exactly(main_job, pairs, tmp_path
     expected = serving_default(main_job.export_dir, folder, good)
     np.testing.assert_allclose([float(g[2]) for g in got[1:]], expected, atol=1e-5)
     assert "skipped line 3 image_a" in r.stderr and "skipped line 6 image_b" in r.stderr
+    assert re.search(r"^scored 6 pairs in .*, skipped 2 bad rows: ", r.stdout, re.M), r.stdout
     assert "accuracy" not in r.stdout  # no labels, no figures
 
 

@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from trainer.common import cli
+from trainer.common.console import plural
 from trainer.common.files import write_atomic
 
 
@@ -151,9 +152,10 @@ def _batch(output: str) -> int:
     scored, code = guarded(run)
     if code is not None:
         return code
+    skipped = f", skipped {plural(len(scored.bad), 'bad row')}" if scored.bad else ""
     print(
-        f"scored {len(scored.scores)} pairs in {scored.seconds:.1f} s ({scored.rate:,.0f} "
-        f"pairs/s){f', skipped {len(scored.bad)} bad rows' if scored.bad else ''}: {output}"
+        f"scored {plural(len(scored.scores), 'pair')} in {scored.seconds:.1f} s "
+        f"({scored.rate:,.0f} pairs/s){skipped}: {output}"
     )
     if scored.labels is not None:
         try:
@@ -163,7 +165,7 @@ def _batch(output: str) -> int:
             return 0
         print(
             f"loss {m['loss']:.4f} accuracy {m['at_0.5']['accuracy']:.4f} auc {m['auc']:.4f} "
-            f"on {m['pairs']} labelled pairs"
+            f"on {plural(m['pairs'], 'labelled pair')}"
         )
     return 0
 
