@@ -15,6 +15,8 @@ import uuid
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
+from trainer.common.console import plural
+
 
 class PreflightError(Exception):
     """A check failed; nothing may be submitted."""
@@ -108,11 +110,11 @@ def run_preflight(client, model_dir: str, data_dir: str, workers: int) -> Report
         n = count_data_files(client, data_dir)
         if n == 0:
             raise PreflightError(f"data {data_dir} matches no files.")
-        report.messages.append(f"data {data_dir}: {n} files")
+        report.messages.append(f"data {data_dir}: {plural(n, 'file')}")
         if n < workers:
             report.warnings.append(
-                f"data {data_dir} has {n} files for {workers} workers: every worker will read "
-                "every file (record-level sharding); write at least one shard per worker."
+                f"data {data_dir} has {plural(n, 'file')} for {workers} workers: every worker "
+                "will read every file (record-level sharding); write at least one shard per worker."
             )
     report.resume_step = resume_step(client, model_dir)
     if report.resume_step is not None:
