@@ -123,7 +123,7 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
     )  # fmt: skip
     r = converted
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "{'train': 6, 'eval': 2}" in r.stdout
+    assert "wrote 6 training and 2 eval pairs (png) to gs://data/conv" in r.stdout
     r = verified
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 records" in r.stdout and "all records are good" in r.stdout
