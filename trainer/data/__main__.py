@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _pairs(info) -> str:
-    """ "40 training and 8 eval pairs (png)" from a dataset's (or a part's) info."""
+    """A dataset's (or a part's) pairs in words: "40 training and 8 eval pairs (png)"."""
     train, held_out = info.counts.get("train", 0), info.counts.get("eval", 0)
     return f"{train:,} training and {held_out:,} eval pairs ({info.encoding})"
 
