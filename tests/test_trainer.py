@@ -500,3 +500,27 @@ def test_export_mode_from_latest_checkpoint(main_job, tmp_path):
     x = tf.random.uniform([2, size, size, 3], seed=1)
     want = first(input1=x, input2=x)["probability"]
     np.testing.assert_array_equal(want, again(input1=x, input2=x)["probability"])
+
+
+def test_training_and_eval_trace_without_autograph(small_data, tmp_path, monkeypatch):
+    """Every function the run traces for training and evaluation (the tf.data maps, the
+    loop, the steps) is traced as written, since AutoGraph's source transformation only
+    costs CPU there (trainer/common/graph.py). AutoGraph's own transpiler is watched (it
+    still runs): any of this package's functions it converts is named."""
+    from tensorflow.python.autograph.impl import api
+
+    converted = []
+    transform = api._TRANSPILER.transform
+
+    def watched(entity, program_ctx):
+        converted.append(f"{getattr(entity, '__module__', '?')}.{entity.__qualname__}")
+        return transform(entity, program_ctx)
+
+    monkeypatch.setattr(api._TRANSPILER, "transform", watched)
+    r = train_here(
+        *small_flags(small_data, tmp_path / "m", "--train_steps=2", "--eval_every_steps=1")
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("eval at step") == 2  # the eval path ran (twice: a fresh dataset each)
+    ours = [name for name in converted if name.startswith(("trainer.", "tests."))]
+    assert ours == [], ours

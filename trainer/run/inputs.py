@@ -16,6 +16,7 @@ import math
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
 from trainer.data import DataError
 from trainer.data.read import pipeline, verify
@@ -168,7 +169,7 @@ def _padded_eval(source, batch: int, worker: int, workers: int, num_batches: int
     """This worker's eval batches with weights, padded with weight-0 pairs to num_batches."""
     spec = source.spec
     real = pipeline.eval_dataset(source, batch, worker, workers).map(
-        lambda x, y: (x, y, tf.ones_like(y, tf.float32))
+        graph_fn(lambda x, y: (x, y, tf.ones_like(y, tf.float32)))
     )
     zeros = tf.zeros([batch, spec.height, spec.width, spec.channels])
     pad = tf.data.Dataset.from_tensors(
