@@ -163,7 +163,7 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
         "--global_batch_size=16",
         "--shuffle_buffer=1",
         "--checkpoint_every_steps=100",
-        "--eval_every_steps=8",  # the final eval: the one eval file read by record, padded
+        "--eval_every_steps=8",  # the final eval: the one eval file read by record
         *recipe,
     )
     # The one-worker reference in this process (its process is not the subject), the two
@@ -186,7 +186,7 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
     assert len(set(one.values())) > 4  # the trajectory moves, so the comparison means something
     assert losses(double.text, worker=1) == two
-    # Both workers' eval of their halves (padded to equal batches) is the one worker's.
+    # Both workers' eval of their halves of the eval file (by record) is the one worker's.
     evals = [EVAL.findall(t) for t in (single.stderr, double.text)]
     assert len(evals[0]) == 1 and len(evals[1]) == 2, double.text[-3000:]
     (one_eval,), two_evals = evals
