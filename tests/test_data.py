@@ -12,7 +12,7 @@ import tensorflow as tf
 from tests import datagen
 from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
-from trainer.data import DataError, schema
+from trainer.data import DataError, local_absence, schema
 from trainer.data.read import decode, pipeline, verify
 from trainer.data.read.source import open_source
 from trainer.data.write import synthetic
@@ -316,6 +316,16 @@ def test_empty_pattern_and_missing_folder(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(DataError, match="dataset.json does not exist"):
         open_source(str(tmp_path / "half"))
+    # The check without TensorFlow (launch local's, before any worker starts) refuses the
+    # same two in the reader's words, and lets through what only the reader can judge.
+    for absent in ("nothing-*", "absent"):
+        with pytest.raises(DataError) as read:
+            open_source(str(tmp_path / absent))
+        assert str(local_absence(str(tmp_path / absent))) == str(read.value)
+    (tmp_path / "half" / "x.tfrecord").write_bytes(b"")
+    for there in ("half", "half/*.tfrecord", "half/x.tfrecord", ""):
+        assert local_absence(str(tmp_path / there) if there else there) is None
+    assert local_absence("gs://bucket/absent") is None
 
 
 def test_parse_works_eagerly_and_in_tf_data(tmp_path):

@@ -349,6 +349,8 @@ K8S = ["--name", "exp1", "--image", "img:1", "--model_dir", "gs://bucket/runs/ex
         ),
         (["local", "--workers", "0"], "--workers: 0 is not an integer >= 1"),
         (["local", "--", "--seed=-1"], "trainer flags: --seed=-1 is invalid"),
+        (["local", "--", "--data_dir=/nonexistent/pairs"], "data_dir /nonexistent/pairs does not"),
+        (["local", "--", "--data_dir=/nonexistent/train-*"], "no files match /nonexistent/train-*"),
         (["k8s", "render", *K8S, "--", "--train_steps=abc"], "trainer flags: --train_steps=abc"),
         (["k8s", "submit", "--dry_run", *K8S, "--", "--nope=1"], "trainer flags: --nope is not"),
         (["k8s", "render", *K8S[:4], "--model_dir", "/local"], "must be a gs:// path"),

@@ -28,6 +28,7 @@ from trainer.common.errors import (
     EXIT_USAGE,
     UsageError,
 )
+from trainer.data import local_absence
 from trainer.runtime import cluster as tfconfig
 
 
@@ -115,8 +116,9 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     """Runs the group (and its data service, if any) to completion; returns the exit status.
 
     ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
-    service is ``group.data``). Bad trainer flags (the trainer's own parser and checks) and
-    the launcher's own errors go to ``err`` (stderr), before any process starts.
+    service is ``group.data``). Bad trainer flags (the trainer's own parser and checks), a
+    local --data_dir that is not there and the launcher's own errors go to ``err`` (stderr),
+    before any process starts.
     """
     err = err or sys.stderr
     if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
@@ -126,7 +128,10 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
         )
         return EXIT_USAGE
     try:
-        trainer_flags.check_args(worker_command(cfg)[3:])
+        checked = trainer_flags.check_args(worker_command(cfg)[3:])
+        absent = local_absence(checked.data.data_dir)
+        if absent:
+            raise absent
     except UsageError as e:
         err.write(f"error: {e}\n")
         return EXIT_USAGE

@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from trainer.common.paths import join
-from trainer.data import schema
+from trainer.data import is_pattern, no_match, no_such_folder, schema
 from trainer.data.read import decode, frames
 from trainer.data.schema import DataError
 from trainer.runtime import storage
@@ -32,11 +32,6 @@ class Source:
         return int(sum(self.counts))
 
 
-def is_pattern(data: str) -> bool:
-    """A file pattern (or a single file) rather than a dataset folder."""
-    return any(ch in data for ch in "*?[") or data.endswith((".tfrecord", ".gz"))
-
-
 def _storage_outage(e: tf.errors.OpError) -> bool:
     """Cloud Storage out of reach is not bad data: the caller retries the run (exit 75)."""
     found = storage.failure(e)
@@ -52,7 +47,7 @@ def resolve_files(pattern: str) -> list[str]:
             raise
         raise DataError(f"cannot list {pattern}: {decode.error_reason(e)}.") from None
     if not files:
-        raise DataError(f"no files match {pattern}: check the path (and the bucket's name).")
+        raise no_match(pattern)
     return files
 
 
@@ -166,7 +161,7 @@ def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = 
         counts = _counted(files, [None] * len(files), compression, skip_corrupt)
         return Source(tuple(files), tuple(counts), spec, compression)
     if not tf.io.gfile.exists(data):
-        raise DataError(f"data_dir {data} does not exist.")
+        raise no_such_folder(data)
     if not tf.io.gfile.isdir(data):
         raise DataError(f"data_dir {data} is a file: give the dataset's folder (or a pattern).")
     try:
