@@ -42,7 +42,8 @@ class SummaryWriter:
 
 class ProgressLog:
     """At each log step: one line with loss, accuracy, pairs/s, input wait and ETA, the same
-    figures as scalars, and a warning when the input is the bottleneck."""
+    figures as scalars, and a warning when the input is the bottleneck (from the second
+    window on)."""
 
     def __init__(
         self,
@@ -58,6 +59,11 @@ class ProgressLog:
         self.global_batch, self.train_steps = global_batch, train_steps  # pairs per step
         self.scalars, self.log, self.warn = scalars, log, warn
         self.timed, self.service = timed, service
+        # The first window of a process holds the pipeline's warm-up (its first batches wait
+        # for the files to open and the buffers to fill), which a steady run never pays
+        # again: a short debugging run would be told it is input-bound. Its line still
+        # shows the wait; the warning judges the windows after it.
+        self.warmed_up = False
 
     def __call__(self, step: int, window: Window) -> None:
         loss, acc, wait = window.mean_loss(), window.accuracy(), window.input_fraction()
@@ -68,7 +74,7 @@ class ProgressLog:
             f"step {step}/{self.train_steps} loss {loss:.4f} accuracy {acc:.3f} "
             f"{rate:.0f} pairs/s input wait {shown} ETA {eta:.0f}s"
         )
-        if wait > INPUT_BOUND_FRACTION:
+        if wait > INPUT_BOUND_FRACTION and self.warmed_up:
             hint = (
                 "add data workers to the tf.data service"
                 if self.service
@@ -77,6 +83,7 @@ class ProgressLog:
             )
             share = f"{100 * wait:.0f}%"
             self.warn(f"input-bound: {share} of step time waits for the next batch; {hint}")
+        self.warmed_up = True
         self.scalars(
             step,
             {
