@@ -376,3 +376,31 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
         refused(r, says, nothing_at=[tmp_path / "runs"])
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sys.executable == PY
+
+
+def test_each_command_lists_its_own_flags_under_help(tmp_path):
+    # module, what its --help must say, one of its own flags
+    cases = [
+        ("trainer", "usage: python -m trainer", "--train_steps"),
+        ("trainer.data", "usage: python -m trainer.data", "synthetic"),
+        ("trainer.predict", "usage: python -m trainer.predict", "--saved_model"),
+        ("trainer.report", "usage: python -m trainer.report", "--output_dir"),
+        ("trainer.inspect", "usage: python -m trainer.inspect", "--grid_channels"),
+        ("launch", "usage: launch", "k8s"),
+    ]
+    for module, says, own in cases:
+        r = subprocess.run(
+            [PY, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert r.returncode == 0 and r.stdout.startswith(says), (module, r.stdout[:300], r.stderr)
+        assert own in r.stdout and "Traceback" not in r.stderr, module
+    # The trainer's --help: its own flags (absl's --helpfull adds absl's), none of absl's.
+    r = subprocess.run([PY, "-m", "trainer", "-h"], capture_output=True, text=True, cwd=tmp_path)
+    entries = re.findall(r"^  (?:-\w,)?--(?:\[no\])?(\w+):", r.stdout, re.M)
+    assert {"data_dir", "model_dir", "export", "mode"} <= set(entries), entries
+    assert "verbosity" not in entries and len(entries) == len(set(entries)) > 40
+    full = subprocess.run([PY, "-m", "trainer", "--helpfull"], capture_output=True, text=True)
+    assert (
+        full.returncode == 0 and "-v,--verbosity:" in full.stdout and "--train_steps" in full.stdout
+    )
+    assert list(tmp_path.iterdir()) == []  # asking for help writes nothing

@@ -1,4 +1,7 @@
-"""``python -m trainer`` / ``trainer``: flags -> Config -> train_and_evaluate. No logic here."""
+"""``python -m trainer`` / ``trainer``: trains the dual-input Inception pair classifier, then
+evaluates and exports it (its flags: ``--help``). The entry point only: flags -> Config ->
+train_and_evaluate; no logic here.
+"""
 
 from __future__ import annotations
 
@@ -73,10 +76,32 @@ def _parse(argv: list[str]) -> list[str]:
         sys.exit(1)
 
 
+USAGE = """usage: python -m trainer [--flag=value ...]
+
+Trains on --data_dir (empty: the built-in synthetic pairs) into --model_dir, resuming from its
+newest checkpoint by itself, evaluates, and exports a SavedModel to <model_dir>/export.
+--mode=export|evaluate|continuous_eval for the other modes. Its flags below; --helpfull adds
+absl's own (--verbosity and the like)."""
+
+
+def help_text(full: bool = False) -> str:
+    """What ``--help`` prints: the usage, then the trainer's own flags (absl's --help lists a
+    main module's flags, and the trainer's live in trainer.flags, so it would list none);
+    ``--helpfull`` adds absl's."""
+    import trainer.flags
+
+    listed = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(trainer.flags)
+    return f"{USAGE}\n{listed}"
+
+
 def run():
     """Console-script entry point."""
     import trainer.flags  # noqa: F401  (defines the flags before absl parses argv)
+    from trainer.common.cli import HELP
 
+    if any(a in HELP for a in sys.argv[1:]):  # exit 0 (absl's own help exits 1)
+        print(help_text(full="--helpfull" in sys.argv[1:]))
+        sys.exit(0)
     app.run(main, flags_parser=_parse)
 
 
