@@ -37,18 +37,38 @@ def _int_at_least(minimum: int):
     return parse
 
 
+TRAINER_FLAGS_FOLLOW = (
+    "Trainer flags follow --, passed to every worker as they are (python -m trainer --help "
+    "lists them), e.g. launch {}"
+)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="launch", description="Start trainer processes locally or on Kubernetes.")
     sub = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
-    local = sub.add_parser("local", help="N trainer processes on loopback (MultiWorkerMirrored)")
-    local.add_argument("--workers", type=_int_at_least(1), default=2)
+    local = sub.add_parser(
+        "local",
+        help="N trainer processes on loopback (MultiWorkerMirrored)",
+        description="N trainer processes on loopback, supervised like the Kubernetes Job: a "
+        "worker that dies or exits 75 restarts the group from the latest checkpoint.",
+        epilog=TRAINER_FLAGS_FOLLOW.format(
+            "local --workers 2 -- --train_steps=200 --model_dir=runs/x"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    local.add_argument("--workers", type=_int_at_least(1), default=2, help="trainer processes")
     local.add_argument(
         "--devices_per_worker",
         type=_int_at_least(0),
         default=0,
         help="split each worker's CPU into K logical devices (K replicas)",
     )
-    local.add_argument("--max_restarts", type=_int_at_least(0), default=3)
+    local.add_argument(
+        "--max_restarts",
+        type=_int_at_least(0),
+        default=3,
+        help="group restarts before the run fails",
+    )
     local.add_argument(
         "--data_workers",
         type=_int_at_least(0),
@@ -63,7 +83,12 @@ def parser() -> argparse.ArgumentParser:
     )
     from launch.k8s import cli as k8s_cli
 
-    k8s_cli.add_parser(sub)
+    k8s_cli.add_parser(
+        sub,
+        epilog=TRAINER_FLAGS_FOLLOW.format(
+            "k8s submit --name exp1 --image IMG --model_dir gs://B/exp1 -- --train_steps=2000"
+        ),
+    )
     return p
 
 

@@ -387,13 +387,21 @@ def test_each_command_lists_its_own_flags_under_help(tmp_path):
         ("trainer.report", "usage: python -m trainer.report", "--output_dir"),
         ("trainer.inspect", "usage: python -m trainer.inspect", "--grid_channels"),
         ("launch", "usage: launch", "k8s"),
+        (
+            "launch local",
+            "usage: launch local",
+            "--workers WORKERS     trainer processes (default: 2)",
+        ),
+        ("launch k8s", "usage: launch k8s", "worker pods (default: 1)"),
     ]
-    for module, says, own in cases:
+    for command, says, own in cases:
         r = subprocess.run(
-            [PY, "-m", module, "--help"], capture_output=True, text=True, cwd=tmp_path
+            [PY, "-m", *command.split(), "--help"], capture_output=True, text=True, cwd=tmp_path
         )
-        assert r.returncode == 0 and r.stdout.startswith(says), (module, r.stdout[:300], r.stderr)
-        assert own in r.stdout and "Traceback" not in r.stderr, module
+        assert r.returncode == 0 and r.stdout.startswith(says), (command, r.stdout[:300], r.stderr)
+        assert own in r.stdout and "Traceback" not in r.stderr, command
+        if command.startswith("launch "):  # where the trainer's flags go, and what they are
+            assert "Trainer flags follow --" in " ".join(r.stdout.split()), command
     # The trainer's --help: its own flags (absl's --helpfull adds absl's), none of absl's.
     r = subprocess.run([PY, "-m", "trainer", "-h"], capture_output=True, text=True, cwd=tmp_path)
     entries = re.findall(r"^  (?:-\w,)?--(?:\[no\])?(\w+):", r.stdout, re.M)

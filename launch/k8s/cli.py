@@ -20,17 +20,26 @@ from trainer.common.errors import UsageError, first_line
 ACTIONS = ("render", "submit", "status", "logs", "delete", "convert")
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("k8s", help="Kubernetes jobs (" + ", ".join(ACTIONS) + ")")
+def add_parser(sub, epilog: str = "") -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "k8s",
+        help="Kubernetes jobs (" + ", ".join(ACTIONS) + ")",
+        description="Render, submit, follow and delete the trainer's Kubernetes jobs (kubectl "
+        "with --context and --namespace); submit checks Cloud Storage first.",
+        epilog=epilog,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--name", required=True, help="job name (a DNS-1123 label)")
     p.add_argument("--image", default="", help="container image (render, submit)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpus_per_worker", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="worker pods")
+    p.add_argument("--gpus_per_worker", type=int, default=1, help="GPUs each worker pod asks for")
     p.add_argument("--model_dir", default="", help="gs://bucket/path (render, submit)")
     p.add_argument("--data_dir", default="", help="gs:// dataset folder or pattern")
-    p.add_argument("--namespace", default="")
-    p.add_argument("--context", default="")
+    p.add_argument("--namespace", default="", help="kubectl --namespace (empty: the context's)")
+    p.add_argument("--context", default="", help="kubectl --context (empty: the current one)")
     p.add_argument(
         "--accelerator",
         default="nvidia-tesla-t4",
