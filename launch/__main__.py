@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.common.cli import DefaultsShown
 from trainer.common.errors import EXIT_USAGE
 
 
@@ -54,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=TRAINER_FLAGS_FOLLOW.format(
             "local --workers 2 -- --train_steps=200 --model_dir=runs/x"
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsShown,
     )
     local.add_argument("--workers", type=_int_at_least(1), default=2, help="trainer processes")
     local.add_argument(

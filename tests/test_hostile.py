@@ -393,6 +393,8 @@ def test_each_command_lists_its_own_flags_under_help(tmp_path):
             "--workers WORKERS     trainer processes (default: 2)",
         ),
         ("launch k8s", "usage: launch k8s", "worker pods (default: 1)"),
+        ("trainer.data synthetic", "usage: python -m trainer.data synthetic", "(default: 16384)"),
+        ("trainer.data convert", "usage: python -m trainer.data convert", "(default: 0.1)"),
     ]
     for command, says, own in cases:
         r = subprocess.run(
@@ -400,8 +402,10 @@ def test_each_command_lists_its_own_flags_under_help(tmp_path):
         )
         assert r.returncode == 0 and r.stdout.startswith(says), (command, r.stdout[:300], r.stderr)
         assert own in r.stdout and "Traceback" not in r.stderr, command
+        words = " ".join(r.stdout.split())  # argparse wraps lines
+        assert "(default: None)" not in words and "(default: )" not in words, command
         if command.startswith("launch "):  # where the trainer's flags go, and what they are
-            assert "Trainer flags follow --" in " ".join(r.stdout.split()), command
+            assert "Trainer flags follow --" in words, command
     # The trainer's --help: its own flags (absl's --helpfull adds absl's), none of absl's.
     r = subprocess.run([PY, "-m", "trainer", "-h"], capture_output=True, text=True, cwd=tmp_path)
     entries = re.findall(r"^  (?:-\w,)?--(?:\[no\])?(\w+):", r.stdout, re.M)

@@ -15,21 +15,20 @@ import sys
 
 from launch.k8s import manifests as k8s
 from trainer import flags as trainer_flags
+from trainer.common.cli import DefaultsShown
 from trainer.common.errors import UsageError, first_line
 
 ACTIONS = ("render", "submit", "status", "logs", "delete", "convert")
 
 
 def add_parser(sub, epilog: str = "") -> None:
-    import argparse
-
     p = sub.add_parser(
         "k8s",
         help="Kubernetes jobs (" + ", ".join(ACTIONS) + ")",
         description="Render, submit, follow and delete the trainer's Kubernetes jobs (kubectl "
         "with --context and --namespace); submit checks Cloud Storage first.",
         epilog=epilog,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsShown,
     )
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("--name", required=True, help="job name (a DNS-1123 label)")

@@ -4,10 +4,12 @@ several tools (and the trainer) can be called in one process, as the tests do.
 ``parse`` reads argv into a tool's FlagValues (UsageError for a bad or unknown flag);
 ``run_tool`` is the console entry: absl's app.run around it (absl's own flags such as
 --verbosity keep working), ``--help`` listing the tool's flags, exit status from main.
+``DefaultsShown`` is the argparse help format of the commands that use argparse.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -20,6 +22,23 @@ from trainer.common.errors import EXIT_USAGE, UsageError
 from trainer.common.guard import guarded
 
 HELP = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse help with each option's default after its help, where it says something (not
+    for required options, switches that are off, or options without a default or with an
+    empty one)."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if (
+            action.required
+            or default is None
+            or default is False
+            or default in ("", argparse.SUPPRESS)
+        ):
+            return action.help
+        return super()._get_help_string(action)
 
 
 _FLAG_VALUE = re.compile(r"^flag --(\w+)=(.*?): (.*)$", re.S)

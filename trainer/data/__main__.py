@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainer.common.cli import DefaultsShown
 from trainer.common.errors import EXIT_USAGE
 from trainer.common.paths import join
 from trainer.data import DataError
@@ -27,46 +28,66 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m trainer.data", description="Data tools of the trainer.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    syn = sub.add_parser("synthetic", help="write the built-in learnable pair set")
-    syn.add_argument("--output_dir", required=True)
-    syn.add_argument("--num_train", type=int, default=16384)
-    syn.add_argument("--num_eval", type=int, default=1024)
-    syn.add_argument("--image_size", type=int, default=32)
-    syn.add_argument("--encoding", choices=("raw", "png", "jpeg"), default="raw")
-    syn.add_argument("--num_shards", type=int, default=4)
-    syn.add_argument("--gzip", action="store_true")
-    syn.add_argument("--seed", type=int, default=0)
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=about, description=about, formatter_class=DefaultsShown)
 
-    conv = sub.add_parser("convert", help="CSV of image_a_path,image_b_path,label to TFRecords")
+    _synthetic_arguments(command("synthetic", "write the built-in learnable pair set"))
+    _convert_arguments(command("convert", "CSV of image_a_path,image_b_path,label to TFRecords"))
+    fin = command("finalize", "write dataset.json from every worker's part")
+    fin.add_argument("output_dir", help="the dataset folder the workers converted into")
+    ver = command("verify", "read every record; report counts and the first bad one")
+    ver.add_argument("data_dir", help="a dataset folder or file pattern (local or gs://)")
+    _service_arguments(
+        command("dispatcher", "serve a tf.data service dispatcher until SIGTERM"),
+        command("data_worker", "serve a tf.data service worker until SIGTERM"),
+    )
+    return parser
+
+
+def _synthetic_arguments(syn) -> None:
+    syn.add_argument("--output_dir", required=True, help="the dataset folder (local or gs://)")
+    syn.add_argument("--num_train", type=int, default=16384, help="training pairs")
+    syn.add_argument("--num_eval", type=int, default=1024, help="eval pairs")
+    syn.add_argument("--image_size", type=int, default=32, help="SIZE x SIZE pixels")
+    syn.add_argument(
+        "--encoding", choices=("raw", "png", "jpeg"), default="raw", help="how images are stored"
+    )
+    syn.add_argument("--num_shards", type=int, default=4, help="files per split")
+    syn.add_argument("--gzip", action="store_true", help="GZIP-compressed files")
+    syn.add_argument("--seed", type=int, default=0, help="the pairs' random seed")
+
+
+def _convert_arguments(conv) -> None:
     conv.add_argument("--pairs", required=True, help="CSV of training pairs (or all pairs)")
-    conv.add_argument("--output_dir", required=True)
+    conv.add_argument("--output_dir", required=True, help="the dataset folder (local or gs://)")
     conv.add_argument("--eval_pairs", help="CSV of eval pairs (else --eval_fraction of --pairs)")
-    conv.add_argument("--eval_fraction", type=float, default=0.1)
-    conv.add_argument("--num_shards", type=int, default=4)
-    conv.add_argument("--encoding", choices=("keep", "raw", "png", "jpeg"), default="keep")
+    conv.add_argument("--eval_fraction", type=float, default=0.1, help="pairs held out for eval")
+    conv.add_argument("--num_shards", type=int, default=4, help="files per split")
+    conv.add_argument(
+        "--encoding",
+        choices=("keep", "raw", "png", "jpeg"),
+        default="keep",
+        help="how images are stored (keep: the files' own bytes)",
+    )
     conv.add_argument("--image_size", type=int, help="resize to SIZE x SIZE (re-encodes)")
-    conv.add_argument("--gzip", action="store_true")
+    conv.add_argument("--gzip", action="store_true", help="GZIP-compressed files")
     conv.add_argument("--seed", type=int, default=0, help="seed of the train/eval split")
     conv.add_argument("--num_workers", type=int, default=1, help="machines converting together")
     conv.add_argument("--worker_index", type=int, default=0, help="this machine's slice")
     conv.add_argument("--parallelism", type=int, default=0, help="threads (0: every core)")
 
-    fin = sub.add_parser("finalize", help="write dataset.json from every worker's part")
-    fin.add_argument("output_dir")
 
-    disp = sub.add_parser("dispatcher", help="serve a tf.data service dispatcher until SIGTERM")
-    disp.add_argument("--port", type=int, default=servers.DEFAULT_DISPATCHER_PORT)
+def _service_arguments(disp, work) -> None:
+    disp.add_argument(
+        "--port", type=int, default=servers.DEFAULT_DISPATCHER_PORT, help="port to serve on"
+    )
     disp.add_argument("--work_dir", default="", help="journal folder (local or gs://)")
     disp.add_argument("--worker_timeout_ms", type=int, default=0, help="0: TensorFlow's")
-
-    work = sub.add_parser("data_worker", help="serve a tf.data service worker until SIGTERM")
     work.add_argument("--dispatcher_address", required=True, help="HOST:PORT or grpc://...")
-    work.add_argument("--port", type=int, default=servers.DEFAULT_WORKER_PORT)
+    work.add_argument(
+        "--port", type=int, default=servers.DEFAULT_WORKER_PORT, help="port to serve on"
+    )
     work.add_argument("--worker_address", default="", help="HOST:PORT trainers dial")
-
-    ver = sub.add_parser("verify", help="read every record; report counts and the first bad one")
-    ver.add_argument("data_dir")
-    return parser
 
 
 def _pairs(info) -> str:
