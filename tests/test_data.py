@@ -313,9 +313,15 @@ def test_empty_pattern_and_missing_folder(tmp_path):
         open_source(str(tmp_path / "nothing-*"))
     with pytest.raises(DataError, match="does not exist"):
         open_source(str(tmp_path / "absent"))
-    (tmp_path / "half").mkdir()
-    with pytest.raises(DataError, match="dataset.json does not exist"):
+    (tmp_path / "half").mkdir()  # nothing of a dataset in it: how to make one
+    with pytest.raises(DataError, match="half holds no dataset .*trainer.data convert --pairs"):
         open_source(str(tmp_path / "half"))
+    (tmp_path / "half" / schema.shard_name("train", 0, 1, False)).write_bytes(b"")
+    with pytest.raises(DataError, match="dataset.json does not exist: .* rerun it"):
+        open_source(str(tmp_path / "half"))  # shards without dataset.json: a half-written set
+    (tmp_path / "pairs.csv").write_text("a.png,b.png,1\n")
+    with pytest.raises(DataError, match="CSV file: .*convert --pairs .*pairs.csv --output_dir DIR"):
+        open_source(str(tmp_path / "pairs.csv"))
     # The check without TensorFlow (launch local's, before any worker starts) refuses the
     # same two in the reader's words, and lets through what only the reader can judge.
     for absent in ("nothing-*", "absent"):

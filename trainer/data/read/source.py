@@ -145,6 +145,12 @@ def _agree(data: str, spec: decode.ImageSpec, first: decode.ImageSpec, path: str
         )
 
 
+_CONVERT = (  # a dataset folder is what the converter writes from a CSV of image pairs
+    "convert the image pairs into a dataset folder first (python -m trainer.data convert "
+    "--pairs {} --output_dir DIR), then pass --data_dir=DIR"
+)
+
+
 def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = None) -> Source:
     """A dataset folder (with dataset.json) or a file pattern, as a Source, checked before
     anything reads it for training: dataset.json well-formed and agreeing with the files
@@ -163,11 +169,18 @@ def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = 
     if not tf.io.gfile.exists(data):
         raise no_such_folder(data)
     if not tf.io.gfile.isdir(data):
+        if data.lower().endswith(".csv"):  # image pairs a user brought, not yet records
+            raise DataError(f"data_dir {data} is a CSV file: {_CONVERT.format(data)}.")
         raise DataError(f"data_dir {data} is a file: give the dataset's folder (or a pattern).")
     try:
         info = schema.read_info(data)
     except FileNotFoundError as e:
-        raise DataError(str(e)) from None
+        if not any(schema.split_files(data, split) for split in schema.SPLITS):
+            raise DataError(
+                f"data_dir {data} holds no dataset (no dataset.json, no shards): "
+                f"{_CONVERT.format('PAIRS.csv')}."
+            ) from None
+        raise DataError(str(e)) from None  # shards without dataset.json: half written
     files = schema.split_files(data, split)
     if not files:
         raise DataError(f"{data} has no {split} shards ({split}-*.tfrecord).")
