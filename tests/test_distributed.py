@@ -386,6 +386,10 @@ def test_kill_9_restarts_group_and_finishes_exactly(data, tmp_path):
     assert rc == 0, out.text[-4000:]
     assert len(kills) == max_kills, kills
     assert out.text.count("[launch] starting 2 workers") == max_kills + 1
+    # the launcher names each killed worker, and says the last group's end in words
+    named = re.findall(r"\[launch\] worker (\d) was killed by SIGKILL", out.text)
+    assert named == [str(victim) for victim, _ in kills], (named, kills)
+    assert "[launch] done: 2 workers finished (exit 0)" in out.text.split("[launch] starting")[-1]
     assert "resumed from" in out.text
     ckpt_dir = checkpoint.checkpoint_dir(str(model_dir))
     assert tf.train.latest_checkpoint(ckpt_dir).endswith("ckpt-30")

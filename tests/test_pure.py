@@ -309,3 +309,29 @@ def test_counts_read_as_words():
 
     assert [plural(n, "replica") for n in (0, 1, 2)] == ["0 replicas", "1 replica", "2 replicas"]
     assert plural(1, "training file") == "1 training file"
+
+
+def test_launch_local_says_how_each_group_ended():
+    from launch.local.workers import _outcome, group_summary
+
+    # (exit codes when the launcher saw the outcome, after it stopped the others)
+    assert _outcome([0, None]) is None and _outcome([0, 0]) == "done"
+    assert _outcome([-9, None]) == "retry" and _outcome([75, 0]) == "retry"
+    assert _outcome([1, None]) == "fail" and _outcome([1, -9]) == "fail"
+    assert (
+        group_summary("done", [0, 0, 0], [0, 0, 0]) == "[launch] done: 3 workers finished (exit 0)"
+    )
+    assert group_summary("retry", [-9, None], [-9, 75]) == (
+        "[launch] worker 0 was killed by SIGKILL: the group stops; exit codes [-9, 75]"
+    )
+    assert group_summary("retry", [0, 75], [0, 75]) == (
+        "[launch] worker 1 exited 75 (stopped, to be resumed): the group stops; exit codes [0, 75]"
+    )
+    assert group_summary("fail", [None, 1], [-15, 1]) == (
+        "[launch] worker 1 exited 1 (bad input): no restart: a retry cannot mend that; "
+        "exit codes [-15, 1]"
+    )
+    assert group_summary("retry", [3, -6], [3, -6]) == (
+        "[launch] worker 0 exited 3, worker 1 was killed by SIGABRT: the group stops; "
+        "exit codes [3, -6]"
+    )

@@ -112,6 +112,26 @@ def _outcome(codes: list) -> str | None:
     return None
 
 
+def _exit_words(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    meaning = {EXIT_USAGE: " (bad input)", EXIT_RETRY: " (stopped, to be resumed)"}
+    return f"exited {code}{meaning.get(code, '')}"
+
+
+def group_summary(outcome: str, first: list, final: list) -> str:
+    """The launcher's line when a group ends, in words: who ended it and how (``first``: the
+    exit codes when that was seen; ``final``: after the others were stopped)."""
+    if outcome == "done":
+        return f"[launch] done: {plural(len(final), 'worker')} finished (exit 0)"
+    ended = [f"worker {i} {_exit_words(c)}" for i, c in enumerate(first) if c not in (None, 0)]
+    then = "no restart: a retry cannot mend that" if outcome == "fail" else "the group stops"
+    return f"[launch] {', '.join(ended)}: {then}; exit codes {final}"
+
+
 def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     """Runs the group (and its data service, if any) to completion; returns the exit status.
 
@@ -184,7 +204,7 @@ def _run_groups(cfg: LocalConfig, out, on_start, data) -> int:
                 group.stop(cfg.grace_seconds)
             for t in group.threads:
                 t.join(timeout=5)
-            out.write(f"[launch] worker exit codes {group.poll()} (first seen {codes})\n")
+            out.write(group_summary(outcome, codes, group.poll()) + "\n")
             if outcome == "done":
                 return EXIT_OK
             if outcome == "fail":
