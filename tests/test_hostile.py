@@ -337,6 +337,7 @@ def test_tools_bad_inputs(main_job, data, images, tmp_path):
 
 # --- the launcher --------------------------------------------------------------------------
 
+THIS_FILE = os.path.abspath(__file__)  # a file where the trainer needs a folder
 K8S = ["--name", "exp1", "--image", "img:1", "--model_dir", "gs://bucket/runs/exp1"]
 
 
@@ -351,6 +352,8 @@ K8S = ["--name", "exp1", "--image", "img:1", "--model_dir", "gs://bucket/runs/ex
         (["local", "--", "--seed=-1"], "trainer flags: --seed=-1 is invalid"),
         (["local", "--", "--data_dir=/nonexistent/pairs"], "data_dir /nonexistent/pairs does not"),
         (["local", "--", "--data_dir=/nonexistent/train-*"], "no files match /nonexistent/train-*"),
+        (["local", "--", f"--model_dir={THIS_FILE}/run"], f"model_dir {THIS_FILE}/run cannot be"),
+        (["local", "--", f"--export_dir={THIS_FILE}"], f"export_dir {THIS_FILE} is a file"),
         (["k8s", "render", *K8S, "--", "--train_steps=abc"], "trainer flags: --train_steps=abc"),
         (["k8s", "submit", "--dry_run", *K8S, "--", "--nope=1"], "trainer flags: --nope is not"),
         (["k8s", "render", *K8S[:4], "--model_dir", "/local"], "must be a gs:// path"),

@@ -62,6 +62,7 @@ def test_the_launcher_shares_only_pure_rules_with_the_trainer():
     allowed = (
         "trainer.common",
         "trainer.runtime.cluster",
+        "trainer.runtime.storage",  # the local path checks (TensorFlow only inside functions)
         "trainer.data.service.servers",
         "trainer.flags",  # the trainer's own flag parser and checks (no TensorFlow)
     )

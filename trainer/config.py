@@ -178,6 +178,11 @@ class Config:
     def export_path(self) -> str:
         return self.export_dir or self.train.model_dir.rstrip("/") + "/export"
 
+    @property
+    def writes_export(self) -> bool:
+        """Whether the run writes a SavedModel (export mode, or training with --export)."""
+        return self.mode == "export" or (self.mode == "train" and self.export)
+
 
 # ---- checks (each once; pure) ---------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from trainer.common.errors import (
 )
 from trainer.data import local_absence
 from trainer.runtime import cluster as tfconfig
+from trainer.runtime import storage
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -136,9 +137,10 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     """Runs the group (and its data service, if any) to completion; returns the exit status.
 
     ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
-    service is ``group.data``). Bad trainer flags (the trainer's own parser and checks), a
-    local --data_dir that is not there and the launcher's own errors go to ``err`` (stderr),
-    before any process starts.
+    service is ``group.data``). Bad trainer flags (the trainer's own parser and checks), local
+    paths the workers would refuse (a --data_dir that is not there, a --model_dir or export
+    folder that cannot be one) and the launcher's own errors go to ``err`` (stderr), before
+    any process starts.
     """
     err = err or sys.stderr
     if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
@@ -149,9 +151,12 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
         return EXIT_USAGE
     try:
         checked = trainer_flags.check_args(worker_command(cfg)[3:])
+        # what the workers would refuse first, known here without TensorFlow
         absent = local_absence(checked.data.data_dir)
         if absent:
             raise absent
+        export_dir = checked.export_path if checked.writes_export else None
+        storage.check_local_outputs(checked.train.model_dir, export_dir)
     except UsageError as e:
         err.write(f"error: {e}\n")
         return EXIT_USAGE

@@ -207,6 +207,15 @@ def check_output_file(path: str, role: str) -> None:
         raise StorageError(f"{role} {path}: its folder {parent} is not writable.")
 
 
+def check_local_outputs(model_dir: str, export_dir: str | None) -> None:
+    """A run's local output folders (``export_dir`` None: it exports nothing), checked with
+    plain file calls: the trainer before it reads anything, `launch local` before it starts
+    any worker."""
+    check_local_folder(model_dir, "model_dir")
+    if export_dir is not None:
+        check_local_folder(export_dir, "export_dir")
+
+
 def check_local_folder(path: str, role: str) -> None:
     """Raises StorageError unless local ``path`` is a folder, or can be made one, that takes a
     write: a file in its place, a file above it, or a read-only or foreign folder would
