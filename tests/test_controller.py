@@ -184,12 +184,16 @@ def test_progress_line_scalars_and_input_bound_warning():
     window.reset()
     window.add(program.train(50, False))  # 50 steps, a quarter of the time waiting
     progress(100, window)  # the window's elapsed: 1 s of the fake clock
-    assert lines == ["step 100/300 loss 0.5000 accuracy 0.750 3200 pairs/s input wait 25% ETA 4s"]
+    assert lines == [
+        "step 100/300 loss 0.5000 accuracy 0.750 3200 pairs/s input wait 25% ETA 4s "
+        "(start-up included)"
+    ]
     assert warnings == []  # the first window holds the pipeline's warm-up: not judged
     step, values = scalars[0]
     assert step == 100 and values["train/pairs_per_second"] == 3200
     assert values["train/learning_rate"] == 70e-3 and values["train/input_wait"] == 0.25
     progress(100, window)  # the same wait in a later window
+    assert lines[-1] == "step 100/300 loss 0.5000 accuracy 0.750 1600 pairs/s input wait 25% ETA 8s"
     assert len(warnings) == 1 and "input-bound: 25%" in warnings[0] and "--cache" in warnings[0]
     untimed = ProgressLog(
         global_batch=64, train_steps=300, scalars=lambda *a: None,

@@ -70,9 +70,11 @@ class ProgressLog:
         rate = window.steps * self.global_batch / max(window.elapsed(), 1e-9)
         eta = (self.train_steps - step) * self.global_batch / max(rate, 1e-9)
         shown = f"{100 * wait:.0f}%" if self.timed else "n/a"  # no timestamps when deterministic
+        # the first window's rate and ETA hold the tracing (and compiling) of the first loop
+        startup = "" if self.warmed_up else " (start-up included)"
         self.log(
             f"step {step}/{self.train_steps} loss {loss:.4f} accuracy {acc:.3f} "
-            f"{rate:.0f} pairs/s input wait {shown} ETA {eta:.0f}s"
+            f"{rate:.0f} pairs/s input wait {shown} ETA {eta:.0f}s{startup}"
         )
         if wait > INPUT_BOUND_FRACTION and self.warmed_up:
             hint = (
