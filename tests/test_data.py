@@ -12,7 +12,7 @@ import tensorflow as tf
 from tests import datagen
 from trainer.common.graph import graph_fn
 from trainer.config import DataConfig
-from trainer.data import DataError, local_absence, schema
+from trainer.data import DataError, check_local_data, schema
 from trainer.data.read import decode, pipeline, verify
 from trainer.data.read.source import open_source
 from trainer.data.write import synthetic
@@ -327,11 +327,13 @@ def test_empty_pattern_and_missing_folder(tmp_path):
     for absent in ("nothing-*", "absent"):
         with pytest.raises(DataError) as read:
             open_source(str(tmp_path / absent))
-        assert str(local_absence(str(tmp_path / absent))) == str(read.value)
+        with pytest.raises(DataError) as checked:
+            check_local_data(str(tmp_path / absent))
+        assert str(checked.value) == str(read.value)
     (tmp_path / "half" / "x.tfrecord").write_bytes(b"")
     for there in ("half", "half/*.tfrecord", "half/x.tfrecord", ""):
-        assert local_absence(str(tmp_path / there) if there else there) is None
-    assert local_absence("gs://bucket/absent") is None
+        check_local_data(str(tmp_path / there) if there else there)  # passes
+    check_local_data("gs://bucket/absent")
 
 
 def test_parse_works_eagerly_and_in_tf_data(tmp_path):

@@ -179,9 +179,11 @@ class Config:
         return self.export_dir or self.train.model_dir.rstrip("/") + "/export"
 
     @property
-    def writes_export(self) -> bool:
-        """Whether the run writes a SavedModel (export mode, or training with --export)."""
-        return self.mode == "export" or (self.mode == "train" and self.export)
+    def written_export_path(self) -> str | None:
+        """Where the run writes its SavedModel (export mode, or training with --export); None
+        where it writes none."""
+        writes = self.mode == "export" or (self.mode == "train" and self.export)
+        return self.export_path if writes else None
 
 
 # ---- checks (each once; pure) ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from trainer.common.errors import (
     EXIT_USAGE,
     UsageError,
 )
-from trainer.data import local_absence
+from trainer.data import check_local_data
 from trainer.runtime import cluster as tfconfig
 from trainer.runtime import storage
 
@@ -152,11 +152,8 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     try:
         checked = trainer_flags.check_args(worker_command(cfg)[3:])
         # what the workers would refuse first, known here without TensorFlow
-        absent = local_absence(checked.data.data_dir)
-        if absent:
-            raise absent
-        export_dir = checked.export_path if checked.writes_export else None
-        storage.check_local_outputs(checked.train.model_dir, export_dir)
+        check_local_data(checked.data.data_dir)
+        storage.check_local_outputs(checked.train.model_dir, checked.written_export_path)
     except UsageError as e:
         err.write(f"error: {e}\n")
         return EXIT_USAGE

@@ -29,14 +29,16 @@ def no_match(pattern: str) -> DataError:
     return DataError(f"no files match {pattern}: check the path (and the bucket's name).")
 
 
-def local_absence(data: str) -> DataError | None:
-    """The reader's refusal of a --data_dir that is not there, where a plain file check can
-    tell without TensorFlow: a local folder that does not exist, or a local pattern matching
-    no file. None where it is there, empty (the built-in set) or not local (gs://, ram://:
-    only the reader can look). `launch local` asks before it starts any worker, each of
-    which would load TensorFlow only to say it."""
+def check_local_data(data: str) -> None:
+    """Raises the reader's refusal of a --data_dir that is not there, where a plain file check
+    can tell without TensorFlow: a local folder that does not exist, or a local pattern
+    matching no file. Passes what is there, the empty default (the built-in set) and paths
+    with a scheme (gs://, ram://: only the reader can look). `launch local` asks before it
+    starts any worker, each of which would load TensorFlow only to say it."""
     if not data or "://" in data:
-        return None
+        return
     if is_pattern(data):
-        return None if glob.glob(data) else no_match(data)
-    return None if os.path.exists(data) else no_such_folder(data)
+        if not glob.glob(data):
+            raise no_match(data)
+    elif not os.path.exists(data):
+        raise no_such_folder(data)

@@ -42,7 +42,7 @@ def check_storage(config: Config) -> None:
     (or can be made) and writable; the gs:// buckets exist and the ones the run writes to
     take a write (StorageError otherwise, exit 1)."""
     model_dir, export_dir = config.train.model_dir, config.export_path
-    storage.check_local_outputs(model_dir, export_dir if config.writes_export else None)
+    storage.check_local_outputs(model_dir, config.written_export_path)
     storage.require_bucket(config.data.data_dir, "data")
     storage.require_bucket(model_dir, "model_dir")
     if config.mode != "export":  # training and evaluation write into model_dir
