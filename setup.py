@@ -27,6 +27,11 @@ setup(
         "ml_dtypes>=0.5.1,<0.7",
         "protobuf>=4.21",  # the start checks read a record header as a tf.train.Example
         "google-cloud-storage>=2.18",
+        # imported by the launcher's preflight beside the client (its errors and retries);
+        # google-cloud-storage brings them, named here since we import them ourselves
+        "google-api-core>=2.15",
+        "google-auth>=2.26",
+        "requests>=2.28",
         "tensorboard>=2.21,<2.22",  # tf.summary needs it; TF 2.21 no longer pulls it in
         "pyyaml>=6",
         "matplotlib>=3.8",  # trainer.report's pictures

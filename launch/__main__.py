@@ -82,6 +82,11 @@ def parser() -> argparse.ArgumentParser:
         default=60.0,
         help="how long stopped workers get to save before SIGKILL",
     )
+    local.add_argument(
+        "--skip_preflight",
+        action="store_true",
+        help="start without checking the run's gs:// buckets and data first",
+    )
     from launch.k8s import cli as k8s_cli
 
     k8s_cli.add_parser(
@@ -105,21 +110,27 @@ def _main(argv: list[str]) -> int:
     own, trainer_args = _split(argv)
     args = parser().parse_args(own)
     if args.target == "local":
-        from launch.local.workers import LocalConfig, run
+        from launch.local.workers import run
 
-        return run(
-            LocalConfig(
-                workers=args.workers,
-                devices_per_worker=args.devices_per_worker,
-                max_restarts=args.max_restarts,
-                grace_seconds=args.grace_seconds,
-                trainer_args=tuple(trainer_args),
-                data_workers=args.data_workers,
-            )
-        )
+        return run(local_config(args, trainer_args))
     from launch.k8s import cli as k8s_cli
 
     return k8s_cli.main(args, trainer_args)
+
+
+def local_config(args: argparse.Namespace, trainer_args: list[str]):
+    """``launch local``'s parsed options -> the launch.local.workers.LocalConfig they ask for."""
+    from launch.local.workers import LocalConfig
+
+    return LocalConfig(
+        workers=args.workers,
+        devices_per_worker=args.devices_per_worker,
+        max_restarts=args.max_restarts,
+        grace_seconds=args.grace_seconds,
+        trainer_args=tuple(trainer_args),
+        data_workers=args.data_workers,
+        skip_preflight=args.skip_preflight,
+    )
 
 
 def run():

@@ -342,6 +342,13 @@ def test_launch_local_two_workers_write_only_the_chiefs_objects(gcs):
          *_flags("gs://models/mw", "--train_steps=4", "--checkpoint_every_steps=2", "--export")]
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    # the launcher's own Cloud Storage checks, through google-cloud-storage in the namespace,
+    # before the workers start (its probe object gone: see the names below)
+    preflight = r.stdout.split("[launch] starting", 1)[0].splitlines()
+    assert preflight == [
+        "[launch] preflight: model_dir gs://models/mw: bucket exists and is writable",
+        "[launch] preflight: data gs://data/syn: 4 files",
+    ], r.stdout[:2000]
     names = gcs.names("models", "mw/")
     assert "mw/checkpoints/ckpt-4.index" in names and "mw/export/saved_model.pb" in names
     tops = {n.split("/")[1] for n in names if n.count("/") >= 1 and n.split("/")[1]}

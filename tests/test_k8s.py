@@ -2,6 +2,7 @@
 kubectl argv/stdin (stub kubectl: no API server can run here), GCS preflight against the real
 fake-gcs-server API."""
 
+import io
 import json
 import os
 import pathlib
@@ -9,12 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
+from launch import preflight
 from launch.k8s import manifests as k8s
-from launch.k8s import preflight
+from launch.local.processes import free_ports
 from trainer.runtime import cluster as tfconfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -447,6 +450,50 @@ def test_preflight_failures_submit_nothing(gcs, stub_kubectl):
     assert applied(stub_kubectl()) == []
 
 
+def test_launch_local_checks_gs_paths_before_any_worker_starts(gcs, tmp_path, monkeypatch):
+    """The same checks for `launch local` (in-process: its refusal starts no process), on
+    the run's gs:// paths only: a local --model_dir beside gs:// data is the trainer's."""
+    from launch.local.workers import LocalConfig, run
+
+    server, _ = gcs
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    cases = [
+        (("--model_dir=gs://nobucket/r",), "model_dir bucket gs://nobucket does not exist."),
+        ((f"--model_dir={tmp_path}/m", "--data_dir=gs://data/none-*.tfrecord"),
+         "data gs://data/none-*.tfrecord matches no files."),
+        (("--model_dir=gs://models/r", "--export_dir=gs://elsewhere/e"),
+         "export_dir bucket gs://elsewhere does not exist."),
+    ]  # fmt: skip
+    for flags, sentence in cases:
+        out, err = io.StringIO(), io.StringIO()
+        assert run(LocalConfig(workers=2, trainer_args=flags), out=out, err=err) == 1, flags
+        assert err.getvalue() == f"error: {sentence}\n", flags
+        assert out.getvalue() == "", flags  # no preflight line, no worker started
+    assert not (tmp_path / "m").exists()
+    assert [b.name for b in gcs[1].list_blobs("models")] == []  # the probes cleaned up
+
+
+def test_preflight_without_credentials_or_an_answer_is_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+    with pytest.raises(preflight.PreflightError) as no_key:
+        preflight.run_preflight(model_dir="gs://b/r")
+    assert str(no_key.value).startswith(
+        f"no Google Cloud credentials to check Cloud Storage with (File {tmp_path}/key.json "
+    ) and str(no_key.value).endswith("or pass --skip_preflight to start without the checks.")
+    (port,) = free_ports(1)  # nothing listens there
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(preflight.PreflightError) as silent:
+        preflight.run_preflight(model_dir="gs://b/r", data_dir="gs://b/d", answer_s=1)
+    assert str(silent.value).startswith(
+        "Cloud Storage did not answer within 1 s (Connection refused): check the network"
+    )
+    assert time.monotonic() - started < 30  # the given bound, not the client's 120 s
+    # nothing on gs://: no client, no check, nothing to say
+    assert preflight.run_preflight(model_dir=str(tmp_path), data_dir="") == preflight.Report()
+
+
 def test_preflight_warns_on_few_shards_and_reports_resume(gcs, stub_kubectl):
     server, client = gcs
     client.bucket("models").blob("r2/checkpoints/checkpoint").upload_from_string(
@@ -653,6 +700,15 @@ def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_p
     assert (
         "best model: step 800 by auc (accuracy 0.8750 auc 0.9900 loss 0.2500) in export_best/"
         in r.stdout
+    )
+    # no credentials for the bucket: the cluster's part still shows, the bucket's says why
+    no_key = {k: v for k, v in env.items() if k != "STORAGE_EMULATOR_HOST"}
+    no_key["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "key.json")
+    r = launch(*common, env=no_key)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "job exp1: running (2 of 2 workers active)"
+    assert "  Cloud Storage: no Google Cloud credentials to check Cloud Storage with (File " in (
+        r.stdout
     )
     # no such run: one sentence, exit 1
     monkeypatch.delenv("KUBECTL_STUB_JOB")

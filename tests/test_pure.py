@@ -335,3 +335,16 @@ def test_launch_local_says_how_each_group_ended():
         "[launch] worker 0 exited 3, worker 1 was killed by SIGABRT: the group stops; "
         "exit codes [3, -6]"
     )
+
+
+def test_launch_local_options_reach_its_config():
+    from launch.__main__ import local_config, parser
+
+    args = parser().parse_args(
+        ["local", "--workers", "3", "--skip_preflight", "--data_workers", "1"]
+    )
+    cfg = local_config(args, ["--train_steps=5"])
+    assert (cfg.workers, cfg.data_workers, cfg.skip_preflight) == (3, 1, True)
+    assert cfg.trainer_args == ("--train_steps=5",)
+    default = local_config(parser().parse_args(["local"]), [])
+    assert (default.workers, default.skip_preflight, default.max_restarts) == (2, False, 3)

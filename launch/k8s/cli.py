@@ -207,10 +207,11 @@ def _run_docs(args, trainer_args) -> list[dict]:
 
 
 def _preflight(args) -> None:
-    from launch.k8s import preflight
+    from launch import preflight
 
-    client = preflight.make_client()
-    report = preflight.run_preflight(client, args.model_dir, args.data_dir, args.workers)
+    report = preflight.run_preflight(
+        model_dir=args.model_dir, data_dir=args.data_dir, workers=args.workers
+    )
     for line in report.messages:
         print(f"preflight: {line}")
     for line in report.warnings:
@@ -270,7 +271,8 @@ def _delete_and_wait(args, existing: dict) -> None:
 
 
 def _status(args) -> str:
-    from launch.k8s import preflight, status
+    from launch import preflight
+    from launch.k8s import status
 
     run = _existing_job(args)
     if run is None:
@@ -295,7 +297,10 @@ def _status(args) -> str:
     )
     model_dir = status.model_dir_of(run)
     if model_dir:
-        storage = status.read_storage(preflight.make_client(), model_dir)
+        try:
+            storage = status.read_storage(preflight.make_client(), model_dir)
+        except preflight.PreflightError as e:  # no credentials: the cluster's part still shows
+            storage = {"model_dir": model_dir, "error": str(e)}
     else:
         storage = {"model_dir": None, "error": "the run's arguments name no --model_dir"}
     flags = "".join(
@@ -326,7 +331,7 @@ def _kueue(args, run) -> str:
 
 
 def main(args, trainer_args) -> int:
-    from launch.k8s.preflight import PreflightError
+    from launch.preflight import PreflightError
 
     try:
         if args.action in ("render", "submit", "convert"):

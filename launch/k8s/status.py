@@ -144,7 +144,7 @@ def read_storage(client, model_dir: str) -> dict:
     best.py) from ``model_dir`` (gs://)."""
     from google.api_core import exceptions as gexc
 
-    from launch.k8s.preflight import split_gs
+    from launch.preflight import split_gs
 
     out = {"model_dir": model_dir, "checkpoint": None, "eval": None, "best": None, "error": None}
     try:

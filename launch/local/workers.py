@@ -42,6 +42,7 @@ class LocalConfig:
     trainer_args: tuple = ()
     python: str = sys.executable
     data_workers: int = 0  # > 0: a tf.data service on loopback (launch.local.data_service)
+    skip_preflight: bool = False  # no Cloud Storage checks of gs:// paths before the start
 
 
 def worker_env(base: dict, index: int, hosts: list[str]) -> dict:
@@ -139,8 +140,9 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
     service is ``group.data``). Bad trainer flags (the trainer's own parser and checks), local
     paths the workers would refuse (a --data_dir that is not there, a --model_dir or export
-    folder that cannot be one) and the launcher's own errors go to ``err`` (stderr), before
-    any process starts.
+    folder that cannot be one), gs:// paths the preflight refuses (unless
+    ``cfg.skip_preflight``) and the launcher's own errors go to ``err`` (stderr), before any
+    process starts.
     """
     err = err or sys.stderr
     if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
@@ -154,7 +156,9 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
         # what the workers would refuse first, known here without TensorFlow
         check_local_data(checked.data.data_dir)
         storage.check_local_outputs(checked.train.model_dir, checked.written_export_path)
-    except UsageError as e:
+        if not cfg.skip_preflight:
+            _check_cloud_storage(cfg, checked, out, err)
+    except UsageError as e:  # the preflight's too
         err.write(f"error: {e}\n")
         return EXIT_USAGE
     data = None
@@ -175,6 +179,23 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     finally:
         if data is not None:
             data.stop()
+
+
+def _check_cloud_storage(cfg: LocalConfig, checked, out, err) -> None:
+    """launch.preflight on the run's gs:// paths (none: nothing imported, nothing said)."""
+    paths = (checked.train.model_dir, checked.data.data_dir, checked.written_export_path)
+    if not any(p and p.startswith("gs://") for p in paths):
+        return
+    from launch import preflight
+
+    report = preflight.run_preflight(
+        model_dir=checked.train.model_dir, data_dir=checked.data.data_dir,
+        workers=cfg.workers, export_dir=checked.written_export_path,
+    )  # fmt: skip
+    for line in report.messages:
+        out.write(f"[launch] preflight: {line}\n")
+    for line in report.warnings:
+        err.write(f"warning: {line}\n")
 
 
 def _run_groups(cfg: LocalConfig, out, on_start, data) -> int:
