@@ -322,9 +322,13 @@ def test_empty_pattern_and_missing_folder(tmp_path):
     (tmp_path / "pairs.csv").write_text("a.png,b.png,1\n")
     with pytest.raises(DataError, match="CSV file: .*convert --pairs .*pairs.csv --output_dir DIR"):
         open_source(str(tmp_path / "pairs.csv"))
-    # The check without TensorFlow (launch local's, before any worker starts) refuses the
-    # same two in the reader's words, and lets through what only the reader can judge.
-    for absent in ("nothing-*", "absent"):
+    (tmp_path / "notes.txt").write_text("not records")
+    with pytest.raises(DataError, match="notes.txt is a file: give the dataset's folder"):
+        open_source(str(tmp_path / "notes.txt"))
+    # The check without TensorFlow (the trainer's and launch local's, before TensorFlow loads)
+    # refuses the same four in the reader's words, and lets through what only the reader can
+    # judge.
+    for absent in ("nothing-*", "absent", "pairs.csv", "notes.txt"):
         with pytest.raises(DataError) as read:
             open_source(str(tmp_path / absent))
         with pytest.raises(DataError) as checked:

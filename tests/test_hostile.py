@@ -352,6 +352,7 @@ K8S = ["--name", "exp1", "--image", "img:1", "--model_dir", "gs://bucket/runs/ex
         (["local", "--", "--seed=-1"], "trainer flags: --seed=-1 is invalid"),
         (["local", "--", "--data_dir=/nonexistent/pairs"], "data_dir /nonexistent/pairs does not"),
         (["local", "--", "--data_dir=/nonexistent/train-*"], "no files match /nonexistent/train-*"),
+        (["local", "--", f"--data_dir={THIS_FILE}"], f"data_dir {THIS_FILE} is a file: give"),
         (["local", "--", f"--model_dir={THIS_FILE}/run"], f"model_dir {THIS_FILE}/run cannot be"),
         (["local", "--", f"--export_dir={THIS_FILE}"], f"export_dir {THIS_FILE} is a file"),
         (["k8s", "render", *K8S, "--", "--train_steps=abc"], "trainer flags: --train_steps=abc"),
@@ -373,6 +374,8 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
         (["-m", "trainer", "--train_steps=abc"], "--train_steps=abc is invalid"),
         (["-m", "trainer", "--batch_size=3"], "--batch_size is not a flag of this command"),
         (["-m", "launch", "local", "--", "--train_steps=0"], "trainer flags: --train_steps=0"),
+        # a plain file check: said before TensorFlow loads and logs its first lines
+        (["-m", "trainer", f"--data_dir={THIS_FILE}"], f"data_dir {THIS_FILE} is a file: give"),
     ]
     for args, says in cases:
         r = subprocess.run([PY, *args], capture_output=True, text=True, cwd=tmp_path)

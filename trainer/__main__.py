@@ -1,6 +1,6 @@
 """``python -m trainer`` / ``trainer``: trains the dual-input Inception pair classifier, then
 evaluates and exports it (its flags: ``--help``). The entry point only: flags -> Config ->
-train_and_evaluate; no logic here.
+the local path checks that need no TensorFlow -> train_and_evaluate; no logic here.
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ def _main(argv) -> int:
     except ConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
-    # TensorFlow's gs:// client reads its retry variables once, when it loads: set them first.
+    from trainer.data import check_local_data
     from trainer.runtime import storage
+
+    # What a plain file check refuses, said before TensorFlow loads (seconds, and its lines).
+    check_local_data(config.data.data_dir)
+    storage.check_local_outputs(config.train.model_dir, config.written_export_path)
+    # TensorFlow's gs:// client reads its retry variables once, when it loads: set them first.
 
     storage.apply_retry_env(config.runtime.storage_timeout_seconds)
     from trainer.common import console

@@ -12,7 +12,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from trainer.common.paths import join
-from trainer.data import is_pattern, no_match, no_such_folder, schema
+from trainer.data import CONVERT, is_pattern, no_match, no_such_folder, not_a_folder, schema
 from trainer.data.read import decode, frames
 from trainer.data.schema import DataError
 from trainer.runtime import storage
@@ -145,12 +145,6 @@ def _agree(data: str, spec: decode.ImageSpec, first: decode.ImageSpec, path: str
         )
 
 
-_CONVERT = (  # a dataset folder is what the converter writes from a CSV of image pairs
-    "convert the image pairs into a dataset folder first (python -m trainer.data convert "
-    "--pairs {} --output_dir DIR), then pass --data_dir=DIR"
-)
-
-
 def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = None) -> Source:
     """A dataset folder (with dataset.json) or a file pattern, as a Source, checked before
     anything reads it for training: dataset.json well-formed and agreeing with the files
@@ -169,16 +163,14 @@ def open_source(data: str, split: str = "train", *, skip_corrupt: bool | None = 
     if not tf.io.gfile.exists(data):
         raise no_such_folder(data)
     if not tf.io.gfile.isdir(data):
-        if data.lower().endswith(".csv"):  # image pairs a user brought, not yet records
-            raise DataError(f"data_dir {data} is a CSV file: {_CONVERT.format(data)}.")
-        raise DataError(f"data_dir {data} is a file: give the dataset's folder (or a pattern).")
+        raise not_a_folder(data)
     try:
         info = schema.read_info(data)
     except FileNotFoundError as e:
         if not any(schema.split_files(data, split) for split in schema.SPLITS):
             raise DataError(
                 f"data_dir {data} holds no dataset (no dataset.json, no shards): "
-                f"{_CONVERT.format('PAIRS.csv')}."
+                f"{CONVERT.format('PAIRS.csv')}."
             ) from None
         raise DataError(str(e)) from None  # shards without dataset.json: half written
     files = schema.split_files(data, split)
