@@ -23,6 +23,7 @@ from google.cloud import storage
 
 from trainer.common.console import plural
 from trainer.common.errors import UsageError, first_line
+from trainer.runtime.storage import bucket_of, is_gcs
 
 ANSWER_S = 30  # how long the checks retry a service that does not answer
 SKIP = "or pass --skip_preflight to start without the checks"
@@ -131,7 +132,7 @@ def run_preflight(
     """The checks of the gs:// paths among these (a local path is the trainer's to check, and
     ``launch k8s`` takes gs:// paths only); raises PreflightError on the first failure, returns
     what to tell the user. The client is made only when a path is on gs://."""
-    if not any(p and p.startswith("gs://") for p in (model_dir, data_dir, export_dir)):
+    if not any(is_gcs(p) for p in (model_dir, data_dir, export_dir)):
         return Report()
     try:
         return _checks(
@@ -159,12 +160,14 @@ def _reason(error: Exception) -> str:
 
 def _checks(client, *, model_dir, data_dir, workers, export_dir, answer_s) -> Report:
     report = Report()
-    gs = lambda path: bool(path) and path.startswith("gs://")  # noqa: E731
     for role, path in (("model_dir", model_dir), ("export_dir", export_dir)):
-        if gs(path) and not (role == "export_dir" and _same_bucket(path, model_dir)):
+        # an export in the model_dir's bucket was probed with it
+        if is_gcs(path) and not (
+            role == "export_dir" and is_gcs(model_dir) and bucket_of(path) == bucket_of(model_dir)
+        ):
             check_writable(client, path, answer_s, role=role)
             report.messages.append(f"{role} {path}: bucket exists and is writable")
-    if gs(data_dir):
+    if is_gcs(data_dir):
         n = count_data_files(client, data_dir, answer_s)
         if n == 0:
             raise PreflightError(f"data {data_dir} matches no files.")
@@ -174,12 +177,8 @@ def _checks(client, *, model_dir, data_dir, workers, export_dir, answer_s) -> Re
                 f"data {data_dir} has {plural(n, 'file')} for {workers} workers: every worker "
                 "will read every file (record-level sharding); write at least one shard per worker."
             )
-    if gs(model_dir):
+    if is_gcs(model_dir):
         report.resume_step = resume_step(client, model_dir)
         if report.resume_step is not None:
             report.messages.append(f"will resume from step {report.resume_step}")
     return report
-
-
-def _same_bucket(path: str, other: str) -> bool:
-    return bool(other) and other.startswith("gs://") and split_gs(path)[0] == split_gs(other)[0]

@@ -184,7 +184,7 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
 def _check_cloud_storage(cfg: LocalConfig, checked, out, err) -> None:
     """launch.preflight on the run's gs:// paths (none: nothing imported, nothing said)."""
     paths = (checked.train.model_dir, checked.data.data_dir, checked.written_export_path)
-    if not any(p and p.startswith("gs://") for p in paths):
+    if not any(storage.is_gcs(p) for p in paths):
         return
     from launch import preflight
 
