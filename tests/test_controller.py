@@ -195,6 +195,10 @@ def test_progress_line_scalars_and_input_bound_warning():
     progress(100, window)  # the same wait in a later window
     assert lines[-1] == "step 100/300 loss 0.5000 accuracy 0.750 1600 pairs/s input wait 25% ETA 8s"
     assert len(warnings) == 1 and "input-bound: 25%" in warnings[0] and "--cache" in warnings[0]
+    assert warnings[0].endswith("(--data_service_address) (said once)")
+    assert "share this machine" not in warnings[0]
+    progress(150, window)  # still input-bound: the line shows it, the warning is not repeated
+    assert lines[-1].startswith("step 150/300") and len(warnings) == 1
     untimed = ProgressLog(
         global_batch=64, train_steps=300, scalars=lambda *a: None,
         log=lines.append, warn=warnings.append, timed=False, service=True,
@@ -202,6 +206,16 @@ def test_progress_line_scalars_and_input_bound_warning():
     untimed(100, window)
     untimed(100, window)
     assert "input wait n/a" in lines[-1] and "add data workers" in warnings[-1]
+    local = ProgressLog(
+        global_batch=64, train_steps=300, scalars=lambda *a: None,
+        log=lines.append, warn=warnings.append, local_workers=2,
+    )  # fmt: skip
+    local(100, window)
+    local(150, window)
+    assert warnings[-1].startswith(
+        "input-bound: 25% of step time waits for the next batch (2 workers share this "
+        "machine's cores, so their input pipelines compete with their steps); try --cache"
+    )
 
 
 def test_eval_report_and_profiler_bounds():

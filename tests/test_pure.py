@@ -348,3 +348,16 @@ def test_launch_local_options_reach_its_config():
     assert cfg.trainer_args == ("--train_steps=5",)
     default = local_config(parser().parse_args(["local"]), [])
     assert (default.workers, default.skip_preflight, default.max_restarts) == (2, False, 3)
+
+
+def test_workers_on_this_host_only_for_an_all_loopback_cluster():
+    from trainer.runtime.cluster import worker_tf_config, workers_on_this_host
+
+    local = worker_tf_config(["localhost:1", "127.0.0.1:2", "[::1]:3"], 1)
+    assert workers_on_this_host(local) == 3
+    pods = worker_tf_config(["exp1-0.exp1:2222", "exp1-1.exp1:2222"], 0)
+    assert workers_on_this_host(pods) == 0
+    mixed = worker_tf_config(["localhost:1", "exp1-1.exp1:2222"], 0)
+    assert workers_on_this_host(mixed) == 0
+    assert workers_on_this_host(worker_tf_config(["localhost:1"], 0)) == 0  # one process
+    assert workers_on_this_host(None) == 0

@@ -42,8 +42,9 @@ class SummaryWriter:
 
 class ProgressLog:
     """At each log step: one line with loss, accuracy, pairs/s, input wait and ETA, the same
-    figures as scalars, and a warning when the input is the bottleneck (from the second
-    window on)."""
+    figures as scalars, and a warning the first time the input is the bottleneck (from the
+    second window on; the lines go on showing the wait). ``local_workers`` > 1: that many
+    workers share this machine's cores (``launch local``), which the warning says."""
 
     def __init__(
         self,
@@ -55,10 +56,12 @@ class ProgressLog:
         warn: Log,
         timed: bool = True,
         service: bool = False,
+        local_workers: int = 0,
     ):
         self.global_batch, self.train_steps = global_batch, train_steps  # pairs per step
         self.scalars, self.log, self.warn = scalars, log, warn
-        self.timed, self.service = timed, service
+        self.timed, self.service, self.local_workers = timed, service, local_workers
+        self.warned = False  # said once: the progress lines show the wait from then on
         # The first window of a process holds the pipeline's warm-up (its first batches wait
         # for the files to open and the buffers to fill), which a steady run never pays
         # again: a short debugging run would be told it is input-bound. Its line still
@@ -76,15 +79,9 @@ class ProgressLog:
             f"step {step}/{self.train_steps} loss {loss:.4f} accuracy {acc:.3f} "
             f"{rate:.0f} pairs/s input wait {shown} ETA {eta:.0f}s{startup}"
         )
-        if wait > INPUT_BOUND_FRACTION and self.warmed_up:
-            hint = (
-                "add data workers to the tf.data service"
-                if self.service
-                else "try --cache, raw encoding, more shards, fewer augmentations or the "
-                "tf.data service (--data_service_address)"
-            )
-            share = f"{100 * wait:.0f}%"
-            self.warn(f"input-bound: {share} of step time waits for the next batch; {hint}")
+        if wait > INPUT_BOUND_FRACTION and self.warmed_up and not self.warned:
+            self.warn(self._input_bound(wait))
+            self.warned = True
         self.warmed_up = True
         self.scalars(
             step,
@@ -95,6 +92,24 @@ class ProgressLog:
                 "train/input_wait": wait,
                 "train/learning_rate": window.rate,  # the rate of the last update
             },
+        )
+
+    def _input_bound(self, wait: float) -> str:
+        hint = (
+            "add data workers to the tf.data service"
+            if self.service
+            else "try --cache, raw encoding, more shards, fewer augmentations or the "
+            "tf.data service (--data_service_address)"
+        )
+        shared = (
+            f" ({self.local_workers} workers share this machine's cores, so their input "
+            "pipelines compete with their steps)"
+            if self.local_workers > 1
+            else ""
+        )
+        return (
+            f"input-bound: {100 * wait:.0f}% of step time waits for the next batch{shared}; "
+            f"{hint} (said once)"
         )
 
 

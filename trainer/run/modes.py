@@ -7,6 +7,8 @@ place that turns them into exit codes and sentences.
 
 from __future__ import annotations
 
+import os
+
 import keras
 import tensorflow as tf
 from absl import logging
@@ -21,6 +23,7 @@ from trainer.run.controller import Controller, GraceBudget, Schedule, StopSignal
 from trainer.run.programs import EvalProgram, TrainProgram, build_model, build_optimizer
 from trainer.run.recipe import averaged_weights, inner, warm_start
 from trainer.run.setup import Setup
+from trainer.runtime import cluster
 from trainer.runtime.strategy import fetch_to_device
 
 
@@ -103,6 +106,7 @@ def _train_controller(
         warn=logging.warning,
         timed=not cfg.train.deterministic,
         service=bool(cfg.data.service_address),
+        local_workers=cluster.workers_on_this_host(cluster.derive_tf_config(os.environ)),
     )
     on_boundary = []
     if cfg.train.profile_steps and p.is_chief:

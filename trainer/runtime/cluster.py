@@ -82,3 +82,17 @@ def task_of(tf_config: dict | None) -> tuple[int, int]:
     task = tf_config.get("task", {})
     index = task.get("index", 0) + (1 if task.get("type") == "worker" and "chief" in cluster else 0)
     return int(index), max(1, workers)
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def workers_on_this_host(tf_config: dict | None) -> int:
+    """How many workers of the cluster run on this machine's loopback (``launch local``), so
+    share its cores: 0 when the cluster is not all loopback (pods) or is one process."""
+    if not tf_config:
+        return 0
+    cluster = tf_config.get("cluster", {})
+    hosts = [*cluster.get("chief", []), *cluster.get("worker", [])]
+    on_loopback = all(h.rsplit(":", 1)[0] in LOOPBACK for h in hosts)
+    return len(hosts) if len(hosts) > 1 and on_loopback else 0
