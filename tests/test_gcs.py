@@ -260,12 +260,24 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
 
 
 def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubectl):  # noqa: F811
-    nobucket, nodata, nofiles = in_namespace(
-        gcs,
-        ("trainer", *_flags("gs://nobucket/run")),
-        ("trainer", *_flags("gs://models/s", data="gs://nodata/syn")),
-        ("trainer", *_flags("gs://models/s", data="gs://data/none-*.tfrecord")),
-    )
+    # The last call's model_dir bucket lookup finds the endpoint gone (and all after it).
+    gcs.go_down_at("/b/unreach")
+    try:
+        nobucket, nodata, nofiles, unanswered = in_namespace(
+            gcs,
+            ("trainer", *_flags("gs://nobucket/run")),
+            ("trainer", *_flags("gs://models/s", data="gs://nodata/syn")),
+            ("trainer", *_flags("gs://models/s", data="gs://data/none-*.tfrecord")),
+            ("trainer", *_flags("gs://unreach/run", "--storage_timeout_seconds=3")),
+        )
+    finally:
+        gcs.come_back()
+    r = unanswered  # not an unexpected error: the one sentence of an outage, exit 75
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert (
+        "error: Cloud Storage failed looking up the model_dir bucket gs://unreach (retried "
+        "within --storage_timeout_seconds=3): libcurl code "
+    ) in r.stderr and "Exit 75: rerun when the storage is reachable" in r.stderr
     r = nobucket
     assert r.returncode == 1 and "error: model_dir bucket gs://nobucket does not exist." in r.stderr
     r = gcs.run(

@@ -182,6 +182,23 @@ def test_storage_failure_names_operation_path_and_cause():
     assert busy.path == "gs://data/syn/train-00001-of-00004.tfrecord" and busy.transient
     assert storage.failure("Collective ops is aborted by: peer down") is None
     assert storage.failure("Error executing an HTTP request: libcurl code 7 (no gs path)") is None
+    # a bucket's lookup names no path: the caller says what it asked for (TF 2.21's message
+    # with no network)
+    lookup = (
+        "Error executing an HTTP request: libcurl code 6 meaning 'Could not resolve hostname', "
+        "error details: Could not resolve host: www.googleapis.com"
+    )
+    assert storage.failure(lookup) is None
+    unresolved = storage.failure(lookup, at=("looking up the data bucket", "gs://b"))
+    assert (unresolved.operation, unresolved.path, unresolved.transient) == (
+        "looking up the data bucket",
+        "gs://b",
+        True,
+    )
+    assert unresolved.cause == (
+        "libcurl code 6 (Could not resolve hostname, Could not resolve host: www.googleapis.com)"
+    )
+    assert storage.failure(_GONE, at=("looking up", "gs://other")).path == "gs://b1/f.txt"
 
 
 def test_an_evaluator_never_joins_a_cluster():

@@ -48,6 +48,8 @@ def exit_status(error: Exception, config: Config) -> int:
         return EXIT_RETRY
     if isinstance(error, setup.Unreachable):
         return _say(f"error: {error} Exit {EXIT_RETRY}: rerun once it is up.", EXIT_RETRY)
+    if isinstance(error, storage.StartFailed):  # nothing written yet: nothing to flush
+        return _storage_failed(error.found, config, leave=False)
     if isinstance(error, tf.errors.OpError) and (found := storage.failure(error)) is not None:
         return _storage_failed(found, config)
     if isinstance(error, PEER_ERRORS):
@@ -71,7 +73,7 @@ def _say(sentence: str, status: int) -> int:
     return status
 
 
-def _storage_failed(found: storage.Failure, config: Config) -> int:
+def _storage_failed(found: storage.Failure, config: Config, leave: bool = True) -> int:
     """A storage operation TensorFlow gave up on: 75 when the storage is unreachable."""
     if not found.transient:
         return _say(f"error: {found.sentence()}.", EXIT_USAGE)
@@ -81,6 +83,8 @@ def _storage_failed(found: storage.Failure, config: Config) -> int:
         "checkpoint.",
         EXIT_RETRY,
     )
+    if not leave:
+        return EXIT_RETRY
     # Leave now: Python's teardown would flush the TensorBoard writer to the storage that is
     # gone, each flush waiting out the retries again (measured: four more rounds, a minute at
     # --storage_timeout_seconds=10). The checkpoints hold everything to keep.

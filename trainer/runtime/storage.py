@@ -37,6 +37,15 @@ class StorageError(UsageError):
     the user must act; exit 1."""
 
 
+class StartFailed(Exception):
+    """A start check that TensorFlow's client gave up on (the endpoint did not answer, its
+    name did not resolve): the Failure, which trainer.run.main turns into its sentence."""
+
+    def __init__(self, found: Failure):
+        super().__init__(found.sentence())
+        self.found = found
+
+
 # A write TensorFlow gives up on costs it three storage operations, each retried in full:
 # the upload, deleting its temporary object, and the upload again when the file is closed
 # (measured: a checkpoint save cut off by an outage). Each operation gets a third of the
@@ -115,21 +124,22 @@ _CURL = re.compile(r"libcurl code (\d+) meaning '([^']*)'(?:, error details: ([^
 _HTTP = re.compile(r"HTTP response code (\d{3})")
 
 
-def failure(error: BaseException | str) -> Failure | None:
-    """The storage failure inside a TensorFlow error message, or None if it is not one."""
+def failure(error: BaseException | str, at: tuple[str, str] | None = None) -> Failure | None:
+    """The storage failure inside a TensorFlow error message, or None if it is not one.
+    ``at`` (operation, path): what the caller asked for, where the message names no path
+    (a bucket's lookup says only "Error executing an HTTP request: ...")."""
     text = str(error)
-    if "gs://" not in text or not (
-        "Error executing an HTTP request" in text or "retry attempts failed" in text
-    ):
+    if not ("Error executing an HTTP request" in text or "retry attempts failed" in text):
         return None
-    op = _OPERATION.search(text)
+    op, up = _OPERATION.search(text), _UPLOAD.search(text)
     if op:
         operation, path = op.group(1), op.group(2)
-    else:
-        up = _UPLOAD.search(text)
-        if not up:
-            return None
+    elif up:
         operation, path = "uploading", up.group(1)
+    elif at is not None:
+        operation, path = at
+    else:
+        return None
     curl, http = _CURL.search(text), _HTTP.search(text)
     if curl:
         details = (curl.group(3) or "").strip()
@@ -163,6 +173,11 @@ def require_bucket(path: str, role: str) -> None:
             f"{role} bucket gs://{bucket} is not accessible with these credentials (they need "
             "storage.buckets.get besides object access)."
         ) from None
+    except tf.errors.OpError as e:
+        unanswered = failure(e, at=(f"looking up the {role} bucket", f"gs://{bucket}"))
+        if unanswered is None:
+            raise
+        raise StartFailed(unanswered) from None
     if not found:
         raise StorageError(f"{role} bucket gs://{bucket} does not exist.")
 
