@@ -54,11 +54,11 @@ def gcs():
         sandbox.close()
 
 
-def in_namespace(sb, *calls) -> list[subprocess.CompletedProcess]:
+def in_namespace(sb, *calls, env=None) -> list[subprocess.CompletedProcess]:
     """Command lines ((entry, args...) with an entry of tests/inprocess.py) run one after the
     other in one process inside the namespace: one TensorFlow start for all of them."""
     plan = [[entry, [str(a) for a in args]] for entry, *args in calls]
-    r = sb.run([PY, inprocess.__file__, json.dumps(plan)])
+    r = sb.run([PY, inprocess.__file__, json.dumps(plan)], env=env)
     found = [line[len(inprocess.RESULT) :] for line in r.stdout.splitlines()]
     results = [json.loads(line) for line in found if line.startswith("[")]
     assert len(results) == len(plan), r.stderr[-3000:]
@@ -111,16 +111,35 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
         rows.append(f"a{i}.png,b{i}.png,{i % 2}")
     raw.blob("imgs/pairs.csv").upload_from_string("\n".join(rows) + "\n")
     raw.blob("imgs/bad.csv").upload_from_string("a0.png,missing.png,1\n")
-    converted, verified, bad, nobucket = in_namespace(
-        gcs,
-        ("trainer.data", "convert", "--pairs", "gs://raw/imgs/pairs.csv", "--output_dir",
-         "gs://data/conv", "--eval_fraction", "0.25", "--num_shards", "2"),
-        ("trainer.data", "verify", "gs://data/conv"),
-        ("trainer.data", "convert", "--pairs", "gs://raw/imgs/bad.csv", "--output_dir",
-         "gs://data/conv2"),
-        ("trainer.data", "synthetic", "--output_dir", "gs://nobucket/syn", "--num_train", "8",
-         "--num_eval", "0"),
-    )  # fmt: skip
+    gcs.go_down_at("/b/gone/")  # the last call's first request: the endpoint gone from then on
+    try:
+        converted, verified, bad, nobucket, unverified, unanswered = in_namespace(
+            gcs,
+            ("trainer.data", "convert", "--pairs", "gs://raw/imgs/pairs.csv", "--output_dir",
+             "gs://data/conv", "--eval_fraction", "0.25", "--num_shards", "2"),
+            ("trainer.data", "verify", "gs://data/conv"),
+            ("trainer.data", "convert", "--pairs", "gs://raw/imgs/bad.csv", "--output_dir",
+             "gs://data/conv2"),
+            ("trainer.data", "synthetic", "--output_dir", "gs://nobucket/syn", "--num_train", "8",
+             "--num_eval", "0"),
+            ("trainer.data", "verify", "gs://gone/conv"),
+            ("trainer.predict", "--saved_model", "gs://gone/m", tmp_path, tmp_path),
+            env={"GCS_RETRY_CONFIG_MAX_RETRIES": "0"},  # the tools' client: no retries to wait
+        )  # fmt: skip
+    finally:
+        gcs.come_back()
+    # A tool whose storage does not answer: the storage's sentence and 75, from the one guard
+    # of every entry point (was: an unexpected error to report), or predict's own handling
+    r = unverified
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert r.stderr.startswith(
+        "error: Cloud Storage failed reading metadata of gs://gone/conv: libcurl code "
+    ) and r.stderr.endswith(". Exit 75: rerun when the storage is reachable.\n"), r.stderr
+    r = unanswered
+    assert r.returncode == 75, r.stderr[-2000:]
+    assert r.stderr.startswith(
+        "error: Cloud Storage failed reading metadata of gs://gone/m/saved_model.pb: libcurl code "
+    ) and r.stderr.endswith(". Exit 75: rerun when the storage is reachable.\n"), r.stderr
     r = converted
     assert r.returncode == 0, r.stderr[-2000:]
     assert "wrote 6 training and 2 eval pairs (png) to gs://data/conv" in r.stdout

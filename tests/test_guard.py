@@ -40,3 +40,40 @@ def test_user_errors_broken_pipes_and_the_developer_switch(capsys, monkeypatch):
     monkeypatch.setenv(SHOW, "1")
     with pytest.raises(ZeroDivisionError):
         guarded(boom, program="trainer")
+
+
+def test_a_storage_failure_no_caller_caught_is_the_storages_sentence(capsys, monkeypatch):
+    # TensorFlow's messages (TF 2.21) when the endpoint is gone, when it refuses, and when a
+    # bucket's lookup names no path (no network)
+    from trainer.runtime.storage import Failure, StartFailed
+
+    monkeypatch.delenv(SHOW, raising=False)
+    cases = [
+        ("Error executing an HTTP request: libcurl code 52 meaning 'Server returned nothing', "
+         "error details: Empty reply from server\n\t when reading metadata of gs://b/f.txt", 75,
+         "error: Cloud Storage failed reading metadata of gs://b/f.txt: libcurl code 52 (Server "
+         "returned nothing, Empty reply from server). Exit 75: rerun when the storage is "
+         "reachable."),
+        ("Error executing an HTTP request: HTTP response code 403 with body 'no'\n\t when "
+         "reading gs://b/x", 1, "error: Cloud Storage failed reading gs://b/x: HTTP 403."),
+        ("Error executing an HTTP request: libcurl code 6 meaning 'Could not resolve hostname', "
+         "error details: Could not resolve host: www.googleapis.com", 75,
+         "error: Cloud Storage failed to answer: libcurl code 6 (Could not resolve hostname, "
+         "Could not resolve host: www.googleapis.com). Exit 75: rerun when the storage is "
+         "reachable."),
+    ]  # fmt: skip
+    for text, status, said in cases:
+
+        def fail(text=text):
+            raise RuntimeError(text)  # an OpError's text: the guard reads only the text
+
+        assert guarded(fail, program="trainer-data") == status
+        assert capsys.readouterr().err == said + "\n"
+
+    def start():
+        raise StartFailed(Failure("looking up the data bucket", "gs://b", "HTTP 503", True))
+
+    assert guarded(start, program="trainer-data") == 75
+    assert capsys.readouterr().err.startswith(
+        "error: Cloud Storage failed looking up the data bucket gs://b: HTTP 503. Exit 75"
+    )

@@ -82,9 +82,18 @@ def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]
     except UsageError as e:
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
-    program = os.path.basename(argv[0]) if argv else "tool"
+    program = _program(argv)
     console.load_tensorflow()  # after the flags: a bad one is answered without loading it
     return guarded(main, rest, program=program)
+
+
+def _program(argv: list[str]) -> str:
+    """The tool's name for its messages: ``trainer.predict`` under ``python -m`` (argv[0] is
+    then the file, predict.py), else the script's name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith("trainer."):
+        return spec.name
+    return os.path.basename(argv[0]) if argv else "tool"
 
 
 def run_tool(main: Callable[[list[str]], int], fv: flags.FlagValues, usage: str) -> None:

@@ -2,9 +2,11 @@
 launch): nothing a user can cause shows a traceback.
 
 A UsageError (and so a DataError or StorageError) that reaches it is the one sentence it
-carries; anything else is a bug or something no check foresaw. It becomes one sentence that
-names the error and the file holding the full traceback, exit 1 (TRAINER_TRACEBACK=1 lets it
-through instead, for a developer). Ctrl-C and SystemExit pass untouched.
+carries, and a Cloud Storage failure TensorFlow gave up on is the storage's sentence (exit 75
+when the endpoint did not answer); anything else is a bug or something no check foresaw. It
+becomes one sentence that names the error and the file holding the full traceback, exit 1
+(TRAINER_TRACEBACK=1 lets it through instead, for a developer). Ctrl-C and SystemExit pass
+untouched.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def guarded(main: Callable[..., int], *args, program: str) -> int:
     except Exception as error:  # noqa: BLE001 - the one place that catches everything
         if os.environ.get(SHOW, "") not in ("", "0"):
             raise
+        from trainer.runtime.storage import failure_exit  # text only: loads no TensorFlow
+
+        storage = failure_exit(error)
+        if storage is not None:  # the network or the endpoint, not a bug
+            sys.stderr.write(storage[0] + "\n")
+            return storage[1]
         sys.stderr.write(internal_error(error, program=program) + "\n")
         return EXIT_USAGE
 

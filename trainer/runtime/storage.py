@@ -114,7 +114,8 @@ class Failure:
 
     def sentence(self, timeout_s: float | None = None) -> str:
         waited = f" (retried within --storage_timeout_seconds={timeout_s:g})" if timeout_s else ""
-        return f"Cloud Storage failed {self.operation} {self.path}{waited}: {self.cause}"
+        where = f" {self.path}" if self.path else ""
+        return f"Cloud Storage failed {self.operation}{where}{waited}: {self.cause}"
 
 
 _PATH = r"(gs://[^\s'\"]+?)[.,;:]?(?=[\s'\"]|$)"
@@ -152,6 +153,22 @@ def failure(error: BaseException | str, at: tuple[str, str] | None = None) -> Fa
     else:
         cause, transient = first_line(text), True
     return Failure(operation.strip(), path, cause, transient)
+
+
+def failure_exit(error: BaseException) -> tuple[str, int] | None:
+    """The sentence and exit status for a Cloud Storage failure inside ``error`` that no caller
+    turned into words (75 when the endpoint did not answer: rerun; 1 when it refused), or
+    None when ``error`` is no storage failure. A message naming no path still says it was the
+    storage (a bucket's lookup without a network)."""
+    if isinstance(error, StartFailed):
+        found = error.found
+    else:
+        found = failure(error) or failure(error, at=("to answer", ""))
+    if found is None:
+        return None
+    if not found.transient:
+        return f"error: {found.sentence()}.", 1
+    return f"error: {found.sentence()}. Exit 75: rerun when the storage is reachable.", 75
 
 
 # ---- start checks (TensorFlow's own client, as the run will use it) -----------------------

@@ -13,6 +13,7 @@ import numpy as np
 from absl import flags
 
 from trainer.common import cli
+from trainer.common.errors import first_line
 
 FLAGS = flags.FlagValues()  # this tool's own flags only
 flags.DEFINE_string(
@@ -84,7 +85,11 @@ def _main(argv) -> int:
                 img = tf.io.decode_image(f.read(), channels=cfg.channels, expand_animations=False)
             images.append(tf.image.resize(tf.cast(img, tf.float32), cfg.image_size)[None] / 255)
     except (FileNotFoundError, tf.errors.OpError) as e:
-        sys.stderr.write(f"error: {getattr(e, 'message', e)}\n")
+        said = storage.failure_exit(e)  # a storage that did not answer: its sentence, 75
+        if said is not None:
+            sys.stderr.write(said[0] + "\n")
+            return said[1]
+        sys.stderr.write(f"error: {first_line(getattr(e, 'message', e))}\n")
         return 1
     outputs = model_a({"input1": images[0], "input2": images[1]})
     grid = activation_grid({k: v.numpy() for k, v in outputs.items()}, FLAGS.grid_channels)

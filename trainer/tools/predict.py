@@ -99,14 +99,13 @@ def scores_csv(scored) -> str:
 
 def fail_on_storage(e) -> int:
     """Exit status and one sentence for a Cloud Storage failure (75 when transient)."""
-    from trainer.common.errors import EXIT_RETRY, EXIT_USAGE
     from trainer.runtime import storage
 
-    found = storage.failure(e)
-    if found is None:
+    said = storage.failure_exit(e)
+    if said is None:
         raise e
-    sys.stderr.write(f"error: {found.sentence()}.\n")
-    return EXIT_RETRY if found.transient else EXIT_USAGE
+    sys.stderr.write(said[0] + "\n")
+    return said[1]
 
 
 def guarded(action):
