@@ -32,6 +32,17 @@ def _seed():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(autouse=True)
+def _environment_as_it_was():
+    """Each test leaves os.environ as it found it: a tool or trainer run in this process sets
+    TensorFlow's GCS_* retry variables, which a later test's subprocess would take for a
+    user's own (and so keep, over its --storage_timeout_seconds)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def train_here(*flags, env=None) -> subprocess.CompletedProcess:
     """The trainer's command line run in this process (the real flag parsing, config, resolve
     and train_and_evaluate): for tests whose subject is a run's behaviour, not its process."""

@@ -412,6 +412,30 @@ def _cli_here(capsys, *args):
     return subprocess.CompletedProcess(args, code, out, err)
 
 
+def test_the_tools_bound_their_storage_waits_as_the_trainer_does(monkeypatch, capsys):
+    """trainer.data (and predict, report, inspect through trainer.common.cli) set the
+    trainer's default retry bound before TensorFlow loads; a variable the user set stays."""
+    from trainer.config import DEFAULT_STORAGE_TIMEOUT_S
+    from trainer.runtime import storage
+
+    for var in storage.RETRY_VARS:
+        monkeypatch.setenv(var, "unset")  # recorded, so the test's end restores the absence
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("GCS_RETRY_CONFIG_MAX_RETRIES", "2")  # the user's own
+    assert _cli_here(capsys, "verify", "/nonexistent/set").returncode == 1
+    mine = {"GCS_RETRY_CONFIG_MAX_RETRIES": "2"}
+    expected = {**storage.retry_env(DEFAULT_STORAGE_TIMEOUT_S, mine), **mine}
+    assert {v: os.environ[v] for v in storage.RETRY_VARS} == expected
+    assert len(expected) == len(storage.RETRY_VARS) > 3
+    from trainer.tools import predict
+
+    for var in set(storage.RETRY_VARS) - set(mine):
+        monkeypatch.delenv(var)
+    assert predict.main(["trainer.predict", "--saved_model", "/nonexistent/m", "a", "b"]) == 1
+    capsys.readouterr()
+    assert {v: os.environ[v] for v in storage.RETRY_VARS} == expected
+
+
 def test_cli_synthetic_then_verify_and_a_bad_folder(tmp_path, capsys):
     out = tmp_path / "syn"
     r = _cli(

@@ -83,6 +83,9 @@ def call(main: Callable[[list[str]], int], fv: flags.FlagValues, argv: list[str]
         sys.stderr.write(f"error: {e}\n")
         return EXIT_USAGE
     program = _program(argv)
+    from trainer.runtime import storage  # no TensorFlow: its retry variables, set before it
+
+    storage.bound_tool_retries()
     console.load_tensorflow()  # after the flags: a bad one is answered without loading it
     return guarded(main, rest, program=program)
 

@@ -182,9 +182,11 @@ COMMANDS = {
 
 def _main(argv) -> int:
     from trainer.common import console
+    from trainer.runtime import storage
 
     args = _parser().parse_args(argv)
     console.plain_log_lines()
+    storage.bound_tool_retries()
     console.load_tensorflow()  # every command needs it; a bad argument is answered first
     try:
         return COMMANDS[args.command](args)

@@ -91,6 +91,16 @@ def apply_retry_env(timeout_s: float) -> dict[str, str]:
     return values
 
 
+def bound_tool_retries() -> dict[str, str]:
+    """The trainer's default bound on storage waits (--storage_timeout_seconds' default) for
+    the tools (trainer.data, predict, report, inspect), which have no such flag: without it
+    TensorFlow retries ~195 s per operation, 10 minutes for one failed write. Before
+    TensorFlow loads; GCS_* variables set by the user win."""
+    from trainer.config import DEFAULT_STORAGE_TIMEOUT_S
+
+    return apply_retry_env(DEFAULT_STORAGE_TIMEOUT_S)
+
+
 def is_gcs(path: str) -> bool:
     return str(path).startswith("gs://")
 
