@@ -471,6 +471,17 @@ def test_launch_local_checks_gs_paths_before_any_worker_starts(gcs, tmp_path, mo
         assert out.getvalue() == "", flags  # no preflight line, no worker started
     assert not (tmp_path / "m").exists()
     assert [b.name for b in gcs[1].list_blobs("models")] == []  # the probes cleaned up
+    # --skip_preflight goes past the checks: here to the tf.data service, which cannot start
+    out, err = io.StringIO(), io.StringIO()
+    skipped = LocalConfig(
+        workers=2, trainer_args=("--model_dir=gs://nobucket/r",), skip_preflight=True,
+        data_workers=1, python="/bin/false",
+    )  # fmt: skip
+    assert run(skipped, out=out, err=err) == 75
+    assert "starting a tf.data service" in out.getvalue() and "preflight" not in out.getvalue()
+    assert err.getvalue() == (
+        "error: the dispatcher did not start (exit code 1): see its lines above.\n"
+    )
 
 
 def test_preflight_without_credentials_or_an_answer_is_one_sentence(monkeypatch, tmp_path):
