@@ -378,3 +378,12 @@ def test_workers_on_this_host_only_for_an_all_loopback_cluster():
     assert workers_on_this_host(mixed) == 0
     assert workers_on_this_host(worker_tf_config(["localhost:1"], 0)) == 0  # one process
     assert workers_on_this_host(None) == 0
+
+
+def test_an_evaluator_ends_with_what_it_evaluated_in_words():
+    from trainer.run.continuous import record_summary
+
+    assert record_summary(0, {}) == "continuous eval: evaluated 0 checkpoints this run, none in all"
+    assert record_summary(1, {4: {}, 8: {}}) == (
+        "continuous eval: evaluated 1 checkpoint this run, 2 in all (steps 4, 8)"
+    )

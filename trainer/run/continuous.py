@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 from absl import logging
 
+from trainer.common.console import plural
 from trainer.common.errors import first_line
 from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
@@ -66,9 +67,10 @@ def save_record(model_dir: str, record: dict[int, dict]) -> None:
 
 def record_summary(evaluated: int, record: dict) -> str:
     """The line an evaluator ends with."""
+    steps = f"{len(record)} in all (steps {', '.join(map(str, sorted(record)))})"
     return (
-        f"continuous eval: evaluated {evaluated} checkpoints this run, {len(record)} in all "
-        f"(steps {', '.join(map(str, sorted(record)))})"
+        f"continuous eval: evaluated {plural(evaluated, 'checkpoint')} this run, "
+        f"{steps if record else 'none in all'}"
     )
 
 
