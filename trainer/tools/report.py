@@ -239,6 +239,16 @@ def write_report(scored, output_dir: str, wrong_pairs: int) -> dict:
     return summary
 
 
+def usage_problem(fv) -> str:
+    """What the report's flags lack ('' when none): the flags that are missing by name, then
+    the input (--pairs or --data_dir, one of them)."""
+    missing = [f"--{n}" for n in ("saved_model", "output_dir") if not fv[n].value]
+    if missing:
+        return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    problem = check_source_flags([], fv.pairs, fv.data_dir, fv.batch_size)
+    return "give --pairs or --data_dir" if problem == PREDICT_USAGE else problem
+
+
 def _main(argv) -> int:
     from trainer.runtime import storage
     from trainer.tools import scoring
@@ -246,12 +256,9 @@ def _main(argv) -> int:
     if len(argv) > 1:
         sys.stderr.write(f"error: unexpected arguments {argv[1:]}: flags look like --name=value.\n")
         return 1
-    problem = check_source_flags([], FLAGS.pairs, FLAGS.data_dir, FLAGS.batch_size)
-    if not FLAGS.saved_model or not FLAGS.output_dir or problem:
-        detail = (
-            problem if problem and problem != PREDICT_USAGE else "--saved_model and --output_dir"
-        )
-        sys.stderr.write(f"error: {detail}; {USAGE}.\n")
+    problem = usage_problem(FLAGS)
+    if problem:
+        sys.stderr.write(f"error: {problem}; {USAGE}.\n")
         return 1
     if FLAGS.wrong_pairs < 0:
         sys.stderr.write(f"error: --wrong_pairs={FLAGS.wrong_pairs} is invalid: use >= 0.\n")
