@@ -323,6 +323,11 @@ def test_tools_bad_inputs(main_job, data, images, tmp_path):
          "line 1 is not UTF-8"),
         ("trainer.predict", ["--saved_model", model, "--pairs", pairs, "--output", out,
                              "--batch_size=0"], "--batch_size"),
+        # one pair: the sentence names the file that is not an image
+        ("trainer.predict", ["--saved_model", model, images / "images/0.png", blocker],
+         f"error: image {blocker}: not a PNG or JPEG file."),
+        ("trainer.predict", ["--saved_model", model, tmp_path / "gone.png",
+                             images / "images/0.png"], "gone.png: file not found."),
         ("trainer.report", ["--saved_model", model, "--pairs", pairs, "--output_dir", blocker],
          "--output_dir " + str(blocker) + " is a file"),
         ("trainer.report", [], "error: --saved_model and --output_dir are missing; usage: "),

@@ -172,6 +172,8 @@ def _batch(output: str) -> int:
 def _main(argv) -> int:
     import tensorflow as tf
 
+    from trainer.data.write.image_pass import load_image
+
     paths = argv[1:]
     if not FLAGS.saved_model:
         sys.stderr.write(f"error: --saved_model is missing; {USAGE}\n")
@@ -189,12 +191,12 @@ def _main(argv) -> int:
         sys.stderr.write(f"error: {FLAGS.saved_model} is not a SavedModel folder.\n")
         return 1
     images = []
-    for p in paths:
-        if not tf.io.gfile.exists(p):
-            sys.stderr.write(f"error: image {p} does not exist.\n")
+    for p in paths:  # each checked alone, so the sentence names the one that is not an image
+        try:
+            images.append(load_image(p)[0])
+        except ValueError as e:
+            sys.stderr.write(f"error: image {p}: {e}.\n")
             return 1
-        with tf.io.gfile.GFile(p, "rb") as f:
-            images.append(f.read())
     try:
         prob = predict(FLAGS.saved_model, *images)
     except tf.errors.InvalidArgumentError:
