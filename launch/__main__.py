@@ -46,7 +46,9 @@ TRAINER_FLAGS_FOLLOW = (
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="launch", description="Start trainer processes locally or on Kubernetes.")
-    sub = p.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="target", required=True, parser_class=_Parser, metavar="{local,k8s}"
+    )
     local = sub.add_parser(
         "local",
         help="N trainer processes on loopback (MultiWorkerMirrored)",

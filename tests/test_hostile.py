@@ -351,6 +351,16 @@ THIS_FILE = os.path.abspath(__file__)  # a file where the trainer needs a folder
 K8S = ["--name", "exp1", "--image", "img:1", "--model_dir", "gs://bucket/runs/exp1"]
 
 
+def test_a_missing_command_is_named_by_its_choices():
+    from trainer.data.__main__ import COMMANDS
+
+    r = run_entry("trainer.data", [])
+    refused(r, "the following arguments are required: {synthetic,")
+    listed = r.stderr.strip().rsplit(": ", 1)[1]
+    assert set(listed.strip("{}").split(",")) == set(COMMANDS)  # the choices, all of them
+    refused(run_entry("launch", []), "the following arguments are required: {local,k8s}")
+
+
 @pytest.mark.parametrize(
     "args, says",
     [

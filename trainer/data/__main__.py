@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m trainer.data", description="Data tools of the trainer.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # the choices as the metavar: a missing command is then named by what it may be
+    names = "{synthetic,convert,finalize,verify,dispatcher,data_worker}"
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar=names)
 
     def command(name: str, about: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=about, description=about, formatter_class=DefaultsShown)
