@@ -359,6 +359,8 @@ def test_a_missing_command_is_named_by_its_choices():
     listed = r.stderr.strip().rsplit(": ", 1)[1]
     assert set(listed.strip("{}").split(",")) == set(COMMANDS)  # the choices, all of them
     refused(run_entry("launch", []), "the following arguments are required: {local,k8s}")
+    refused(run_entry("launch", ["k8s"]), "the following arguments are required: {render,")
+    refused(run_entry("launch", ["k8s", "nope", "--name", "x"]), "invalid choice: 'nope'")
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def add_parser(sub, epilog: str = "") -> None:
         epilog=epilog,
         formatter_class=DefaultsShown,
     )
-    p.add_argument("action", choices=ACTIONS)
+    # the choices as the metavar: a missing action is then named by what it may be
+    p.add_argument("action", choices=ACTIONS, metavar="{" + ",".join(ACTIONS) + "}")
     p.add_argument("--name", required=True, help="job name (a DNS-1123 label)")
     p.add_argument("--image", default="", help="container image (render, submit)")
     p.add_argument("--workers", type=int, default=1, help="worker pods")
