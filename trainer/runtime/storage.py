@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Mapping
 
-from trainer.common.errors import UsageError, first_line
+from trainer.common.errors import EXIT_RETRY, EXIT_USAGE, UsageError, first_line
 
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
@@ -177,8 +177,9 @@ def failure_exit(error: BaseException) -> tuple[str, int] | None:
     if found is None:
         return None
     if not found.transient:
-        return f"error: {found.sentence()}.", 1
-    return f"error: {found.sentence()}. Exit 75: rerun when the storage is reachable.", 75
+        return f"error: {found.sentence()}.", EXIT_USAGE
+    rerun = f"Exit {EXIT_RETRY}: rerun when the storage is reachable."
+    return f"error: {found.sentence()}. {rerun}", EXIT_RETRY
 
 
 # ---- start checks (TensorFlow's own client, as the run will use it) -----------------------
