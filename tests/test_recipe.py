@@ -144,16 +144,40 @@ def test_the_export_serves_the_moving_average(small_data, tmp_path):
     assert np.abs(served - raw).max() > 1e-3  # the average is not the trained weights
     np.testing.assert_array_equal(after, raw)  # and the trained weights came back
     assert isinstance(saved, ModelConfig)
-    # --mode=export and --mode=evaluate of the checkpoint read its average too
+    # --mode=export and --mode=evaluate of the checkpoint, and trainer.inspect's model, read
+    # its average too: the checkpoint decides, so without --ema_decay as well
     again = tmp_path / "again"
-    base = [f"--model_dir={tmp_path / 'm'}", f"--data_dir={small_data}", "--ema_decay=0.8"]
+    base = [f"--model_dir={tmp_path / 'm'}", f"--data_dir={small_data}"]
     r = train_here(*base, "--mode=export", f"--export_dir={again}")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "using the moving average of the weights that " in r.stderr
     np.testing.assert_allclose(outputs_of_export(again, x1, x2), averaged, atol=1e-5)
-    r = train_here(*base, "--mode=evaluate", "--global_batch_size=16")
+    r = train_here(*base, "--mode=evaluate", "--global_batch_size=16", "--ema_decay=0.8")
     assert r.returncode == 0, r.stderr[-3000:]
     last = json.loads((tmp_path / "m/eval/last.json").read_text())  # training's own eval
     assert f"loss {last['loss']:.4f} accuracy {last['accuracy']:.4f}" in r.stdout + r.stderr
+    from trainer.tools.activations import instrumented_from_checkpoint
+
+    probe, _ = instrumented_from_checkpoint(str(tmp_path / "m"))
+    with recipe_lib.averaged_weights(model, optimizer):
+        expected = model.get_layer("output").get_weights()
+    for got, want in zip(probe.get_layer("output").get_weights(), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # a flag asking for an average the checkpoint does not keep: one sentence, nothing written
+    plain = tmp_path / "plain"
+    r = train_here(*small_flags(small_data, plain, "--train_steps=2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    flags = [f"--model_dir={plain}", f"--data_dir={small_data}", "--ema_decay=0.8"]
+    r = train_here(*flags, "--mode=export", f"--export_dir={tmp_path / 'none'}")
+    assert r.returncode == 1 and not (tmp_path / "none").exists(), r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: --ema_decay=0.8: {plain}/checkpoints/ckpt-2 keeps no moving average of the "
+        "weights (its run trained without --ema_decay): rerun without the flag to export its "
+        "weights."
+    )
+    r = train_here(*flags, "--mode=evaluate", "--global_batch_size=16")  # not "unreadable"
+    assert r.returncode == 1 and "rerun without the flag to evaluate" in r.stderr, r.stderr
+    assert not (plain / "eval/evaluated.json").exists()
 
 
 def test_early_stopping_at_the_expected_step_and_across_a_resume(small_data, tmp_path):

@@ -4,6 +4,8 @@ Layout: ``<model_dir>/checkpoints/ckpt-<step>`` (tf.train.CheckpointManager) and
 ``<model_dir>/config.json`` (the model-defining values). The manager's state file is updated
 only after a save completes, and restore reads every tensor of a candidate before using it,
 so a checkpoint cut off mid-write (or damaged later) is skipped for the one before it.
+``moving_average`` reads the average of the weights a checkpoint keeps (--ema_decay) for the
+modes and tools that use a model without its optimizer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from trainer.common.errors import first_line
 from trainer.common.files import read_json, write_json
@@ -70,6 +73,60 @@ def readable(prefix: str) -> bool:
             first_line(e),
         )
         return False
+
+
+def moving_average(prefix: str) -> list | None:
+    """The moving average of the weights that the checkpoint at ``prefix`` keeps (Keras'
+    ``use_ema``, --ema_decay), in the order of the model's trainable variables.
+
+    None when it keeps none; an empty list when it keeps one that has not started (saved
+    before the first update, where Keras' average is still zeros). Read through the
+    checkpoint's object graph (root -> optimizer [-> the loss-scale wrapper's
+    inner_optimizer] -> ``_model_variables_moving_average``), not through an optimizer,
+    which would restore only with the class and flags the run was trained with."""
+    reader = tf.train.load_checkpoint(prefix)
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+        reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
+    )
+
+    def child(node, name):
+        if node is None:
+            return None
+        found = [c.node_id for c in node.children if c.local_name == name]
+        return graph.nodes[found[0]] if found else None
+
+    def value(node):
+        return reader.get_tensor(node.attributes[0].checkpoint_key)
+
+    optimizer = child(graph.nodes[0], "optimizer")
+    wrapped = child(optimizer, "inner_optimizer")
+    optimizer = optimizer if wrapped is None else wrapped
+    averages = child(optimizer, "_model_variables_moving_average")
+    iterations = child(optimizer, "_iterations")
+    if averages is None or not averages.children:
+        return None
+    if iterations is None or int(value(iterations)) == 0:
+        return []
+    entries = sorted(averages.children, key=lambda c: int(c.local_name))
+    return [value(graph.nodes[c.node_id]) for c in entries]
+
+
+def apply_moving_average(model, prefix: str) -> bool | None:
+    """Puts the moving average the checkpoint at ``prefix`` keeps into ``model`` (restored
+    from it already), as the training run's own eval and exports use it. Returns True when
+    it did, False when the average has not started, None when the checkpoint keeps none."""
+    averages = moving_average(prefix)
+    if not averages:
+        return None if averages is None else False
+    variables = model.trainable_variables
+    if [tuple(a.shape) for a in averages] != [tuple(v.shape) for v in variables]:
+        raise ConfigError(
+            f"{prefix}'s moving average of the weights does not match this model's "
+            f"{len(variables)} trainable variables: check the model flags against config.json."
+        )
+    for variable, average in zip(variables, averages):
+        variable.assign(average)
+    return True
 
 
 class Checkpointer:

@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.common.console import plural
-from trainer.common.errors import first_line
+from trainer.common.errors import UsageError, first_line
 from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
 from trainer.config import ConfigError, ModelConfig
@@ -96,6 +96,8 @@ class CheckpointEvaluator:
         try:
             self.restore(prefix)
             return True
+        except UsageError:
+            raise  # a refusal (the flags against the checkpoint), not a damaged checkpoint
         except (tf.errors.OpError, ValueError, AssertionError) as e:
             if isinstance(e, tf.errors.OpError) and (found := storage.failure(e)) is not None:
                 if found.transient:

@@ -20,8 +20,8 @@ from trainer.config import Config, ConfigError
 from trainer.data import DataError
 from trainer.run import actions, checkpoint, continuous
 from trainer.run.controller import Controller, GraceBudget, Schedule, StopSignal
-from trainer.run.programs import EvalProgram, TrainProgram, build_model, build_optimizer
-from trainer.run.recipe import averaged_weights, inner, warm_start
+from trainer.run.programs import EvalProgram, TrainProgram, build_model
+from trainer.run.recipe import averaged_weights, warm_start
 from trainer.run.setup import Setup
 from trainer.runtime import cluster
 from trainer.runtime.strategy import fetch_to_device
@@ -264,27 +264,26 @@ def _model_alone(setup: Setup):
         return build_model(setup.config.model)
 
 
-def restore_weights(model, prefix: str, optimizer=None) -> None:
-    """The model's weights from the checkpoint at ``prefix`` (its optimizer slots ignored);
-    with ``optimizer`` (--ema_decay: one built like training's), the moving average the
-    checkpoint holds instead, as training's own eval and exports use it."""
-    if optimizer is None:
-        status = tf.train.Checkpoint(model=model).restore(prefix)
-        status.assert_existing_objects_matched().expect_partial()
-        return
-    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(prefix).expect_partial()
-    if int(inner(optimizer).iterations.numpy()) > 0:
-        inner(optimizer).finalize_variable_values(model.trainable_variables)
+def restore_weights(model, prefix: str, *, ema_decay: float, mode: str) -> None:
+    """The model's weights from the checkpoint at ``prefix`` (its optimizer ignored): the
+    moving average where the checkpoint keeps one, as the run's own eval and exports use it."""
+    status = tf.train.Checkpoint(model=model).restore(prefix)
+    status.assert_existing_objects_matched().expect_partial()
+    _use_average(model, prefix, ema_decay=ema_decay, mode=mode)
 
 
-def _averaging_optimizer(setup: Setup, model):
-    """An optimizer to restore a checkpoint's moving average through (None without one)."""
-    cfg = setup.config
-    if not cfg.train.recipe.ema_decay:
-        return None
-    return build_optimizer(
-        setup.placement.strategy, model, cfg.model, cfg.train.learning_rate, cfg.train.recipe
-    )
+def _use_average(model, prefix: str, *, ema_decay: float, mode: str) -> None:
+    """The checkpoint decides, not the flag (a run trained with --ema_decay exports and
+    evaluates its average without it); a flag asking for an average that is not there is
+    refused rather than answered with the trained weights."""
+    used = checkpoint.apply_moving_average(model, prefix)
+    if used is None and ema_decay:
+        raise ConfigError(
+            f"--ema_decay={ema_decay:g}: {prefix} keeps no moving average of the weights (its "
+            f"run trained without --ema_decay): rerun without the flag to {mode} its weights."
+        )
+    if used:
+        logging.info("using the moving average of the weights that %s keeps", prefix)
 
 
 def export(setup: Setup) -> int:
@@ -295,20 +294,18 @@ def export(setup: Setup) -> int:
         raise ConfigError(f"--mode=export: {model_dir} has no checkpoint.")
     checkpoint.check_model_config(model_dir, cfg.model, write=False)
     model = _model_alone(setup)
-    optimizer = _averaging_optimizer(setup, model)
-    state = {"model": model, **({"optimizer": optimizer} if optimizer else {})}
-    restorer = checkpoint.Checkpointer(model_dir, state, keep=1)
+    restorer = checkpoint.Checkpointer(model_dir, {"model": model}, keep=1)
     if path := restorer.restore_latest(partial=True):
         logging.info("restored %s", path)
-    with averaged_weights(model, optimizer):
-        return _finish(cfg, setup.placement.is_chief, model, export=True)
+        _use_average(model, path, ema_decay=cfg.train.recipe.ema_decay, mode="export")
+    return _finish(cfg, setup.placement.is_chief, model, export=True)
 
 
 def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
     cfg, p = setup.config, setup.placement
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
     model = _model_alone(setup)
-    optimizer = _averaging_optimizer(setup, model)
+    ema_decay = cfg.train.recipe.ema_decay
     program = EvalProgram(
         strategy=p.strategy,
         model=model,
@@ -320,7 +317,7 @@ def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
     return continuous.CheckpointEvaluator(
         model_dir=cfg.train.model_dir,
         model_cfg=cfg.model,
-        restore=lambda prefix: restore_weights(model, prefix, optimizer),
+        restore=lambda prefix: restore_weights(model, prefix, ema_decay=ema_decay, mode="evaluate"),
         evaluate=program.evaluate,
         on_eval=eval_actions(cfg, model, scalars=scalars, chief=True),
     )

@@ -40,6 +40,7 @@ def instrumented_from_checkpoint(model_dir: str):
     if latest is None:
         raise FileNotFoundError(f"{model_dir} has no checkpoint.")
     tf.train.Checkpoint(model=trained).restore(latest).expect_partial()
+    checkpoint.apply_moving_average(trained, latest)  # what the run's own export serves
     model_a, _ = model_lib.create_instrumented_dual_network(**cfg.builder_kwargs())
     tower = trained.get_layer("inception_tower")
     probe = model_a.get_layer("inception_tower_probe")
