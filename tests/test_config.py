@@ -28,6 +28,28 @@ def test_the_flags_defaults_are_the_dataclasses_defaults():
     assert built.export_path == "runs/default/export"
 
 
+def test_modes_reading_a_checkpoint_take_the_model_flags_not_given_from_config_json(tmp_path):
+    from trainer import flags as trainer_flags
+    from trainer.common.files import write_json
+    from trainer.run.setup import with_saved_model
+
+    fv = trainer_flags.FLAGS
+    fv.unparse_flags()
+    fv(["trainer", f"--model_dir={tmp_path}", "--mode=export", "--activation=elu"])
+    try:
+        config = trainer_flags.config_from_flags()
+    finally:
+        fv.unparse_flags()
+    assert config.model_flags == ("activation",)  # given, even at its default value
+    saved = C.ModelConfig(activation="relu", head="global_max", image_size=(8, 8), channels=1)
+    assert with_saved_model(config) == (config, False)  # no config.json yet: the flags
+    write_json(str(tmp_path / "config.json"), saved.to_json_dict())
+    got, found = with_saved_model(config)
+    assert found and got.model == dataclasses.replace(saved, activation="elu")
+    train = dataclasses.replace(config, mode="train")
+    assert with_saved_model(train) == (train, False)  # training's flags are the model
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

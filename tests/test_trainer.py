@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
 
 from tests.conftest import run_in_process, run_module, train_here
+from trainer.config import ModelConfig
 from trainer.data.write.synthetic import make_pair, write_synthetic
+from trainer.run.programs import build_model
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -455,6 +458,19 @@ def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
         assert "optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in ckpt  # loss scale saved
     saved = json.loads((tmp_path / "m/config.json").read_text())
     assert saved["precision"] == precision
+    if precision == "mixed_float16":  # --mode=export takes the model flags from config.json
+        out = tmp_path / "export"
+        r = train_here(f"--model_dir={tmp_path / 'm'}", "--mode=export", f"--export_dir={out}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "data none (the model of config.json)" in r.stderr  # no data read, none made
+        model = build_model(ModelConfig.from_json_dict(saved))
+        prefix = tf.train.latest_checkpoint(str(tmp_path / "m/checkpoints"))
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+        x = tf.random.uniform([2, 16, 16, 3], seed=1)
+        want = model({"input1": x, "input2": x})
+        served = tf.saved_model.load(str(out)).signatures["serving_float"](input1=x, input2=x)
+        np.testing.assert_allclose(served["probability"], want, atol=1e-3)  # float16 math
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_profile_steps_and_input_wait(small_data, tmp_path):

@@ -173,6 +173,9 @@ class Config:
     train: TrainConfig = TrainConfig()
     evaluation: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    # The model flags given on the command line: the modes that read a checkpoint take the
+    # others from its config.json (trainer.run.setup.with_saved_model), not from defaults.
+    model_flags: tuple = ()
 
     @property
     def export_path(self) -> str:

@@ -265,6 +265,11 @@ def config_from_flags(f=FLAGS) -> C.Config:
                 ],
             ),
             runtime=_from_flags(C.RuntimeConfig, f, grace_seconds=_grace_seconds()),
+            model_flags=tuple(
+                field.name
+                for field in dataclasses.fields(C.ModelConfig)
+                if field.name in f and f[field.name].present
+            ),
         )
     )
 

@@ -3,7 +3,8 @@
 ``prepare_runtime``: thread pools and logical devices (only possible before TensorFlow's
 runtime starts), then the Cloud Storage start checks. ``prepare``: the data's splits, the
 tf.data service's dispatcher (waited for), the strategy (TF_CONFIG derived, peers met), the
-resolve step (trainer.resolve), determinism and seeds. Nothing here writes into model_dir.
+resolve step (trainer.resolve), determinism and seeds. The modes that read a checkpoint take
+the model flags not given from its config.json. Nothing here writes into model_dir.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from absl import logging
 from trainer.common import net
 from trainer.common.console import plural
 from trainer.config import EVAL_MODES, Config, default_cache_dir
+from trainer.data.read.decode import ImageSpec
 from trainer.data.read.source import Source, open_splits
 from trainer.data.write.synthetic import builtin_data_dir
 from trainer.resolve import check_activation, resolve
+from trainer.run import checkpoint
 from trainer.runtime import storage, threads
 from trainer.runtime import strategy as strategy_lib
 
@@ -33,8 +36,8 @@ class Setup:
     config: Config  # resolved: image size, channels, steps per loop, XLA plan
     placement: strategy_lib.Placement
     data_dir: str
-    train_source: Source
-    eval_source: Source
+    train_source: Source | None  # None: an export that reads no data
+    eval_source: Source | None
 
 
 def check_storage(config: Config) -> None:
@@ -76,10 +79,41 @@ def wait_for_dispatcher(address: str, timeout: float) -> None:
         )
 
 
-def prepare(config: Config) -> Setup:
-    """The data, the strategy and the resolved config (see the module docstring)."""
+def with_saved_model(config: Config) -> tuple[Config, bool]:
+    """For the modes that read a checkpoint: the model of its config.json, with the model
+    flags given on the command line over it (one that differs is then refused by the model
+    check, as in training), and whether there was one. Unchanged where there is none yet (an
+    evaluator started before its trainer)."""
+    if config.mode == "train":
+        return config, False
+    saved = checkpoint.load_model_config(config.train.model_dir)
+    if saved is None:
+        return config, False
+    given = {name: getattr(config.model, name) for name in config.model_flags}
+    return dataclasses.replace(config, model=dataclasses.replace(saved, **given)), True
+
+
+def _data_of(config: Config, saved: bool):
+    """(data folder, training split, eval split, image spec). An export given no --data_dir
+    of a model_dir with a config.json reads no data (the model is config.json's), so it does
+    not make the built-in set just to export."""
+    if config.mode == "export" and saved and not config.data.data_dir:
+        m = config.model
+        return (
+            "none (the model of config.json)",
+            None,
+            None,
+            ImageSpec(*m.image_size, m.channels, ""),
+        )
     data_dir = config.data.data_dir or builtin_data_dir(default_cache_dir())
     train_source, eval_source = open_splits(data_dir, skip_corrupt=config.data.skip_corrupt)
+    return data_dir, train_source, eval_source, train_source.spec
+
+
+def prepare(config: Config) -> Setup:
+    """The data, the strategy and the resolved config (see the module docstring)."""
+    config, saved = with_saved_model(config)
+    data_dir, train_source, eval_source, spec = _data_of(config, saved)
     if config.mode == "train" and config.train.recipe.init_from:
         from trainer.run.recipe import checkpoint_of
 
@@ -95,7 +129,7 @@ def prepare(config: Config) -> Setup:
     )
     config = resolve(
         config,
-        spec=train_source.spec,
+        spec=spec,
         num_gpus=placement.num_gpus,
         replicas=placement.replicas,
     )
