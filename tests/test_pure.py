@@ -387,3 +387,20 @@ def test_an_evaluator_ends_with_what_it_evaluated_in_words():
     assert record_summary(1, {4: {}, 8: {}}) == (
         "continuous eval: evaluated 1 checkpoint this run, 2 in all (steps 4, 8)"
     )
+
+
+def test_an_export_folder_is_replaced_beside_itself_and_only_over_a_saved_model():
+    from trainer.common.files import beside
+    from trainer.runtime.storage import StorageError, check_export_folder
+
+    assert beside("gs://b/runs/x/export", "new") == "gs://b/runs/x/.export.new"
+    assert beside("runs/x/export/", "old") == "runs/x/.export.old"
+    assert beside("export", "new") == ".export.new"
+    for fine in (None, [], ["saved_model.pb", "variables/", "assets/", "fingerprint.pb"]):
+        check_export_folder("gs://b/e", fine)  # no folder, an empty one, an earlier export
+    with pytest.raises(StorageError) as refused:
+        check_export_folder("gs://b/e", ["notes.txt", "b/", "c", "d"])
+    assert str(refused.value) == (
+        "export_dir gs://b/e holds other files (b, c, d and 1 more), not a SavedModel: the "
+        "export replaces the whole folder, so give an empty or new folder."
+    )

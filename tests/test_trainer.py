@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -491,7 +492,7 @@ def test_profile_steps_and_input_wait(small_data, tmp_path):
     assert len(waits) == 2 and all(0 <= w <= 100 for w in waits)
 
 
-def test_export_mode_from_latest_checkpoint(main_job, tmp_path):
+def test_export_mode_from_latest_checkpoint(main_job, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     r = train_here(f"--model_dir={empty}", "--mode=export", env=main_job.env)
     assert r.returncode == 1 and f"{empty} has no checkpoint" in r.stderr
@@ -516,6 +517,35 @@ def test_export_mode_from_latest_checkpoint(main_job, tmp_path):
     x = tf.random.uniform([2, size, size, 3], seed=1)
     want = first(input1=x, input2=x)["probability"]
     np.testing.assert_array_equal(want, again(input1=x, input2=x)["probability"])
+    export_args = (f"--model_dir={main_job.model_dir}", "--mode=export", f"--export_dir={out}")
+    # An export cut off halfway (here: the disk fills) leaves the earlier export as it was:
+    # the new one is written beside it and swapped in only when whole.
+    from trainer.run import modes
+
+    def cut_off(model, config, path):
+        os.makedirs(path)
+        (Path(path) / "saved_model.pb").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(modes, "write_export", cut_off)
+    r = train_here(*export_args, env=main_job.env)
+    assert r.returncode != 0 and "No space left on device" in r.stderr, r.stderr[-2000:]
+    monkeypatch.undo()
+    kept = tf.saved_model.load(str(out)).signatures["serving_float"]
+    np.testing.assert_array_equal(want, kept(input1=x, input2=x)["probability"])
+    r = train_here(*export_args, env=main_job.env)  # and the next export replaces it whole
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.new, no .out.old
+    # A folder of other files is refused before anything is read: the export replaces it.
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "a.txt").write_text("mine")
+    r = train_here(*export_args[:2], f"--export_dir={other}", env=main_job.env)
+    assert r.returncode == 1 and list(other.iterdir()) == [other / "a.txt"], r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: export_dir {other} holds other files (a.txt), not a SavedModel: the export "
+        "replaces the whole folder, so give an empty or new folder."
+    )
 
 
 def test_training_and_eval_trace_without_autograph(small_data, tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 Each write goes to ``<path>.tmp`` through TensorFlow's file system layer and is renamed over
 ``path`` when complete, so a reader (``launch k8s status``, a restarted evaluator, the
-trainer) never sees half a file.
+trainer) never sees half a file; ``replace_folder`` does the same for a folder written whole
+beside the one it replaces (a SavedModel).
 """
 
 from __future__ import annotations
@@ -24,6 +25,50 @@ def write_atomic(path: str, text: str) -> None:
     with tf.io.gfile.GFile(path + ".tmp", "w") as f:
         f.write(text)
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def beside(final: str, tag: str) -> str:
+    """A hidden sibling of the folder ``final`` (``runs/x/.export.new``) for writing its
+    replacement whole. Not ``final + tag``: a name that ``final`` is a prefix of would be
+    taken for ``final`` by file systems that match names by prefix (TensorFlow's ram://)."""
+    parent, _, name = final.rstrip("/").rpartition("/")
+    return f"{parent}/.{name}.{tag}" if parent else f".{name}.{tag}"
+
+
+def replace_folder(new: str, final: str) -> None:
+    """Puts the folder ``new`` (written whole, ``beside(final, "new")``) in place of
+    ``final`` by two renames, the old one removed after. On a local disk a reader sees the old
+    or the new folder, never a half-written one; on gs:// a folder rename copies object by
+    object (Cloud Storage has no folder rename), so a reader may briefly find it missing or
+    partly copied."""
+    import tensorflow as tf
+
+    old = beside(final, "old")
+    if tf.io.gfile.exists(old):
+        tf.io.gfile.rmtree(old)
+    if tf.io.gfile.exists(final):
+        _rename_folder(final, old)
+    _rename_folder(new, final)
+    if tf.io.gfile.exists(old):
+        tf.io.gfile.rmtree(old)
+
+
+def _rename_folder(src: str, dst: str) -> None:
+    """One rename on a local disk; elsewhere file by file (what TensorFlow's gs:// client does
+    for a folder; its ram:// file system renames only the folder's own entry)."""
+    import tensorflow as tf
+
+    if "://" not in src:
+        tf.io.gfile.rename(src, dst)
+        return
+    base = src.rstrip("/")
+    for folder, _, files in tf.io.gfile.walk(base):
+        folder = folder.rstrip("/")  # gs:// walks name folders with their slash
+        target = dst.rstrip("/") + folder[len(base) :]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.rename(f"{folder}/{name}", f"{target}/{name}", overwrite=True)
+    tf.io.gfile.rmtree(base)
 
 
 def finite(value):

@@ -5,8 +5,8 @@ loop's own eval when there is none. ``best.json`` sits inside the SavedModel fol
 metric, metrics), so the model and the figures that made it the best travel together.
 
 Replacement: the new SavedModel is written whole beside the old one, then swapped in by two
-renames. On a local disk a reader sees the old or the new model, never a half-written one.
-On gs:// a folder rename copies object by object (Cloud Storage has no folder rename), so a
+renames (trainer.common.files.replace_folder: on a local disk a reader sees the old or the
+new model, never a half-written one). On gs:// a folder rename copies object by object, so a
 reader may briefly find the folder missing or partly copied; ``best.json`` is copied last
 like every other object of the folder, and a reader that wants certainty loads
 ``export_best`` only when ``best.json`` is there and names the step it expects.
@@ -20,7 +20,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from trainer.common.files import read_json, write_json
+from trainer.common.files import beside, read_json, replace_folder, write_json
 from trainer.common.paths import join
 
 BEST_DIR = "export_best"
@@ -41,17 +41,6 @@ def is_better(metric: str, new: float, old: float | None) -> bool:
 def read_best(model_dir: str) -> dict | None:
     """best.json of ``<model_dir>/export_best``, or None when no best model was kept yet."""
     return read_json(join(join(model_dir, BEST_DIR), BEST_FILE))
-
-
-def _replace_dir(new: str, final: str) -> None:
-    old = final + ".old"
-    if tf.io.gfile.exists(old):
-        tf.io.gfile.rmtree(old)
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rename(final, old)
-    tf.io.gfile.rename(new, final)
-    if tf.io.gfile.exists(old):
-        tf.io.gfile.rmtree(old)
 
 
 class BestKeeper:
@@ -81,7 +70,7 @@ class BestKeeper:
                 old,
             )
             return False
-        tmp = self.final + ".new"
+        tmp = beside(self.final, "new")
         if tf.io.gfile.exists(tmp):  # left by an interrupted export
             tf.io.gfile.rmtree(tmp)
         self.export_fn(model, tmp)
@@ -92,7 +81,7 @@ class BestKeeper:
             "time": time.time(),
         }
         write_json(join(tmp, BEST_FILE), record, indent=2, sort_keys=True)
-        _replace_dir(tmp, self.final)
+        replace_folder(tmp, self.final)
         logging.info(
             "new best %s %.4f at step %d: exported to %s", self.metric, new, step, self.final
         )

@@ -15,6 +15,7 @@ from absl import logging
 
 from trainer.common.console import plural
 from trainer.common.errors import EXIT_OK
+from trainer.common.files import beside, replace_folder
 from trainer.common.paths import join
 from trainer.config import Config, ConfigError
 from trainer.data import DataError
@@ -47,6 +48,17 @@ def print_eval(prefix: str, metrics: dict) -> None:
 
 
 def export_model(model, config: Config, path: str) -> None:
+    """The SavedModel written whole beside ``path`` (``.export.new`` for ``export``), then
+    swapped in: an export cut off (a kill, a full disk, an outage) leaves the earlier one."""
+    new = beside(path, "new")
+    if tf.io.gfile.exists(new):  # left by an interrupted export
+        tf.io.gfile.rmtree(new)
+    write_export(model, config, new)
+    replace_folder(new, path)
+
+
+def write_export(model, config: Config, path: str) -> None:
+    """The SavedModel of ``model`` written into ``path`` as it goes."""
     from trainer.model.export import export_saved_model
 
     export_saved_model(model, config.model, path, build_model)
@@ -64,9 +76,9 @@ def eval_actions(config: Config, model, *, scalars, chief: bool, optimizer=None)
     if chief and config.train.best_metric != "none":
         from trainer.run.best import BestKeeper
 
-        def export_best(m, path):
+        def export_best(m, path):  # the keeper writes it beside export_best/ and swaps
             with averaged_weights(m, optimizer):
-                export_model(m, config, path)
+                write_export(m, config, path)
 
         keeper = BestKeeper(config.train.model_dir, config.train.best_metric, export_best)
         found.append(actions.BestExport(keeper, model))

@@ -54,6 +54,9 @@ def check_storage(config: Config) -> None:
         config.mode == "export" or storage.bucket_of(export_dir) != storage.bucket_of(model_dir)
     ):
         storage.check_writable(export_dir, "export_dir")
+    if storage.is_gcs(export_dir) and config.written_export_path:
+        found = tf.io.gfile.isdir(export_dir)
+        storage.check_export_folder(export_dir, tf.io.gfile.listdir(export_dir) if found else None)
 
 
 def prepare_runtime(config: Config) -> None:

@@ -255,8 +255,33 @@ def check_local_outputs(model_dir: str, export_dir: str | None) -> None:
     plain file calls: the trainer before it reads anything, `launch local` before it starts
     any worker."""
     check_local_folder(model_dir, "model_dir")
-    if export_dir is not None:
+    if export_dir is not None and "://" not in export_dir:
         check_local_folder(export_dir, "export_dir")
+        if os.path.isdir(export_dir):
+            check_export_folder(export_dir, os.listdir(export_dir))
+            parent = os.path.dirname(os.path.abspath(export_dir))
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"export_dir {export_dir} cannot be replaced: {parent} takes no write (the "
+                    "export is written beside the folder, then swapped in): give another folder."
+                )
+
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def check_export_folder(path: str, listing: list[str] | None) -> None:
+    """Refuses an export folder that holds other things than a SavedModel (``listing``: the
+    names in it, None where there is no folder; pure). The export replaces the whole folder
+    (written beside it, then swapped in), so the files of a folder given by mistake would be
+    lost; an empty folder or an earlier export is fine."""
+    if listing and SAVED_MODEL_FILE not in listing:
+        names = sorted(name.rstrip("/") for name in listing)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise StorageError(
+            f"export_dir {path} holds other files ({shown}), not a SavedModel: the export "
+            "replaces the whole folder, so give an empty or new folder."
+        )
 
 
 def check_local_folder(path: str, role: str) -> None:
