@@ -77,3 +77,32 @@ def test_a_storage_failure_no_caller_caught_is_the_storages_sentence(capsys, mon
     assert capsys.readouterr().err.startswith(
         "error: Cloud Storage failed looking up the data bucket gs://b: HTTP 503. Exit 75"
     )
+
+
+def test_a_full_disk_is_the_machines_sentence_not_a_bug(capsys, monkeypatch):
+    import errno
+
+    from trainer.common.errors import disk_full
+
+    monkeypatch.delenv(SHOW, raising=False)
+
+    class ResourceExhaustedError(Exception):  # TensorFlow's, by name: the guard loads no TF
+        pass
+
+    tf_text = ("{{function_node __wrapped__SaveV2}} /d/m/checkpoints/ckpt-4_temp/part-0.data-0"
+               "; No space left on device [Op:SaveV2]")  # fmt: skip
+    assert disk_full(ResourceExhaustedError(tf_text)) == (
+        "the disk is full (No space left on device) writing into /d/m/checkpoints/ckpt-4_temp: "
+        "free space there, or write elsewhere."
+    )
+    assert disk_full(ResourceExhaustedError("OOM when allocating tensor")) is None  # memory
+    assert disk_full(OSError(errno.EACCES, "Permission denied", "/d/x")) is None
+
+    def write():
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", "/d/out/train-00003.tfrecord")
+
+    assert guarded(write, program="trainer-data") == 1
+    assert capsys.readouterr().err == (
+        "error: the disk is full (Disk quota exceeded) writing into /d/out: free space there, "
+        "or write elsewhere.\n"
+    )

@@ -138,6 +138,40 @@ def _pod_grace_seconds() -> int:
     return job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
 
 
+def _private_mount() -> list[str]:
+    """unshare's arguments for a mount namespace of our own (a user namespace too where this
+    host allows one, or as root)."""
+    tries = [["unshare", "-Urm"], *([["unshare", "-m"]] if os.geteuid() == 0 else [])]
+    for argv in tries:
+        if subprocess.run([*argv, "true"], capture_output=True).returncode == 0:
+            return argv
+    pytest.fail(
+        "this host makes no private mount namespace (unshare -Urm): the full-disk test needs one"
+    )
+
+
+def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(small_data, tmp_path):
+    """A real full disk: the model_dir on a 6 MB tmpfs in a private mount namespace holds the
+    checkpoint of step 2 (3.8 MB) but not the one of step 4. The trainer's exit and message
+    are the subject: one sentence naming the folder, exit 1, and the rerun's starting point."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    flags = small_flags(small_data, disk / "m", "--train_steps=6", "--checkpoint_every_steps=2")
+    script = (
+        f"mount -t tmpfs -o size=6m tmpfs {disk} && {sys.executable} -m trainer "
+        + " ".join(flags)
+        + f"; echo rc=$?; ls {disk}/m/checkpoints"
+    )
+    r = subprocess.run([*_private_mount(), "sh", "-c", script], capture_output=True, text=True)
+    assert "rc=1" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: the disk is full (No space left on device) writing into {disk}/m/checkpoints/"
+        "ckpt-4_temp: free space there, or write elsewhere; a rerun resumes from its "
+        "checkpoint of step 2."
+    ), r.stderr[-3000:]
+    assert "ckpt-2.index" in r.stdout.split() and "ckpt-4.index" not in r.stdout.split()
+
+
 @pytest.mark.parametrize("grace", [0, 15], ids=["pod-grace", "spot-budget"])
 def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path, grace):
     # spot-budget: GKE Spot's 15 s, told through TRAINER_GRACE_SECONDS, and the longest loop

@@ -3,7 +3,8 @@ launch): nothing a user can cause shows a traceback.
 
 A UsageError (and so a DataError or StorageError) that reaches it is the one sentence it
 carries, and a Cloud Storage failure TensorFlow gave up on is the storage's sentence (exit 75
-when the endpoint did not answer); anything else is a bug or something no check foresaw. It
+when the endpoint did not answer), and a write that found its disk full says so; anything
+else is a bug or something no check foresaw. It
 becomes one sentence that names the error and the file holding the full traceback, exit 1
 (TRAINER_TRACEBACK=1 lets it through instead, for a developer). Ctrl-C and SystemExit pass
 untouched.
@@ -17,7 +18,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 
-from trainer.common.errors import EXIT_USAGE, UsageError, first_line
+from trainer.common.errors import EXIT_USAGE, UsageError, disk_full, first_line
 
 SHOW = "TRAINER_TRACEBACK"
 
@@ -41,6 +42,9 @@ def guarded(main: Callable[..., int], *args, program: str) -> int:
         if storage is not None:  # the network or the endpoint, not a bug
             sys.stderr.write(storage[0] + "\n")
             return storage[1]
+        if full := disk_full(error):  # the machine, not a bug
+            sys.stderr.write(f"error: {full}\n")
+            return EXIT_USAGE
         sys.stderr.write(internal_error(error, program=program) + "\n")
         return EXIT_USAGE
 

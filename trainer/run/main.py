@@ -13,10 +13,17 @@ import sys
 
 import tensorflow as tf
 
-from trainer.common.errors import EXIT_OK, EXIT_RETRY, EXIT_USAGE, UsageError, first_line
+from trainer.common.errors import (
+    EXIT_OK,
+    EXIT_RETRY,
+    EXIT_USAGE,
+    UsageError,
+    disk_full,
+    first_line,
+)
 from trainer.config import Config
 from trainer.data import DataError
-from trainer.run import modes, setup
+from trainer.run import checkpoint, modes, setup
 from trainer.run.controller import Preempted, TrainingDiverged
 from trainer.runtime import storage
 from trainer.runtime.strategy import PEER_ERRORS, is_multi_worker
@@ -52,6 +59,8 @@ def exit_status(error: Exception, config: Config) -> int:
         return _storage_failed(error.found, config, leave=False)
     if isinstance(error, tf.errors.OpError) and (found := storage.failure(error)) is not None:
         return _storage_failed(found, config)
+    if full := disk_full(error):
+        return _say(f"error: {full.rstrip('.')}{_resume_from(config)}.", EXIT_USAGE)
     if isinstance(error, PEER_ERRORS):
         reason = f"{type(error).__name__}: {first_line(error, 300)}"
         if not is_multi_worker(config.runtime.strategy):  # no peer to lose
@@ -66,6 +75,15 @@ def exit_status(error: Exception, config: Config) -> int:
             EXIT_RETRY,
         )
     raise error
+
+
+def _resume_from(config: Config) -> str:
+    """What a rerun of a training run starts from, as the end of a sentence."""
+    if config.mode != "train":
+        return ""
+    step = checkpoint.latest_checkpoint_step(config.train.model_dir)
+    start = "the start" if step is None else f"its checkpoint of step {step}"
+    return f"; a rerun resumes from {start}"
 
 
 def _say(sentence: str, status: int) -> int:
