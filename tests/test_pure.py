@@ -1,6 +1,7 @@
 """Pure functions: TF_CONFIG derivation, strategy, XLA and thread-pool choice, AUC."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -394,8 +395,8 @@ def test_an_export_folder_is_replaced_beside_itself_and_only_over_a_saved_model(
     from trainer.runtime.storage import StorageError, check_export_folder
 
     assert beside("gs://b/runs/x/export", "new") == "gs://b/runs/x/.export.new"
-    assert beside("runs/x/export/", "old") == "runs/x/.export.old"
-    assert beside("export", "new") == ".export.new"
+    assert beside("/runs/x/export/", "old") == "/runs/x/.export.old"
+    assert beside("export", "new") == os.path.join(os.getcwd(), ".export.new")
     for fine in (None, [], ["saved_model.pb", "variables/", "assets/", "fingerprint.pb"]):
         check_export_folder("gs://b/e", fine)  # no folder, an empty one, an earlier export
     with pytest.raises(StorageError) as refused:

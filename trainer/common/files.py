@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from trainer.common.errors import UsageError
 from trainer.common.paths import join
@@ -31,8 +32,10 @@ def beside(final: str, tag: str) -> str:
     """A hidden sibling of the folder ``final`` (``runs/x/.export.new``) for writing its
     replacement whole. Not ``final + tag``: a name that ``final`` is a prefix of would be
     taken for ``final`` by file systems that match names by prefix (TensorFlow's ram://)."""
+    if "://" not in final:  # a local "." or "export" has a parent too
+        final = os.path.abspath(final)
     parent, _, name = final.rstrip("/").rpartition("/")
-    return f"{parent}/.{name}.{tag}" if parent else f".{name}.{tag}"
+    return f"{parent}/.{name}.{tag}"
 
 
 def replace_folder(new: str, final: str) -> None:
