@@ -2,12 +2,11 @@
 launch): nothing a user can cause shows a traceback.
 
 A UsageError (and so a DataError or StorageError) that reaches it is the one sentence it
-carries, and a Cloud Storage failure TensorFlow gave up on is the storage's sentence (exit 75
-when the endpoint did not answer), and a write that found its disk full says so; anything
-else is a bug or something no check foresaw. It
-becomes one sentence that names the error and the file holding the full traceback, exit 1
-(TRAINER_TRACEBACK=1 lets it through instead, for a developer). Ctrl-C and SystemExit pass
-untouched.
+carries; a Cloud Storage failure TensorFlow gave up on is the storage's sentence (exit 75
+when the endpoint did not answer); a write that found its disk full says so (exit 1).
+Anything else is a bug or something no check foresaw: one sentence that names the error and
+the file holding the full traceback, exit 1 (TRAINER_TRACEBACK=1 lets it through instead, for
+a developer). Ctrl-C and SystemExit pass untouched.
 """
 
 from __future__ import annotations
