@@ -505,6 +505,20 @@ def test_mixed_precision_and_xla_train(small_data, tmp_path, precision, jit):
         want = model({"input1": x, "input2": x})
         served = tf.saved_model.load(str(out)).signatures["serving_float"](input1=x, input2=x)
         np.testing.assert_allclose(served["probability"], want, atol=1e-3)  # float16 math
+        # a model flag given that differs, or data of another size: what to do, in words
+        m = tmp_path / "m"
+        r = train_here(f"--model_dir={m}", "--mode=export", "--precision=float32")
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+            f"error: {m} holds a model with other settings (precision: saved "
+            "'mixed_float16', now 'float32'): drop --precision (the model flags not given "
+            "come from config.json)."
+        ), r.stderr[-2000:]
+        other = tmp_path / "other"
+        write_synthetic(str(other), num_train=16, num_eval=16, image_size=24, num_shards=1)
+        r = train_here(f"--model_dir={m}", "--mode=evaluate", f"--data_dir={other}")
+        assert r.returncode == 1 and r.stderr.strip().endswith(
+            "now [24, 24]): give a --data_dir of the saved image size and channels."
+        ), r.stderr[-2000:]
         keras.mixed_precision.set_global_policy("float32")
 
 

@@ -40,9 +40,12 @@ def load_model_config(model_dir: str) -> ModelConfig | None:
     return None if saved is None else ModelConfig.from_json_dict(saved, path)
 
 
-def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:
+def check_model_config(
+    model_dir: str, model: ModelConfig, write: bool, reading: bool = False
+) -> None:
     """Refuses a run whose model-defining values differ from the saved config.json; writes
-    config.json when there is none and ``write`` (the chief of a training run)."""
+    config.json when there is none and ``write`` (the chief of a training run). ``reading``:
+    a mode that reads a checkpoint (its advice differs: it takes the flags not given)."""
     wanted = model.to_json_dict()
     previous = load_model_config(model_dir)
     if previous is not None:
@@ -50,13 +53,25 @@ def check_model_config(model_dir: str, model: ModelConfig, write: bool) -> None:
         changed = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if changed:
             detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items())
-            raise ConfigError(
-                f"{model_dir} holds a model with other settings ({detail}): use the saved "
-                "values or a new --model_dir."
+            todo = (
+                _reading_advice(changed) if reading else "use the saved values or a new --model_dir"
             )
+            raise ConfigError(f"{model_dir} holds a model with other settings ({detail}): {todo}.")
         return
     if write:
         write_json(join(model_dir, CONFIG_FILE), wanted, indent=2, sort_keys=True)
+
+
+def _reading_advice(changed: dict) -> str:
+    """What to do when a mode that reads a checkpoint was given another model: drop the flags
+    (config.json supplies them), or read data of the model's image size."""
+    flags = [f"--{k}" for k in changed if k not in ("image_size", "channels")]
+    advice = []
+    if flags:
+        advice.append(f"drop {', '.join(flags)} (the model flags not given come from config.json)")
+    if len(flags) < len(changed):
+        advice.append("give a --data_dir of the saved image size and channels")
+    return " and ".join(advice)
 
 
 def readable(prefix: str) -> bool:

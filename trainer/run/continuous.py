@@ -113,7 +113,7 @@ class CheckpointEvaluator:
         """Evaluates ckpt-<step>, records and reports it; None when it could not be read."""
         # The trainer may have written config.json after this evaluator started: a model
         # with other settings is refused (ConfigError), not skipped checkpoint by checkpoint.
-        check_model_config(self.model_dir, self.model_cfg, write=False)
+        check_model_config(self.model_dir, self.model_cfg, write=False, reading=True)
         if not self._restore(step):
             self.skipped.add(step)
             return None

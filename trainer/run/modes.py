@@ -304,7 +304,7 @@ def export(setup: Setup) -> int:
     model_dir = cfg.train.model_dir
     if checkpoint.latest_checkpoint_step(model_dir) is None:
         raise ConfigError(f"--mode=export: {model_dir} has no checkpoint.")
-    checkpoint.check_model_config(model_dir, cfg.model, write=False)
+    checkpoint.check_model_config(model_dir, cfg.model, write=False, reading=True)
     model = _model_alone(setup)
     restorer = checkpoint.Checkpointer(model_dir, {"model": model}, keep=1)
     if path := restorer.restore_latest(partial=True):
@@ -315,7 +315,7 @@ def export(setup: Setup) -> int:
 
 def _checkpoint_evaluator(setup: Setup) -> continuous.CheckpointEvaluator:
     cfg, p = setup.config, setup.placement
-    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
+    checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False, reading=True)
     model = _model_alone(setup)
     ema_decay = cfg.train.recipe.ema_decay
     program = EvalProgram(
