@@ -234,13 +234,21 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
     raw.blob("pair/a.png").upload_from_string(_png(a))
     raw.blob("pair/b.png").upload_from_string(_png(b))
     pair = ("gs://raw/pair/a.png", "gs://raw/pair/b.png")
-    exported, predicted, inspected = in_namespace(
+    exported, predicted, inspected, over_run = in_namespace(
         gcs,
         ("trainer", *_flags("gs://models/e", "--mode=export", "--export_dir=gs://models/e/again")),
         ("trainer.predict", "--saved_model=gs://models/e/again", *pair),
         ("trainer.inspect", "--model_dir=gs://models/e", "--output=gs://models/e/activations.png",
          *pair),
+        # an export folder holding a run's files, not a SavedModel: refused, nothing moved
+        ("trainer", *_flags("gs://models/e", "--mode=export", "--export_dir=gs://models/e")),
     )  # fmt: skip
+    r = over_run
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        "error: export_dir gs://models/e holds other files (activations.png, again, "
+        "checkpoints and 1 more), not a SavedModel: the export replaces the whole folder, so "
+        "give an empty or new folder."
+    ), r.stderr[-2000:]
     r = exported
     assert r.returncode == 0, r.stderr[-3000:]
     first = str(main_job.export_dir)

@@ -172,6 +172,26 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(small_data, t
     assert "ckpt-2.index" in r.stdout.split() and "ckpt-4.index" not in r.stdout.split()
 
 
+def test_an_export_into_a_volumes_root_fills_it(main_job, tmp_path):
+    """An --export_dir that is a mount point (a volume's root, as on a pod) cannot be swapped
+    by a rename (EBUSY): the export written beside it is copied into it instead, and the
+    copy beside it removed. Its own tmpfs in a private mount namespace; the process's exit
+    is the subject (a rename of a mount point fails only there)."""
+    assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=32m tmpfs {vol} && {sys.executable} -m trainer --mode=export "
+        f"--model_dir={main_job.model_dir} --export_dir={vol}; echo rc=$?; ls -A {vol} "
+        f"{vol}/variables {tmp_path}"
+    )
+    r = subprocess.run([*_private_mount(), "sh", "-c", script], capture_output=True, text=True)
+    assert "rc=0" in r.stdout, r.stdout + r.stderr[-3000:]
+    listed = r.stdout.split()
+    assert {"saved_model.pb", "variables", "variables.index"} <= set(listed), listed
+    assert ".vol.new" not in listed and ".vol.old" not in listed, listed
+
+
 @pytest.mark.parametrize("grace", [0, 15], ids=["pod-grace", "spot-budget"])
 def test_sigterm_saves_exits_75_and_rerun_continues(small_data, tmp_path, grace):
     # spot-budget: GKE Spot's 15 s, told through TRAINER_GRACE_SECONDS, and the longest loop

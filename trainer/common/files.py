@@ -2,12 +2,13 @@
 
 Each write goes to ``<path>.tmp`` through TensorFlow's file system layer and is renamed over
 ``path`` when complete, so a reader (``launch k8s status``, a restarted evaluator, the
-trainer) never sees half a file; ``replace_folder`` does the same for a folder written whole
-beside the one it replaces (a SavedModel).
+trainer) never sees half a file; ``folder_written_whole`` does the same for a folder (a
+SavedModel), written beside the one it replaces and swapped in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -38,6 +39,20 @@ def beside(final: str, tag: str) -> str:
     return f"{parent}/.{name}.{tag}"
 
 
+@contextlib.contextmanager
+def folder_written_whole(final: str):
+    """``with folder_written_whole(final) as new:`` write the folder's contents into ``new``;
+    it replaces ``final`` when the block ends without an error, so a write cut off leaves
+    ``final`` as it was (a leftover ``new`` from an earlier cut is cleared first)."""
+    import tensorflow as tf
+
+    new = beside(final, "new")
+    if tf.io.gfile.exists(new):
+        tf.io.gfile.rmtree(new)
+    yield new
+    replace_folder(new, final)
+
+
 def replace_folder(new: str, final: str) -> None:
     """Puts the folder ``new`` (written whole, ``beside(final, "new")``) in place of
     ``final`` by two renames, the old one removed after. On a local disk a reader sees the old
@@ -50,10 +65,31 @@ def replace_folder(new: str, final: str) -> None:
     if tf.io.gfile.exists(old):
         tf.io.gfile.rmtree(old)
     if tf.io.gfile.exists(final):
-        _rename_folder(final, old)
+        try:
+            _rename_folder(final, old)
+        except tf.errors.FailedPreconditionError:  # EBUSY: a mount point (a volume's root)
+            _copy_into(new, final)
+            return
     _rename_folder(new, final)
     if tf.io.gfile.exists(old):
         tf.io.gfile.rmtree(old)
+
+
+def _copy_into(new: str, final: str) -> None:
+    """``final``'s contents replaced by ``new``'s, file by file (not atomic: for a folder no
+    rename can move), and ``new`` removed."""
+    import tensorflow as tf
+
+    for name in tf.io.gfile.listdir(final):
+        path = join(final, name.rstrip("/"))
+        (tf.io.gfile.rmtree if tf.io.gfile.isdir(path) else tf.io.gfile.remove)(path)
+    base = new.rstrip("/")
+    for folder, _, files in tf.io.gfile.walk(base):
+        target = final.rstrip("/") + folder.rstrip("/")[len(base) :]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(f"{folder.rstrip('/')}/{name}", f"{target}/{name}", overwrite=True)
+    tf.io.gfile.rmtree(base)
 
 
 def _rename_folder(src: str, dst: str) -> None:

@@ -5,7 +5,7 @@ loop's own eval when there is none. ``best.json`` sits inside the SavedModel fol
 metric, metrics), so the model and the figures that made it the best travel together.
 
 Replacement: the new SavedModel is written whole beside the old one, then swapped in by two
-renames (trainer.common.files.replace_folder: on a local disk a reader sees the old or the
+renames (trainer.common.files.folder_written_whole: on a local disk a reader sees the old or the
 new model, never a half-written one). On gs:// a folder rename copies object by object, so a
 reader may briefly find the folder missing or partly copied; ``best.json`` is copied last
 like every other object of the folder, and a reader that wants certainty loads
@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 import time
 
-import tensorflow as tf
 from absl import logging
 
-from trainer.common.files import beside, read_json, replace_folder, write_json
+from trainer.common.files import folder_written_whole, read_json, write_json
 from trainer.common.paths import join
 
 BEST_DIR = "export_best"
@@ -70,18 +69,15 @@ class BestKeeper:
                 old,
             )
             return False
-        tmp = beside(self.final, "new")
-        if tf.io.gfile.exists(tmp):  # left by an interrupted export
-            tf.io.gfile.rmtree(tmp)
-        self.export_fn(model, tmp)
         record = {
             "step": step,
             "metric": self.metric,
             "metrics": {k: float(v) for k, v in metrics.items()},
             "time": time.time(),
         }
-        write_json(join(tmp, BEST_FILE), record, indent=2, sort_keys=True)
-        replace_folder(tmp, self.final)
+        with folder_written_whole(self.final) as tmp:
+            self.export_fn(model, tmp)
+            write_json(join(tmp, BEST_FILE), record, indent=2, sort_keys=True)
         logging.info(
             "new best %s %.4f at step %d: exported to %s", self.metric, new, step, self.final
         )

@@ -15,7 +15,7 @@ from absl import logging
 
 from trainer.common.console import plural
 from trainer.common.errors import EXIT_OK
-from trainer.common.files import beside, replace_folder
+from trainer.common.files import folder_written_whole
 from trainer.common.paths import join
 from trainer.config import Config, ConfigError
 from trainer.data import DataError
@@ -50,11 +50,8 @@ def print_eval(prefix: str, metrics: dict) -> None:
 def export_model(model, config: Config, path: str) -> None:
     """The SavedModel written whole beside ``path`` (``.export.new`` for ``export``), then
     swapped in: an export cut off (a kill, a full disk, an outage) leaves the earlier one."""
-    new = beside(path, "new")
-    if tf.io.gfile.exists(new):  # left by an interrupted export
-        tf.io.gfile.rmtree(new)
-    write_export(model, config, new)
-    replace_folder(new, path)
+    with folder_written_whole(path) as new:
+        write_export(model, config, new)
 
 
 def write_export(model, config: Config, path: str) -> None:
@@ -76,7 +73,7 @@ def eval_actions(config: Config, model, *, scalars, chief: bool, optimizer=None)
     if chief and config.train.best_metric != "none":
         from trainer.run.best import BestKeeper
 
-        def export_best(m, path):  # the keeper writes it beside export_best/ and swaps
+        def export_best(m, path):  # into the keeper's folder_written_whole
             with averaged_weights(m, optimizer):
                 write_export(m, config, path)
 

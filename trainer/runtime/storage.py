@@ -258,13 +258,19 @@ def check_local_outputs(model_dir: str, export_dir: str | None) -> None:
     if export_dir is not None and "://" not in export_dir:
         check_local_folder(export_dir, "export_dir")
         if os.path.isdir(export_dir):
-            check_export_folder(export_dir, os.listdir(export_dir))
-            parent = os.path.dirname(os.path.abspath(export_dir))
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise StorageError(
-                    f"export_dir {export_dir} cannot be replaced: {parent} takes no write (the "
-                    "export is written beside the folder, then swapped in): give another folder."
-                )
+            _check_replaceable(export_dir)
+
+
+def _check_replaceable(export_dir: str) -> None:
+    """An existing local export folder the export can replace: an earlier export (or empty),
+    in a folder that takes the new one beside it."""
+    check_export_folder(export_dir, os.listdir(export_dir))
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"export_dir {export_dir} cannot be replaced: {parent} takes no write (the export "
+            "is written beside the folder, then swapped in): give another folder."
+        )
 
 
 SAVED_MODEL_FILE = "saved_model.pb"
