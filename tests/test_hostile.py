@@ -395,6 +395,11 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
     cases = [
         (["-m", "trainer", "--train_steps=abc"], "--train_steps=abc is invalid"),
         (["-m", "trainer", "--batch_size=3"], "--batch_size is not a flag of this command"),
+        (
+            ["-m", "trainer", "--flagfile=exp1.flags"],
+            "--flagfile=exp1.flags cannot be read (No such file or directory): give a file",
+        ),
+        (["-m", "trainer", "--flagfile=."], "--flagfile=. cannot be read (Is a directory)"),
         (["-m", "launch", "local", "--", "--train_steps=0"], "trainer flags: --train_steps=0"),
         # a plain file check: said before TensorFlow loads and logs its first lines
         (["-m", "trainer", f"--data_dir={THIS_FILE}"], f"data_dir {THIS_FILE} is a file: give"),

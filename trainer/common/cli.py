@@ -56,6 +56,9 @@ def flag_sentence(error: flags.Error) -> str:
         return f"--{name}={value} is invalid: {why.rstrip('.')}"
     if m := re.match(r"Unknown command line flag '([^']+)'", text):
         return f"--{m.group(1)} is not a flag of this command: see --helpshort"
+    if m := re.search(r"Unable to open flagfile: \[Errno \d+\] (.+): '(.*)'$", text):
+        why, path = m.groups()  # absl's "ERROR:: Unable to open flagfile: [Errno 2] ..."
+        return f"--flagfile={path} cannot be read ({why}): give a file of flags, one per line"
     return text.rstrip(".")
 
 
