@@ -568,10 +568,14 @@ def test_profile_steps_and_input_wait(small_data, tmp_path):
 
 
 def test_export_mode_from_latest_checkpoint(main_job, tmp_path, monkeypatch):
-    empty = tmp_path / "empty"
-    r = train_here(f"--model_dir={empty}", "--mode=export", env=main_job.env)
-    assert r.returncode == 1 and f"{empty} has no checkpoint" in r.stderr
-    assert not empty.exists()  # refused before writing anything
+    empty, cache = tmp_path / "empty", tmp_path / "cache"
+    for mode in ("export", "evaluate"):  # refused before any data is read or anything written
+        env = {**main_job.env, "XDG_CACHE_HOME": str(cache)}  # where the built-in set would go
+        r = train_here(f"--model_dir={empty}", f"--mode={mode}", env=env)
+        assert r.returncode == 1, r.stderr[-2000:]
+        said = f"--mode={mode}: {empty} has no checkpoint (the folder does not exist)."
+        assert r.stderr.strip().splitlines()[-1] == f"error: {said}"
+        assert not empty.exists() and not cache.exists()
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     out = tmp_path / "out"
     before = sorted(os.listdir(main_job.model_dir / "checkpoints"))

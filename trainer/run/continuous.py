@@ -43,6 +43,22 @@ def checkpoint_steps(model_dir: str) -> list[int]:
     return sorted(int(m.group(1)) for n in names if (m := _INDEX_RE.search(n)))
 
 
+def checkpoint_to_read(model_dir: str, mode: str, step: int = 0) -> int:
+    """--mode=export/evaluate: the step of the checkpoint to read (``step``, 0: the newest);
+    ConfigError when model_dir has none (or none at ``step``). Cheap (a listing), so the
+    modes ask it before they read data or write anything."""
+    available = checkpoint_steps(model_dir)
+    if not available:
+        gone = "" if tf.io.gfile.exists(model_dir) else " (the folder does not exist)"
+        raise ConfigError(f"--mode={mode}: {model_dir} has no checkpoint{gone}.")
+    if step and step not in available:
+        raise ConfigError(
+            f"--checkpoint_step={step}: {checkpoint_dir(model_dir)} has no checkpoint "
+            f"at that step (it has steps {', '.join(map(str, available))})."
+        )
+    return step or available[-1]
+
+
 def pending(available: list[int], done: dict, skipped: set) -> list[int]:
     """The checkpoints still to evaluate, oldest first."""
     return sorted(s for s in available if s not in done and s not in skipped)
@@ -126,15 +142,7 @@ class CheckpointEvaluator:
 
     def evaluate_one(self, step: int = 0) -> tuple[int, dict]:
         """--mode=evaluate: ckpt-<step> (0: the latest); ConfigError when there is none."""
-        available = checkpoint_steps(self.model_dir)
-        if not available:
-            raise ConfigError(f"--mode=evaluate: {self.model_dir} has no checkpoint.")
-        step = step or available[-1]
-        if step not in available:
-            raise ConfigError(
-                f"--checkpoint_step={step}: {checkpoint_dir(self.model_dir)} has no checkpoint "
-                f"at that step (it has steps {', '.join(map(str, available))})."
-            )
+        step = checkpoint_to_read(self.model_dir, "evaluate", step)
         metrics = self.evaluate(step)
         if metrics is None:
             raise ConfigError(f"checkpoint ckpt-{step} could not be read (see the warning).")

@@ -299,8 +299,7 @@ def export(setup: Setup) -> int:
     """Exports the newest whole checkpoint as a SavedModel."""
     cfg = setup.config
     model_dir = cfg.train.model_dir
-    if checkpoint.latest_checkpoint_step(model_dir) is None:
-        raise ConfigError(f"--mode=export: {model_dir} has no checkpoint.")
+    continuous.checkpoint_to_read(model_dir, "export")  # setup asked before; it may be gone
     checkpoint.check_model_config(model_dir, cfg.model, write=False, reading=True)
     model = _model_alone(setup)
     restorer = checkpoint.Checkpointer(model_dir, {"model": model}, keep=1)

@@ -22,7 +22,7 @@ from trainer.data.read.decode import ImageSpec
 from trainer.data.read.source import Source, open_splits
 from trainer.data.write.synthetic import builtin_data_dir
 from trainer.resolve import check_activation, resolve
-from trainer.run import checkpoint
+from trainer.run import checkpoint, continuous
 from trainer.runtime import storage, threads
 from trainer.runtime import strategy as strategy_lib
 
@@ -115,6 +115,10 @@ def _data_of(config: Config, saved: bool):
 
 def prepare(config: Config) -> Setup:
     """The data, the strategy and the resolved config (see the module docstring)."""
+    if config.mode in ("export", "evaluate"):  # before any data is read or anything written
+        continuous.checkpoint_to_read(
+            config.train.model_dir, config.mode, config.evaluation.checkpoint_step
+        )
     config, saved = with_saved_model(config)
     data_dir, train_source, eval_source, spec = _data_of(config, saved)
     if config.mode == "train" and config.train.recipe.init_from:
