@@ -261,6 +261,7 @@ def csv_file(root, name, text, encoding="utf-8"):
         ("images/0.png,images/1.png,2\n", "line 1: label 2 is not 0 or 1"),
         ("images/0.png,images/1.png,0\nimages/caf\xe9.png,images/2.png,1\n", "line 2 is not UTF-8"),
         ("a,b\n" * 3000, "has 3000 bad lines: line 1: expected 3 fields, found 2"),
+        ("a,b,1\nc,d\n", "has 1 bad line: line 2: expected 3 fields, found 2."),
         ("images/0.png,images/9.png,1\n", "relative paths are read from the CSV's folder"),
         ("images/folder.png,images/1.png,1\n", "images/folder.png: a folder, not an image"),
         ("images/0.png,images/1.png,1\nimages/2.png,images/3.png,one\n", "line 2: label 'one'"),
@@ -286,7 +287,14 @@ def test_data_tools_bad_folders_and_values(images, tmp_path):
         (["convert", "--pairs", pairs, "--output_dir", f"{blocker}/x"], "cannot be made"),
         (["convert", "--pairs", str(tmp_path / "no.csv"), "--output_dir", "o"], "does not exist"),
         (["synthetic", "--output_dir", str(blocker)], "is a file: give a folder"),
-        (["synthetic", "--output_dir", str(tmp_path / "s"), "--num_train=0"], "must be >= 1"),
+        (
+            ["synthetic", "--output_dir", str(tmp_path / "s"), "--num_train=0"],
+            "num_train=0 is invalid: give at least 1 training pair.",
+        ),
+        (
+            ["synthetic", "--output_dir", str(tmp_path / "s"), "--num_eval=-1"],
+            "num_eval=-1 is invalid: give 0 eval pairs or more.",
+        ),
         (["verify", str(tmp_path / "absent")], "does not exist"),
         (["verify", str(blocker)], "is a file"),
         (["finalize", str(tmp_path)], "holds no conversion parts"),

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from trainer.common.console import plural
 from trainer.common.paths import join
 from trainer.data import schema
 from trainer.data.read.verify import DataError
@@ -91,7 +92,7 @@ def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
                 continue
         rows.append(Row(number, _resolve(base, a), _resolve(base, b), label, a, b))
     if problems:
-        raise DataError(f"{path} has {len(problems)} bad lines: {_some(problems)}.")
+        raise DataError(f"{path} has {plural(len(problems), 'bad line')}: {_some(problems)}.")
     if not rows:
         raise DataError(f"{path} holds no pairs.")
     return rows

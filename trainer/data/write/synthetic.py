@@ -92,8 +92,10 @@ def write_synthetic(
     seed: int = 0,
 ) -> schema.DatasetInfo:
     """Writes the synthetic set (train and eval shards, then dataset.json) to ``output_dir``."""
-    if num_train < 1 or num_eval < 0:
-        raise ValueError(f"num_train={num_train} and num_eval={num_eval} must be >= 1 and >= 0.")
+    if num_train < 1:
+        raise ValueError(f"num_train={num_train} is invalid: give at least 1 training pair.")
+    if num_eval < 0:
+        raise ValueError(f"num_eval={num_eval} is invalid: give 0 eval pairs or more.")
     if image_size < 8:
         raise ValueError(f"image_size={image_size} is too small: use at least 8 pixels.")
     if encoding not in schema.ENCODINGS:
