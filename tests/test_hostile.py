@@ -348,9 +348,15 @@ def test_tools_bad_inputs(main_job, data, images, tmp_path):
         ("trainer.inspect", ["--model_dir", main_job.model_dir, "--output", f"{blocker}/g.png",
                              images / "images/0.png", images / "images/1.png"],
          "the folder of --output"),
+        # inspect names the image as predict does (was TensorFlow's DecodeImage message)
+        ("trainer.inspect", ["--model_dir", main_job.model_dir, "--output", out.with_name("g.png"),
+                             images / "images/0.png", blocker],
+         f"error: image {blocker}: not a PNG or JPEG file."),
     ]  # fmt: skip
     for entry, args, says in cases:
-        refused(run_entry(entry, [str(a) for a in args]), says, nothing_at=[out])
+        refused(
+            run_entry(entry, [str(a) for a in args]), says, nothing_at=[out, out.with_name("g.png")]
+        )
 
 
 # --- the launcher --------------------------------------------------------------------------

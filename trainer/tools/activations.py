@@ -75,15 +75,22 @@ def _main(argv) -> int:
     if not FLAGS.model_dir or len(paths) != 2:
         sys.stderr.write(f"error: {USAGE}\n")
         return 1
+    from trainer.data.write.image_pass import load_image
     from trainer.runtime import storage
 
     storage.check_output_file(FLAGS.output, "--output")  # before the model is loaded
     try:
+        encoded = []
+        for p in paths:  # the images first: a bad one is named before the model is built
+            try:
+                encoded.append(load_image(p)[0])
+            except ValueError as e:
+                sys.stderr.write(f"error: image {p}: {e}.\n")  # predict's sentence
+                return 1
         model_a, cfg = instrumented_from_checkpoint(FLAGS.model_dir)
         images = []
-        for p in paths:
-            with tf.io.gfile.GFile(p, "rb") as f:
-                img = tf.io.decode_image(f.read(), channels=cfg.channels, expand_animations=False)
+        for data in encoded:
+            img = tf.io.decode_image(data, channels=cfg.channels, expand_animations=False)
             images.append(tf.image.resize(tf.cast(img, tf.float32), cfg.image_size)[None] / 255)
     except (FileNotFoundError, tf.errors.OpError) as e:
         said = storage.failure_exit(e)  # a storage that did not answer: its sentence, 75
