@@ -326,7 +326,15 @@ def test_tools_bad_inputs(main_job, data, images, tmp_path):
         ("trainer.predict", ["--saved_model", model, "--pairs", pairs, "--output", tmp_path],
          "is a folder: give a file name"),
         ("trainer.predict", ["--saved_model", str(tmp_path / "none"), "--pairs", pairs,
-                             "--output", out], "none"),
+                             "--output", out],
+         f"--saved_model {tmp_path / 'none'} does not exist."),
+        # a run's model_dir for its export: the sentence gives the export's path
+        ("trainer.predict", ["--saved_model", main_job.model_dir, images / "images/0.png",
+                             images / "images/1.png"],
+         f"{main_job.model_dir} is a training run's model_dir, not a SavedModel folder: give its "
+         f"export, --saved_model={main_job.model_dir / 'export'}."),
+        ("trainer.report", ["--saved_model", run_dir, "--pairs", pairs, "--output_dir",
+                            tmp_path / "r"], f"{run_dir} is not a SavedModel folder (no "),
         ("trainer.predict", ["--saved_model", model, "--pairs", latin, "--output", out],
          "line 1 is not UTF-8"),
         ("trainer.predict", ["--saved_model", model, "--pairs", pairs, "--output", out,

@@ -173,6 +173,7 @@ def _main(argv) -> int:
     import tensorflow as tf
 
     from trainer.data.write.image_pass import load_image
+    from trainer.tools.scoring import ScoringError, check_saved_model
 
     paths = argv[1:]
     if not FLAGS.saved_model:
@@ -187,8 +188,10 @@ def _main(argv) -> int:
     if len(paths) != 2:
         sys.stderr.write(f"error: {USAGE}\n")
         return 1
-    if not tf.io.gfile.exists(FLAGS.saved_model + "/saved_model.pb"):
-        sys.stderr.write(f"error: {FLAGS.saved_model} is not a SavedModel folder.\n")
+    try:
+        check_saved_model(FLAGS.saved_model)
+    except ScoringError as e:
+        sys.stderr.write(f"error: {e}\n")
         return 1
     images = []
     for p in paths:  # each checked alone, so the sentence names the one that is not an image

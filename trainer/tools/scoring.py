@@ -52,10 +52,25 @@ class Scored:
         return len(self.scores) / max(self.seconds, 1e-9)
 
 
+def check_saved_model(saved_model: str) -> None:
+    """ScoringError unless ``saved_model`` holds a saved_model.pb; the sentence says where
+    the SavedModel is when it was given a training run's model_dir."""
+    if tf.io.gfile.exists(join(saved_model, "saved_model.pb")):
+        return
+    if not tf.io.gfile.exists(saved_model):
+        raise ScoringError(f"--saved_model {saved_model} does not exist.")
+    export = join(saved_model, "export")
+    if tf.io.gfile.exists(join(export, "saved_model.pb")):
+        raise ScoringError(
+            f"{saved_model} is a training run's model_dir, not a SavedModel folder: "
+            f"give its export, --saved_model={export}."
+        )
+    raise ScoringError(f"{saved_model} is not a SavedModel folder (no saved_model.pb).")
+
+
 def load_model(saved_model: str):
     """(serving_float function, (height, width, channels)) of an exported SavedModel."""
-    if not tf.io.gfile.exists(join(saved_model, "saved_model.pb")):
-        raise ScoringError(f"{saved_model} is not a SavedModel folder (no saved_model.pb).")
+    check_saved_model(saved_model)
     loaded = tf.saved_model.load(saved_model)
     if "serving_float" not in loaded.signatures:
         raise ScoringError(
