@@ -400,6 +400,44 @@ def test_dry_run_and_bad_name_submit_nothing(stub_kubectl):
     assert stub_kubectl() == []
 
 
+def test_a_cluster_out_of_reach_is_one_sentence_from_each_command(tmp_path):
+    """The real kubectl, pointed at an API server address where nothing listens: status,
+    logs, delete and submit each say that the cluster is out of reach and where to look, in
+    one line (was client-go's retry lines, raw, from logs and delete)."""
+    from launch.local.processes import free_ports
+
+    port = free_ports(1)[0]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    submit = ["--image", "i:1", "--model_dir", "gs://b/r", "--skip_preflight"]
+    for action, verb, extra in [
+        ("status", "get", []),
+        ("logs", "logs", []),
+        ("delete", "delete", []),
+        ("submit", "get", submit),  # its look for a job of that name comes first
+    ]:
+        r = launch("k8s", action, "--name", "exp1", *extra, env=env)
+        assert r.returncode == 1 and r.stdout == "", (action, r.stdout, r.stderr)
+        assert r.stderr == (
+            f"error: kubectl {verb}: the cluster's API server is out of reach (The connection "
+            f"to the server 127.0.0.1:{port} was refused - did you specify the right host or "
+            "port): check which cluster kubectl talks to (kubectl config current-context; "
+            "--context, KUBECONFIG).\n"
+        ), action
+
+
 # ---- preflight against the real GCS API server ------------------------------------------
 
 
@@ -647,7 +685,7 @@ def test_api_server_errors_are_reduced_to_their_message(tmp_path, monkeypatch, s
     assert r.returncode == 1
     assert r.stderr == (
         'error: kubectl apply: The Job "exp1" is invalid: spec.template: Invalid value: (...): '
-        "field is immutable\n"
+        "field is immutable.\n"
     )
 
 

@@ -360,12 +360,10 @@ def main(args, trainer_args) -> int:
         for argv in k8s.commands(
             args.action, args.name, args.context, args.namespace, args.follow, args.controller
         ):
-            rc = subprocess.run(argv).returncode
-            if rc:
-                return rc
+            _kubectl(argv)  # its output to the terminal as it comes; a failure in one sentence
         return 0
     except (k8s.SpecError, PreflightError, KubectlError, UsageError) as e:
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {str(e).rstrip('.')}.\n")
         return 1
     except FileNotFoundError:
         sys.stderr.write("error: kubectl is not on PATH.\n")

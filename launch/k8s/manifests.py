@@ -368,11 +368,22 @@ def job_state(job: dict) -> str:
 
 
 _GO_STRUCT = re.compile(r"\b[a-z]+\.[A-Z]\w*\{")
+# klog's lines ("E1202 05:30:15.871708 7784 memcache.go:265] ..."): client-go's retries
+_KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ", re.M)
+_UNREACHABLE = re.compile(
+    r"The connection to the server \S+ was refused|Unable to connect to the server"
+    r"|no configuration has been provided|dial tcp|i/o timeout|no such host"
+)
 
 
 def api_error(text: str) -> str:
     """kubectl's error output reduced to its message: Go struct dumps (``core.PodTemplateSpec{
-    ...}``, kilobytes long for "field is immutable") become ``(...)``; one line."""
+    ...}``, kilobytes long for "field is immutable") become ``(...)``; client-go's log lines
+    go where kubectl says more after them; one line. A cluster out of reach says so and
+    where to look."""
+    said = [line for line in text.splitlines() if line.strip() and not _KLOG.match(line)]
+    if said:
+        text = "\n".join(said)
     out, i = [], 0
     while (m := _GO_STRUCT.search(text, i)) is not None:
         out.append(text[i : m.start()] + "(...)")
@@ -384,4 +395,10 @@ def api_error(text: str) -> str:
     out.append(text[i:])
     lines = [line.strip() for line in "".join(out).splitlines() if line.strip()]
     message = " ".join(lines)
-    return message if len(message) <= 400 else message[:399] + "…"
+    message = message if len(message) <= 400 else message[:399] + "…"
+    if _UNREACHABLE.search(message):
+        return (
+            f"the cluster's API server is out of reach ({message.rstrip('.?')}): check which "
+            "cluster kubectl talks to (kubectl config current-context; --context, KUBECONFIG)."
+        )
+    return message
