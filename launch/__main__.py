@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     k8s_cli.add_parser(
         sub,
         epilog=TRAINER_FLAGS_FOLLOW.format(
-            "k8s submit --name exp1 --image IMG --model_dir gs://B/exp1 -- --train_steps=2000"
+            "k8s submit --name exp1 --image IMG --model_dir gs://BUCKET/exp1 -- --train_steps=2000"
         ),
     )
     return p

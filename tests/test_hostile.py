@@ -402,6 +402,11 @@ def test_a_missing_command_is_named_by_its_choices():
         (["k8s", "render", *K8S, "--", "--train_steps=abc"], "trainer flags: --train_steps=abc"),
         (["k8s", "submit", "--dry_run", *K8S, "--", "--nope=1"], "trainer flags: --nope is not"),
         (["k8s", "render", *K8S[:4], "--model_dir", "/local"], "must be a gs:// path"),
+        (
+            ["k8s", "render", *K8S[:4], "--model_dir", "gs://Runs_1/exp1"],
+            "--model_dir gs://Runs_1/exp1: 'Runs_1' is not a Cloud Storage bucket name (3 to 63",
+        ),
+        (["local", "--", "--data_dir=gs://my data/p"], "'my data' is not a Cloud Storage bucket"),
         (["k8s", "render", *K8S, "--", "--model_dir=gs://x/y"], "is set by launch k8s"),
     ],
 )
@@ -422,6 +427,7 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
             "--flagfile=exp1.flags cannot be read (No such file or directory): give a file",
         ),
         (["-m", "trainer", "--flagfile=."], "--flagfile=. cannot be read (Is a directory)"),
+        (["-m", "trainer", "--model_dir=gs://Runs/x"], "'Runs' is not a Cloud Storage bucket"),
         (["-m", "launch", "local", "--", "--train_steps=0"], "trainer flags: --train_steps=0"),
         # a plain file check: said before TensorFlow loads and logs its first lines
         (["-m", "trainer", f"--data_dir={THIS_FILE}"], f"data_dir {THIS_FILE} is a file: give"),

@@ -55,7 +55,7 @@ def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, t
     r = launch(
         "k8s", "render", "--controller", "jobset", "--max_restarts", "4", "--name", "exp1",
         "--image", "gcr.io/p/t:1", "--workers", str(workers), "--gpus_per_worker", str(gpus),
-        "--model_dir", "gs://b/r", "--namespace", "ml", "--", "--train_steps=5",
+        "--model_dir", "gs://bkt/r", "--namespace", "ml", "--", "--train_steps=5",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -69,8 +69,8 @@ def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, t
     # what `submit --replace` reads of a JobSet it replaces: its workers and model_dir
     from launch.k8s import status
 
-    assert status.worker_count(js) == workers and status.model_dir_of(js) == "gs://b/r"
-    assert f"on 4 workers (it had {workers})" in status.replace_line(js, "exp1", 4, "gs://b/r")
+    assert status.worker_count(js) == workers and status.model_dir_of(js) == "gs://bkt/r"
+    assert f"on 4 workers (it had {workers})" in status.replace_line(js, "exp1", 4, "gs://bkt/r")
     # the schema is really applied: a wrong field is refused
     import jsonschema
 
@@ -138,7 +138,7 @@ def test_submit_with_jobset_looks_up_and_deletes_the_jobset(stub_kubectl, tmp_pa
         {"type": "Completed", "status": "True"}]}}))  # fmt: skip
     monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "js.json"))
     args = ["k8s", "submit", "--controller", "jobset", "--name", "exp1", "--image", "i:1",
-            "--model_dir", "gs://b/r", "--skip_preflight"]  # fmt: skip
+            "--model_dir", "gs://bkt/r", "--skip_preflight"]  # fmt: skip
     r = launch(*args)
     assert r.returncode == 1 and r.stderr.startswith(
         "error: jobset exp1 already exists (succeeded)"

@@ -73,8 +73,8 @@ def spec(**kw):
         image="gcr.io/p/trainer:1",
         workers=3,
         gpus_per_worker=2,
-        model_dir="gs://b/runs/exp1",
-        data_dir="gs://b/data",
+        model_dir="gs://bkt/runs/exp1",
+        data_dir="gs://bkt/data",
         namespace="ml",
         accelerator="nvidia-h100-80gb",
         trainer_args=("--train_steps=100",),
@@ -105,7 +105,7 @@ def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
             "--gpus_per_worker",
             str(gpus),
             "--model_dir",
-            "gs://b/r",
+            "gs://bkt/r",
             "--namespace",
             "ml",
             "--",
@@ -182,8 +182,8 @@ def render_with_evaluator(*extra, controller="job"):
     """`launch k8s render --evaluator` for 2 workers with 1 GPU each; the parsed objects."""
     r = launch(
         "k8s", "render", "--evaluator", "--controller", controller, "--name", "exp1",
-        "--image", "gcr.io/p/t:1", "--workers", "2", "--model_dir", "gs://b/r",
-        "--data_dir", "gs://b/d", "--namespace", "ml", *extra,
+        "--image", "gcr.io/p/t:1", "--workers", "2", "--model_dir", "gs://bkt/r",
+        "--data_dir", "gs://bkt/d", "--namespace", "ml", *extra,
     )  # fmt: skip
     return r, [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
 
@@ -202,7 +202,7 @@ def test_evaluator_pod_validates_joins_no_cluster_and_is_reachable_by_no_one(tmp
     pod = evaluator["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == [
-        "--model_dir=gs://b/r", "--data_dir=gs://b/d", "--train_steps=500", "--best_metric=auc",
+        "--model_dir=gs://bkt/r", "--data_dir=gs://bkt/d", "--train_steps=500", "--best_metric=auc",
         "--mode=continuous_eval",
     ]  # fmt: skip
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -356,7 +356,7 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
         "--workers",
         "2",
         "--model_dir",
-        "gs://b/r",
+        "gs://bkt/r",
         "--skip_preflight",
         "--",
         *HOSTILE_ARGS,
@@ -380,7 +380,15 @@ def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
 
 def test_dry_run_and_bad_name_submit_nothing(stub_kubectl):
     r = launch(
-        "k8s", "submit", "--name", "exp1", "--image", "i:1", "--model_dir", "gs://b/r", "--dry_run"
+        "k8s",
+        "submit",
+        "--name",
+        "exp1",
+        "--image",
+        "i:1",
+        "--model_dir",
+        "gs://bkt/r",
+        "--dry_run",
     )
     assert r.returncode == 0 and "kind: Job" in r.stdout
     r = launch(
@@ -391,7 +399,7 @@ def test_dry_run_and_bad_name_submit_nothing(stub_kubectl):
         "--image",
         "i:1",
         "--model_dir",
-        "gs://b/r",
+        "gs://bkt/r",
         "--skip_preflight",
     )
     assert r.returncode == 1 and "is not a DNS-1123 label" in r.stderr
@@ -421,7 +429,7 @@ def test_a_cluster_out_of_reach_is_one_sentence_from_each_command(tmp_path):
         )
     )
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    submit = ["--image", "i:1", "--model_dir", "gs://b/r", "--skip_preflight"]
+    submit = ["--image", "i:1", "--model_dir", "gs://bkt/r", "--skip_preflight"]
     for action, verb, extra in [
         ("status", "get", []),
         ("logs", "logs", []),
@@ -526,7 +534,7 @@ def test_preflight_without_credentials_or_an_answer_is_one_sentence(monkeypatch,
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
     with pytest.raises(preflight.PreflightError) as no_key:
-        preflight.run_preflight(model_dir="gs://b/r")
+        preflight.run_preflight(model_dir="gs://bkt/r")
     assert str(no_key.value).startswith(
         f"no Google Cloud credentials to check Cloud Storage with (File {tmp_path}/key.json "
     ) and str(no_key.value).endswith("or pass --skip_preflight to start without the checks.")
@@ -534,7 +542,7 @@ def test_preflight_without_credentials_or_an_answer_is_one_sentence(monkeypatch,
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     with pytest.raises(preflight.PreflightError) as silent:
-        preflight.run_preflight(model_dir="gs://b/r", data_dir="gs://b/d", answer_s=1)
+        preflight.run_preflight(model_dir="gs://bkt/r", data_dir="gs://bkt/d", answer_s=1)
     assert str(silent.value).startswith(
         "Cloud Storage did not answer within 1 s (Connection refused): check the network"
     )
@@ -594,7 +602,7 @@ def _submit_existing(tmp_path, monkeypatch, job, *extra):
     monkeypatch.setenv("KUBECTL_STUB_JOB", str(path))
     return launch(
         "k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
-        "--workers", "3", "--model_dir", "gs://b/r", "--skip_preflight", *extra,
+        "--workers", "3", "--model_dir", "gs://bkt/r", "--skip_preflight", *extra,
     )  # fmt: skip
 
 
@@ -632,7 +640,7 @@ def test_replace_deletes_waits_for_the_pods_then_submits(tmp_path, monkeypatch, 
     monkeypatch.delenv("KUBECTL_STUB_JOB")
     (tmp_path / "kubectl.log").unlink()
     r = launch("k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
-               "--model_dir", "gs://b/r", "--skip_preflight", "--replace")  # fmt: skip
+               "--model_dir", "gs://bkt/r", "--skip_preflight", "--replace")  # fmt: skip
     assert r.returncode == 0 and [c["argv"][1] for c in stub_kubectl()] == ["get", "apply"]
 
 
@@ -643,23 +651,23 @@ def test_replace_with_another_worker_count_goes_on_in_the_same_model_dir(
     new run resumes there (the trainer keeps step, optimizer and pairs seen; tested in
     test_distributed); the launcher says so, and says when the model_dir is another."""
     r = launch("k8s", "render", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
-               "--workers", "2", "--model_dir", "gs://b/r")  # fmt: skip
+               "--workers", "2", "--model_dir", "gs://bkt/r")  # fmt: skip
     job = next(d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job")
     job["status"] = FAILED["status"]
     same = _submit_existing(tmp_path, monkeypatch, job, "--replace")
     assert same.returncode == 0, same.stderr
-    assert "replacing exp1: the new run goes on in gs://b/r on 3 workers (it had 2), from its " \
+    assert "replacing exp1: the new run goes on in gs://bkt/r on 3 workers (it had 2), from its " \
         "newest checkpoint's step" in same.stdout  # fmt: skip
     assert [c["argv"][1] for c in stub_kubectl()][-1] == "apply"
     rendered = yaml.safe_load_all(stub_kubectl()[-1]["stdin"])
     (new,) = [d for d in rendered if d and d["kind"] == "Job"]
     assert new["spec"]["completions"] == 3
-    assert "--model_dir=gs://b/r" in new["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model_dir=gs://bkt/r" in new["spec"]["template"]["spec"]["containers"][0]["args"]
     (tmp_path / "kubectl.log").unlink()
     other = launch("k8s", "submit", "--name", "exp1", "--namespace", "ml", "--image", "i:1",
-                   "--model_dir", "gs://b/r2", "--skip_preflight", "--replace")  # fmt: skip
+                   "--model_dir", "gs://bkt/r2", "--skip_preflight", "--replace")  # fmt: skip
     assert other.returncode == 0, other.stderr
-    assert "the new run writes to gs://b/r2; the replaced run's gs://b/r is left as it is" \
+    assert "the new run writes to gs://bkt/r2; the replaced run's gs://bkt/r is left as it is" \
         in other.stdout  # fmt: skip
 
 
@@ -680,7 +688,7 @@ def test_api_server_errors_are_reduced_to_their_message(tmp_path, monkeypatch, s
     (tmp_path / "err.txt").write_text(IMMUTABLE)
     monkeypatch.setenv("KUBECTL_STUB_FAIL", "apply")
     monkeypatch.setenv("KUBECTL_STUB_STDERR", str(tmp_path / "err.txt"))
-    r = launch("k8s", "submit", "--name", "exp1", "--image", "i:2", "--model_dir", "gs://b/r",
+    r = launch("k8s", "submit", "--name", "exp1", "--image", "i:2", "--model_dir", "gs://bkt/r",
                "--skip_preflight")  # fmt: skip
     assert r.returncode == 1
     assert r.stderr == (

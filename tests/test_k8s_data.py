@@ -48,7 +48,7 @@ def test_data_service_validates_and_only_trainers_reach_it(tmp_path):
     assert workers["spec"]["replicas"] == 3
     (disp,) = _pod_spec(dispatcher)["containers"]
     assert disp["command"] == ["trainer-data"]
-    assert disp["args"] == ["dispatcher", "--port=5050", "--work_dir=gs://b/r/data_service"]
+    assert disp["args"] == ["dispatcher", "--port=5050", "--work_dir=gs://bkt/r/data_service"]
     (work,) = _pod_spec(workers)["containers"]
     assert work["args"] == [
         "data_worker",
@@ -137,14 +137,14 @@ def test_data_service_beside_a_jobset(tmp_path):
     ],
 )
 def test_bad_data_service_requests_render_nothing(own, trainer, fragment):
-    base = ["k8s", "render", "--name", "exp1", "--image", "i:1", "--model_dir", "gs://b/r"]
+    base = ["k8s", "render", "--name", "exp1", "--image", "i:1", "--model_dir", "gs://bkt/r"]
     r = launch(*base, "--data_workers", "2", *own, *trainer)  # a later flag wins
     assert r.returncode == 1 and r.stdout == ""
     assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 CONVERT = ["k8s", "convert", "--name", "conv1", "--image", "i:1", "--workers", "3"]
-CONVERT += ["--pairs", "gs://b/pairs.csv", "--output_dir", "gs://b/ds", "--namespace", "ml"]
+CONVERT += ["--pairs", "gs://bkt/pairs.csv", "--output_dir", "gs://bkt/ds", "--namespace", "ml"]
 
 
 def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: F811
@@ -170,7 +170,7 @@ def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: 
     for i in range(3):  # what pod i's converter receives after Kubernetes' expansion
         args = [k8s_expand(a, {"JOB_COMPLETION_INDEX": str(i)}) for a in container["args"]]
         assert args == [
-            "convert", "--pairs=gs://b/pairs.csv", "--output_dir=gs://b/ds",
+            "convert", "--pairs=gs://bkt/pairs.csv", "--output_dir=gs://bkt/ds",
             "--num_workers=3", f"--worker_index={i}", "--image_size=64", "--num_shards=48",
             "--note=$(X)",
         ]  # fmt: skip

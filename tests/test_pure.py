@@ -202,6 +202,36 @@ def test_storage_failure_names_operation_path_and_cause():
     assert storage.failure(_GONE, at=("looking up", "gs://other")).path == "gs://b1/f.txt"
 
 
+@pytest.mark.parametrize(
+    "path, bad",
+    [
+        ("gs://models/runs/exp1", ""),
+        ("gs://my-bucket_2/x", ""),
+        ("gs://" + "a" * 63 + "." + "b" * 40 + "/x", ""),  # dotted: parts of up to 63
+        ("/local/B_ad", ""),  # not on gs://: not a bucket
+        ("ram://m", ""),
+        ("gs:///x", "names no bucket"),
+        ("gs://Models/x", "'Models' is not a Cloud Storage bucket name (3 to 63 lowercase"),
+        ("gs://my bucket/x", "'my bucket' is not"),
+        ("gs://-models", "'-models' is not"),
+        ("gs://models./x", "'models.' is not"),
+        ("gs://a..b/x", "'a..b' is not"),
+        ("gs://ab/x", "'ab' is not"),
+        ("gs://" + "a" * 64, "is not a Cloud Storage bucket name"),
+        ("gs://" + "a" * 64 + ".b", "is not a Cloud Storage bucket name"),
+        ("gs://goog-models", "'goog-models' is not a Cloud Storage bucket name (no name may"),
+        ("gs://team-google-runs", "'team-google-runs' is not"),
+    ],
+)
+def test_a_bucket_name_cloud_storage_refuses_is_said_before_asking_it(path, bad):
+    from trainer.common.paths import bucket_problem
+
+    said = bucket_problem(path, "--model_dir")
+    assert (bad in said) if bad else said == "", said
+    if bad:
+        assert said.startswith(f"--model_dir {path}")
+
+
 def test_an_evaluator_never_joins_a_cluster():
     from trainer.config import ConfigError
     from trainer.runtime.strategy import choose_strategy

@@ -12,7 +12,8 @@ from tests.inprocess import run_entry
 from tests.test_jobset import _validate_jobset
 from tests.test_k8s import stub_kubectl, validate  # noqa: F401  (a fixture)
 
-RUN = ["--name", "exp1", "--image", "gcr.io/p/t:1", "--model_dir", "gs://b/r", "--namespace", "ml"]
+RUN = ["--name", "exp1", "--image", "gcr.io/p/t:1", "--model_dir", "gs://bkt/r",
+       "--namespace", "ml"]  # fmt: skip
 QUEUED = ["--queue", "team-a", "--priority", "high", "--spot", "--ttl_seconds", "3600",
           "--deadline_seconds", "86400"]  # fmt: skip
 

@@ -90,9 +90,9 @@ def test_a_resumed_stream_starts_at_its_epoch(source, cluster):
     _count(batches.as_numpy_iterator(), seen)
     assert min(e for e, _ in seen) == 7
     # Trainer workers of one attempt share a job; another checkpoint or run gets its own.
-    assert service.job_name("gs://b/m", 0, 640) == service.job_name("gs://b/m", 0, 640)
-    assert service.job_name("gs://b/m", 0, 640) != service.job_name("gs://b/m", 0, 704)
-    assert service.job_name("gs://b/m", 0, 640) != service.job_name("gs://b/n", 0, 640)
+    assert service.job_name("gs://bkt/m", 0, 640) == service.job_name("gs://bkt/m", 0, 640)
+    assert service.job_name("gs://bkt/m", 0, 640) != service.job_name("gs://bkt/m", 0, 704)
+    assert service.job_name("gs://bkt/m", 0, 640) != service.job_name("gs://bkt/n", 0, 640)
 
 
 def test_trainer_side_gets_model_inputs(source, cluster):

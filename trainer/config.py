@@ -19,6 +19,7 @@ import os
 import re
 
 from trainer.common.errors import UsageError
+from trainer.common.paths import bucket_problem
 from trainer.model.options import HEADS, STRIDE_PLACEMENTS
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
@@ -345,6 +346,14 @@ def _check_runtime(r: RuntimeConfig) -> None:
 def validate(config: Config) -> Config:
     """Every check that needs neither TensorFlow nor the data; returns ``config``."""
     _one_of("mode", config.mode, MODES)
+    for role, path in (
+        ("--data_dir", config.data.data_dir),
+        ("--model_dir", config.train.model_dir),
+        ("--export_dir", config.export_dir),
+        ("--init_from", config.train.recipe.init_from),
+    ):
+        if problem := bucket_problem(path, role):
+            raise ConfigError(f"{problem}.")
     _check_train(config.train)
     _check_data(config.data, config.train.deterministic)
     _check_model(config.model)

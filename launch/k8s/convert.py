@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 
 from launch.k8s import manifests as k8s
+from trainer.common.paths import bucket_problem
 
 RESERVED = ("--pairs", "--output_dir", "--num_workers", "--worker_index")
 INDEX_ENV = "JOB_COMPLETION_INDEX"
@@ -25,6 +26,8 @@ def check(pairs: str, output_dir: str, args: tuple) -> None:
     for flag, value in (("--pairs", pairs), ("--output_dir", output_dir)):
         if not value.startswith("gs://") or len(value) <= len("gs://"):
             raise k8s.SpecError(f"{flag}={value!r} must be a gs:// path: pods share no disk.")
+        if problem := bucket_problem(value, flag):
+            raise k8s.SpecError(f"{problem}.")
     for arg in args:
         if arg.split("=", 1)[0] in RESERVED:
             raise k8s.SpecError(

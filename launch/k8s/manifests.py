@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from trainer.common.paths import bucket_problem
 from trainer.runtime import cluster as tfconfig
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -84,6 +85,9 @@ def check_spec(spec: JobSpec) -> None:
             f"--data_dir={spec.data_dir!r} must be a gs:// path (or empty for the "
             "built-in synthetic set)."
         )
+    for role, path in (("--model_dir", spec.model_dir), ("--data_dir", spec.data_dir)):
+        if problem := bucket_problem(path, role):
+            raise SpecError(f"{problem}.")
     if not LABEL_VALUE.match(spec.accelerator) or len(spec.accelerator) > 63:
         raise SpecError(f"--accelerator={spec.accelerator!r} is not a Kubernetes label value.")
     for arg in spec.trainer_args:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 
 from trainer.common.errors import EXIT_RETRY, EXIT_USAGE, UsageError, first_line
+from trainer.common.paths import bucket_problem, is_gcs
 
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
@@ -99,10 +100,6 @@ def bound_tool_retries() -> dict[str, str]:
     from trainer.config import DEFAULT_STORAGE_TIMEOUT_S
 
     return apply_retry_env(DEFAULT_STORAGE_TIMEOUT_S)
-
-
-def is_gcs(path: str) -> bool:
-    return str(path).startswith("gs://")
 
 
 def bucket_of(path: str) -> str:
@@ -191,9 +188,9 @@ def require_bucket(path: str, role: str) -> None:
         return
     import tensorflow as tf
 
+    if problem := bucket_problem(path, role):
+        raise StorageError(f"{problem}.")
     bucket = bucket_of(path)
-    if not bucket:
-        raise StorageError(f"{role} {path} names no bucket.")
     try:
         found = tf.io.gfile.exists(f"gs://{bucket}")
     except tf.errors.PermissionDeniedError:
