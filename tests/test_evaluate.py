@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -101,14 +102,33 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
         stderr=subprocess.PIPE,
         text=True,
     )
+    # The trainer starts once the evaluator is up, before the run has a config.json: the
+    # evaluator waits for it and takes the model flag it was not given (--head) from there.
+    lines, up = [], threading.Event()
+
+    def read_stderr():
+        for line in evaluator.stderr:
+            lines.append(line)
+            if "config.json" in line or "watching" in line:
+                up.set()
+        up.set()  # it ended: the assertions below say how
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    up.wait()
     train = train_here(  # the trainer in this process, the evaluator a real one beside it
         *common,
+        "--head=global_max",
         "--eval_every_steps=0",
         "--checkpoint_every_steps=3",
         "--keep_checkpoints=10",
         "--log_every_steps=3",
     )
-    out, err = evaluator.communicate()
+    out = evaluator.stdout.read()
+    evaluator.wait()
+    reader.join()
+    err = "".join(lines)
+    assert f"waiting for {model_dir}/config.json, which the trainer writes as it starts" in err
     assert train.returncode == 0, train.stderr[-3000:]
     assert evaluator.returncode == 0, err[-3000:]
     # --eval_every_steps=0: the trainer evaluated nothing and kept no best model itself.
@@ -138,6 +158,23 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
     assert not eval_lines(again.stderr) and "evaluated 0 checkpoints this run" in again.stdout
     assert (model_dir / "eval/evaluated.json").read_bytes() == before
     assert tensorboard_steps(model_dir / "tensorboard/eval") == on_disk
+
+
+def test_an_evaluator_whose_run_never_starts_says_so_after_its_timeout(data, tmp_path):
+    """No config.json within --eval_timeout_seconds: one sentence, exit 1. Bad data is said
+    before the wait."""
+    never = tmp_path / "never"
+    wait = ("--mode=continuous_eval", "--eval_timeout_seconds=1", "--eval_poll_seconds=0.2")
+    r = train_here(*flags(data, never), *wait)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: --mode=continuous_eval: no training run started in {never} within 1 s "
+        "(--eval_timeout_seconds; it writes config.json as it starts): check --model_dir."
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = train_here(*flags(str(empty), never), *wait)
+    assert r.returncode == 1 and "holds no dataset" in r.stderr and "waiting" not in r.stderr
 
 
 def test_evaluator_skips_a_rotated_checkpoint_and_names_the_steps_there_are(

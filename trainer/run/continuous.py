@@ -27,7 +27,7 @@ from trainer.common.errors import UsageError, first_line
 from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
 from trainer.config import ConfigError, ModelConfig
-from trainer.run.checkpoint import check_model_config, checkpoint_dir
+from trainer.run.checkpoint import CONFIG_FILE, check_model_config, checkpoint_dir
 from trainer.runtime import storage
 
 RECORD_FILE = "eval/evaluated.json"
@@ -57,6 +57,34 @@ def checkpoint_to_read(model_dir: str, mode: str, step: int = 0) -> int:
             f"at that step (it has steps {', '.join(map(str, available))})."
         )
     return step or available[-1]
+
+
+def wait_for_config(model_dir: str, *, timeout_s: float, poll_s: float) -> None:
+    """Returns once <model_dir>/config.json exists (at once if it does); ConfigError when
+    none came within ``timeout_s``.
+
+    Why: an evaluator started before its trainer would build the model of its own flags
+    (defaults where not given) and be refused at the first checkpoint of a run with other
+    model flags. The trainer's chief writes config.json before its first step; once it is
+    there, the model flags not given come from it (trainer.run.setup.with_saved_model)."""
+    path = join(model_dir, CONFIG_FILE)
+    if tf.io.gfile.exists(path):
+        return
+    logging.info(
+        "waiting for %s, which the trainer writes as it starts (up to %.0f s: "
+        "--eval_timeout_seconds)",
+        path,
+        timeout_s,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        if tf.io.gfile.exists(path):
+            return
+    raise ConfigError(
+        f"--mode=continuous_eval: no training run started in {model_dir} within {timeout_s:.0f} "
+        f"s (--eval_timeout_seconds; it writes {CONFIG_FILE} as it starts): check --model_dir."
+    )
 
 
 def pending(available: list[int], done: dict, skipped: set) -> list[int]:

@@ -85,8 +85,8 @@ def wait_for_dispatcher(address: str, timeout: float) -> None:
 def with_saved_model(config: Config) -> tuple[Config, bool]:
     """For the modes that read a checkpoint: the model of its config.json, with the model
     flags given on the command line over it (one that differs is then refused by the model
-    check, as in training), and whether there was one. Unchanged where there is none yet (an
-    evaluator started before its trainer)."""
+    check, as in training), and whether there was one. Unchanged where there is none (a
+    model_dir without a run: export and evaluate then find no checkpoint either)."""
     if config.mode == "train":
         return config, False
     saved = checkpoint.load_model_config(config.train.model_dir)
@@ -113,14 +113,26 @@ def _data_of(config: Config, saved: bool):
     return data_dir, train_source, eval_source, train_source.spec
 
 
-def prepare(config: Config) -> Setup:
-    """The data, the strategy and the resolved config (see the module docstring)."""
+def _model_and_data(config: Config):
+    """(config with the run's model where a mode reads one, the data of ``_data_of``)."""
     if config.mode in ("export", "evaluate"):  # before any data is read or anything written
         continuous.checkpoint_to_read(
             config.train.model_dir, config.mode, config.evaluation.checkpoint_step
         )
+    if config.mode == "continuous_eval":  # the data first: a bad --data_dir is said at once
+        data = _data_of(config, False)
+        e = config.evaluation
+        continuous.wait_for_config(
+            config.train.model_dir, timeout_s=e.timeout_seconds, poll_s=e.poll_seconds
+        )
+        return with_saved_model(config)[0], data
     config, saved = with_saved_model(config)
-    data_dir, train_source, eval_source, spec = _data_of(config, saved)
+    return config, _data_of(config, saved)
+
+
+def prepare(config: Config) -> Setup:
+    """The data, the strategy and the resolved config (see the module docstring)."""
+    config, (data_dir, train_source, eval_source, spec) = _model_and_data(config)
     if config.mode == "train" and config.train.recipe.init_from:
         from trainer.run.recipe import checkpoint_of
 
