@@ -95,6 +95,45 @@ def test_validate_refuses_each_value_no_run_can_use(change, message):
     assert C.validate(C.Config()) == C.Config()  # and the defaults pass
 
 
+def test_an_export_that_would_replace_the_runs_own_files_is_refused():
+    """The export replaces its folder whole: not the model_dir, a folder holding it, one of
+    the run's own folders, or the data (a fresh run's checkpoints were deleted by it)."""
+
+    def refusal(export_dir, model_dir="/r/m", data_dir="/d/pairs", mode="train", export=True):
+        config = C.Config(
+            mode=mode,
+            export_dir=export_dir,
+            export=export,
+            train=C.TrainConfig(model_dir=model_dir),
+            data=C.DataConfig(data_dir=data_dir),
+        )
+        try:
+            C.validate(config)
+        except C.ConfigError as e:
+            return str(e)
+        return ""
+
+    tail = ": an export replaces its folder whole, so the files there would be deleted; give"
+    assert refusal("/r/m/") == f"--export_dir=/r/m/ is the --model_dir{tail} a folder of its " + (
+        "own (the default is <model_dir>/export)."
+    )
+    assert refusal("/r").startswith("--export_dir=/r holds the --model_dir: ")
+    assert refusal("gs://bkt/runs", "gs://bkt/runs/exp1//").startswith(
+        "--export_dir=gs://bkt/runs holds the --model_dir"
+    )
+    assert refusal("/r/m/checkpoints").startswith(
+        "--export_dir=/r/m/checkpoints is inside a folder the run writes in --model_dir "
+        "(checkpoints, tensorboard, eval, export_best)"
+    )
+    assert "is inside a folder the run writes" in refusal("/r/m/tensorboard/x")
+    assert refusal("/d/pairs", mode="export").startswith("--export_dir=/d/pairs is the --data_dir")
+    assert refusal("/d").startswith("--export_dir=/d holds the --data_dir")
+    # Places of its own pass, and so does any place where nothing is exported.
+    for fine in ("", "/r/m/export", "/r/m/export2", "/r/m-export", "/r/mm", "/d/pairs/export"):
+        assert refusal(fine) == "", fine
+    assert refusal("/r/m", export=False) == "" and refusal("/r/m", mode="evaluate") == ""
+
+
 def test_flag_forms_are_parsed_once():
     assert C.parse_steps_per_loop("auto") == 0 and C.parse_steps_per_loop("25") == 25
     assert C.parse_profile_steps([]) == () and C.parse_profile_steps(["3", "9"]) == (3, 9)

@@ -240,15 +240,15 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
         ("trainer.predict", "--saved_model=gs://models/e/again", *pair),
         ("trainer.inspect", "--model_dir=gs://models/e", "--output=gs://models/e/activations.png",
          *pair),
-        # an export folder holding a run's files, not a SavedModel: refused, nothing moved
-        ("trainer", *_flags("gs://models/e", "--mode=export", "--export_dir=gs://models/e")),
+        # an export folder holding other files, not a SavedModel: refused, nothing moved
+        ("trainer", *_flags("gs://models/e", "--mode=export", "--export_dir=gs://raw/pair")),
     )  # fmt: skip
     r = over_run
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
-        "error: export_dir gs://models/e holds other files (activations.png, again, "
-        "checkpoints and 1 more), not a SavedModel: the export replaces the whole folder, so "
-        "give an empty or new folder."
+        "error: export_dir gs://raw/pair holds other files (a.png, b.png), not a SavedModel: "
+        "the export replaces the whole folder, so give an empty or new folder."
     ), r.stderr[-2000:]
+    assert sorted(b.name for b in raw.list_blobs(prefix="pair/")) == ["pair/a.png", "pair/b.png"]
     r = exported
     assert r.returncode == 0, r.stderr[-3000:]
     first = str(main_job.export_dir)

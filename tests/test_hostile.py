@@ -407,6 +407,7 @@ def test_a_missing_command_is_named_by_its_choices():
             "--model_dir gs://Runs_1/exp1: 'Runs_1' is not a Cloud Storage bucket name (3 to 63",
         ),
         (["local", "--", "--data_dir=gs://my data/p"], "'my data' is not a Cloud Storage bucket"),
+        (["local", "--", "--export_dir=runs"], "--export_dir=runs holds the --model_dir: an"),
         (["k8s", "render", *K8S, "--", "--model_dir=gs://x/y"], "is set by launch k8s"),
     ],
 )

@@ -192,6 +192,45 @@ class Config:
 
 # ---- checks (each once; pure) ---------------------------------------------------------------
 
+# What a run writes in its model_dir (trainer.run.checkpoint, actions, continuous, best): an
+# export, which replaces its folder whole, must not be any of them.
+RUN_FOLDERS = ("checkpoints", "tensorboard", "eval", "export_best")
+
+
+def _normal(path: str) -> str:
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        return scheme + "://" + "/".join(p for p in rest.split("/") if p)
+    return os.path.abspath(path)
+
+
+def _check_export_place(config: Config) -> None:
+    """An export replaces its folder whole (trainer.common.files.folder_written_whole): a
+    folder that is, or holds, the run's model_dir, one of the run's own folders, or the data
+    would be deleted with it."""
+    path = config.written_export_path
+    if not path:
+        return
+    export, run = _normal(path), _normal(config.train.model_dir)
+
+    def within(folder: str, other: str) -> bool:
+        return other == folder or other.startswith(folder.rstrip("/") + "/")
+
+    data = _normal(config.data.data_dir) if config.data.data_dir else None
+    if within(export, run):
+        what = "is the --model_dir" if export == run else "holds the --model_dir"
+    elif any(within(f"{run}/{name}", export) for name in RUN_FOLDERS):
+        what = f"is inside a folder the run writes in --model_dir ({', '.join(RUN_FOLDERS)})"
+    elif data and within(export, data):
+        what = "is the --data_dir" if export == data else "holds the --data_dir"
+    else:
+        return
+    raise ConfigError(
+        f"--export_dir={path} {what}: an export replaces its folder whole, so the files there "
+        "would be deleted; give a folder of its own (the default is <model_dir>/export)."
+    )
+
+
 _SERVICE_RE = re.compile(r"^grpc://[A-Za-z0-9.\-_\[\]:]+:\d{1,5}$")
 _SERVICE_CONFLICTS = (
     ("deterministic", "the service's dynamic sharding gives no fixed input order"),
@@ -358,6 +397,7 @@ def validate(config: Config) -> Config:
     _check_data(config.data, config.train.deterministic)
     _check_model(config.model)
     _check_runtime(config.runtime)
+    _check_export_place(config)
     e = config.evaluation
     _at_least("eval_timeout_seconds", e.timeout_seconds, 1)
     _at_least("checkpoint_step", e.checkpoint_step, 0)
