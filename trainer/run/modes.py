@@ -7,6 +7,7 @@ place that turns them into exit codes and sentences.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import keras
@@ -180,6 +181,14 @@ def train(setup: Setup) -> int:
         fetch_to_device=fetch_to_device(p.num_gpus),
     )
     warm = _restore_or_warm_start(cfg, program)  # a refusal here has written nothing
+    # The chief claims the model_dir before its first write, and holds it through the export.
+    claim = checkpoint.claimed(cfg.train.model_dir) if p.is_chief else contextlib.nullcontext()
+    with claim:
+        return _train_claimed(setup, program, warm)
+
+
+def _train_claimed(setup: Setup, program: TrainProgram, warm: bool) -> int:
+    cfg, p = setup.config, setup.placement
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=p.is_chief)
     _log_start(cfg, program)
     early = _early_stop(cfg, p.is_chief)
