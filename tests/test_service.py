@@ -6,6 +6,8 @@ test_distributed.py.
 """
 
 import collections
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,6 +143,31 @@ def test_data_workers_and_a_service_address_are_refused_together(tmp_path):
     )
     assert rc == 1 and "drop --data_service_address" in err.text
     assert not out.text and not list(tmp_path.iterdir())
+
+
+def test_a_data_worker_says_it_waits_for_its_dispatcher_and_stops_on_sigterm():
+    """Started before its dispatcher (or given a wrong address), a data worker says what it
+    waits for (TensorFlow's WorkerServer would retry inside its constructor, silently), and
+    SIGTERM stops it with exit 0 while it waits."""
+    import signal
+
+    from launch.local.processes import free_ports
+
+    (port,) = free_ports(1)  # nothing listens there
+    address = f"--dispatcher_address=grpc://localhost:{port}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "trainer.data", "data_worker", address, "--port=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = worker.stdout.readline()
+    assert first == (
+        f"waiting for the dispatcher at localhost:{port} (Connection refused), trying every "
+        "second\n"
+    ), first
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate()
+    assert worker.returncode == 0 and out == "stopped\n", (worker.returncode, out, err)
+    assert "Traceback" not in err
 
 
 def test_an_unreachable_dispatcher_or_a_bad_address_writes_nothing(synthetic, tmp_path):

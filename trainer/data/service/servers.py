@@ -25,15 +25,44 @@ def check_port(port: int) -> None:
         raise ValueError(f"port {port} is outside 0..65535.")
 
 
-def _serve_until_signal(server, what: str) -> int:
+def _stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set (the process then stops, exit 0)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _serve_until_signal(server, what: str, stop: threading.Event | None = None) -> int:
+    stop = stop or _stop_on_signals()
     print(f"{what}", flush=True)
     stop.wait()
     server.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _dispatcher_answers(target: str, stop: threading.Event, say_every_s: float = 60) -> bool:
+    """Waits until the dispatcher's port takes a connection, saying so; False when stopped.
+
+    Why: TensorFlow's WorkerServer registers with the dispatcher inside its constructor and
+    retries an unreachable one there forever, silently (a data worker started before its
+    dispatcher, or given a wrong address, printed nothing at all)."""
+    host, port = net.host_port(target)
+    reason = net.try_connect(host, port)
+    if not reason:
+        return True
+    print(f"waiting for the dispatcher at {target} ({reason}), trying every second", flush=True)
+    waited = 0.0
+    while reason:
+        if stop.wait(1.0):
+            return False
+        waited += 1.0
+        reason = net.try_connect(host, port)
+        if reason and waited % say_every_s < 1.0:
+            print(f"still waiting for the dispatcher at {target} ({reason})", flush=True)
+    print(f"the dispatcher at {target} answers", flush=True)
+    return True
 
 
 def run_dispatcher(port: int, work_dir: str = "", worker_timeout_ms: int = 0) -> int:
@@ -53,13 +82,17 @@ def run_dispatcher(port: int, work_dir: str = "", worker_timeout_ms: int = 0) ->
 def run_worker(dispatcher: str, port: int, worker_address: str = "") -> int:
     """``worker_address``: what the dispatcher tells trainers to dial (default
     localhost:PORT; on Kubernetes the pod's IP)."""
-    import tensorflow as tf
-
     check_port(port)
     net.host_port(dispatcher)  # ValueError: one sentence
     target = dispatcher.split("://", 1)[-1]
     if worker_address:
         net.host_port(worker_address)
+    stop = _stop_on_signals()
+    if not _dispatcher_answers(target, stop):
+        print("stopped", flush=True)
+        return 0
+    import tensorflow as tf
+
     svc = tf.data.experimental.service
     config = svc.WorkerConfig(
         dispatcher_address=target,
@@ -70,7 +103,7 @@ def run_worker(dispatcher: str, port: int, worker_address: str = "") -> int:
     server = svc.WorkerServer(config)
     bound = server._address.rsplit(":", 1)[1]  # the port taken when --port=0
     return _serve_until_signal(
-        server, f"data worker listening on port {bound}, dispatcher {target}"
+        server, f"data worker listening on port {bound}, dispatcher {target}", stop
     )
 
 
