@@ -429,24 +429,31 @@ def test_tensorflow_loads_with_the_collector_paused_and_leaves_it_as_it_was():
 def test_a_second_run_in_a_model_dir_that_is_training_is_refused(small_data, tmp_path):
     """The test holds the model_dir's claim as a training run's chief does (an flock on the
     folder, which conflicts between open files in one process as between processes); a run
-    started there meanwhile is refused before it writes anything, and runs once it is free.
-    (That the kernel frees it when a chief is killed: the kill -9 tests of
+    started there meanwhile is refused before it reads or writes anything, and runs once it
+    is free. (That the kernel frees it when a chief is killed: the kill -9 tests of
     test_distributed.py, whose restarted chiefs must take it.)"""
     from trainer.run import checkpoint
 
     model_dir = tmp_path / "m"
-    flags = small_flags(small_data, model_dir, "--train_steps=2")
+    with checkpoint.claimed(str(model_dir)):  # a fresh folder: made for the lock
+        r = train_here(*small_flags(small_data, model_dir, "--train_steps=2"))
+        assert r.returncode == 1 and os.listdir(model_dir) == [], r.stderr[-2000:]
+    assert not model_dir.exists()  # the claim on a folder it made, left empty, takes it away
+    r = train_here(*small_flags(small_data, model_dir, "--train_steps=2"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = sorted(p.name for p in model_dir.rglob("*"))
     with checkpoint.claimed(str(model_dir)):
-        r = train_here(*flags)
+        r = train_here(*small_flags(small_data, model_dir, "--train_steps=4"))
         assert r.returncode == 1, r.stderr[-2000:]
         assert r.stderr.strip().splitlines()[-1] == (
             f"error: another run is training in {model_dir} (it holds the folder's lock): "
             "wait until it ends, or give another --model_dir."
         )
-        assert os.listdir(model_dir) == []  # no config.json, no checkpoint, no TensorBoard
-    r = train_here(*flags)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert (model_dir / "checkpoints/ckpt-2.index").exists()
+        assert "resumed from" not in r.stderr  # refused before it read the checkpoint
+        assert sorted(p.name for p in model_dir.rglob("*")) == before  # nothing written
+    r = train_here(*small_flags(small_data, model_dir, "--train_steps=4"))
+    assert r.returncode == 0 and "resumed from" in r.stderr, r.stderr[-2000:]
+    assert (model_dir / "checkpoints/ckpt-4.index").exists()
 
 
 def test_missing_data_dir(tmp_path):

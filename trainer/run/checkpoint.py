@@ -90,6 +90,7 @@ def claimed(model_dir: str):
     if "://" in model_dir:
         yield
         return
+    made = not os.path.isdir(model_dir)
     os.makedirs(model_dir, exist_ok=True)
     fd = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -106,6 +107,8 @@ def claimed(model_dir: str):
         yield
     finally:
         os.close(fd)  # and with it the lock
+        if made and not os.listdir(model_dir):  # a run refused before it wrote: no trace
+            os.rmdir(model_dir)
 
 
 def readable(prefix: str) -> bool:

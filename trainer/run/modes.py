@@ -170,6 +170,15 @@ def train(setup: Setup) -> int:
     """Trains from the newest checkpoint (or step 0) to --train_steps, then exports."""
     cfg, p = setup.config, setup.placement
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
+    # The chief claims the model_dir before it reads a checkpoint there, and holds it through
+    # the export: a second run is refused before it says it resumed.
+    claim = checkpoint.claimed(cfg.train.model_dir) if p.is_chief else contextlib.nullcontext()
+    with claim:
+        return _train_claimed(setup)
+
+
+def _train_claimed(setup: Setup) -> int:
+    cfg, p = setup.config, setup.placement
     program = TrainProgram(
         strategy=p.strategy,
         model=cfg.model,
@@ -181,14 +190,6 @@ def train(setup: Setup) -> int:
         fetch_to_device=fetch_to_device(p.num_gpus),
     )
     warm = _restore_or_warm_start(cfg, program)  # a refusal here has written nothing
-    # The chief claims the model_dir before its first write, and holds it through the export.
-    claim = checkpoint.claimed(cfg.train.model_dir) if p.is_chief else contextlib.nullcontext()
-    with claim:
-        return _train_claimed(setup, program, warm)
-
-
-def _train_claimed(setup: Setup, program: TrainProgram, warm: bool) -> int:
-    cfg, p = setup.config, setup.placement
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=p.is_chief)
     _log_start(cfg, program)
     early = _early_stop(cfg, p.is_chief)
