@@ -161,15 +161,16 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
 
 
 def test_an_evaluator_whose_run_never_starts_says_so_after_its_timeout(data, tmp_path):
-    """No config.json within --eval_timeout_seconds: one sentence, exit 1. Bad data is said
-    before the wait."""
+    """No config.json within --eval_timeout_seconds: one sentence, exit 75 (an evaluator Job
+    admitted before its workers retries, and waits again). Bad data is said before the wait."""
     never = tmp_path / "never"
     wait = ("--mode=continuous_eval", "--eval_timeout_seconds=1", "--eval_poll_seconds=0.2")
     r = train_here(*flags(data, never), *wait)
-    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.returncode == 75, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: --mode=continuous_eval: no training run started in {never} within 1 s "
-        "(--eval_timeout_seconds; it writes config.json as it starts): check --model_dir."
+        "(--eval_timeout_seconds; it writes config.json as it starts): check --model_dir. "
+        "Exit 75: rerun once it is up."
     )
     empty = tmp_path / "empty"
     empty.mkdir()

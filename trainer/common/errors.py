@@ -19,6 +19,11 @@ class UsageError(ValueError):
     is one sentence naming the value and what to do."""
 
 
+class NotThereYet(Exception):
+    """What a run waits for did not come in time: the tf.data service dispatcher, or the
+    training run an evaluator follows. Exit 75: a rerun (a Job's retry) waits again."""
+
+
 def first_line(error: BaseException | str, limit: int = 200) -> str:
     """The first line of an error's text, cut to ``limit`` characters (the type's name when
     it has no text): library errors run to pages, a person needs the line that says why."""

@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer.common.console import plural
-from trainer.common.errors import UsageError, first_line
+from trainer.common.errors import NotThereYet, UsageError, first_line
 from trainer.common.files import read_json, write_json
 from trainer.common.paths import join
 from trainer.config import ConfigError, ModelConfig
@@ -60,8 +60,9 @@ def checkpoint_to_read(model_dir: str, mode: str, step: int = 0) -> int:
 
 
 def wait_for_config(model_dir: str, *, timeout_s: float, poll_s: float) -> None:
-    """Returns once <model_dir>/config.json exists (at once if it does); ConfigError when
-    none came within ``timeout_s``.
+    """Returns once <model_dir>/config.json exists (at once if it does); NotThereYet (exit
+    75: a queued run's evaluator Job retries, and so waits again) when none came within
+    ``timeout_s``.
 
     Why: an evaluator started before its trainer would build the model of its own flags
     (defaults where not given) and be refused at the first checkpoint of a run with other
@@ -81,7 +82,7 @@ def wait_for_config(model_dir: str, *, timeout_s: float, poll_s: float) -> None:
         time.sleep(poll_s)
         if tf.io.gfile.exists(path):
             return
-    raise ConfigError(
+    raise NotThereYet(
         f"--mode=continuous_eval: no training run started in {model_dir} within {timeout_s:.0f} "
         f"s (--eval_timeout_seconds; it writes {CONFIG_FILE} as it starts): check --model_dir."
     )

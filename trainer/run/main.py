@@ -3,7 +3,8 @@ and nowhere else.
 
 Exit codes (trainer.common.errors): 0 done; 1 bad input (a flag, the data, a storage that
 refuses), a NaN/Inf loss; 75 stopped by SIGTERM after a checkpoint, a lost peer, an
-unreachable tf.data dispatcher or a storage outage: rerun (the Job does) to resume.
+unreachable tf.data dispatcher, an evaluator's run that has not started or a storage
+outage: rerun (the Job does) to resume.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from trainer.common.errors import (
     EXIT_OK,
     EXIT_RETRY,
     EXIT_USAGE,
+    NotThereYet,
     UsageError,
     disk_full,
     first_line,
@@ -53,7 +55,7 @@ def exit_status(error: Exception, config: Config) -> int:
             # more here (bench/grace.py), time the budget does not have.
             _leave_now(EXIT_RETRY)
         return EXIT_RETRY
-    if isinstance(error, setup.Unreachable):
+    if isinstance(error, NotThereYet):
         return _say(f"error: {error} Exit {EXIT_RETRY}: rerun once it is up.", EXIT_RETRY)
     if isinstance(error, storage.StartFailed):  # nothing written yet: nothing to flush
         return _storage_failed(error.found, config, leave=False)

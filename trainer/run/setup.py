@@ -17,6 +17,7 @@ from absl import logging
 
 from trainer.common import net
 from trainer.common.console import plural
+from trainer.common.errors import NotThereYet
 from trainer.config import EVAL_MODES, Config, default_cache_dir
 from trainer.data.read.decode import ImageSpec
 from trainer.data.read.source import Source, open_splits
@@ -25,10 +26,6 @@ from trainer.resolve import check_activation, resolve
 from trainer.run import checkpoint, continuous
 from trainer.runtime import storage, threads
 from trainer.runtime import strategy as strategy_lib
-
-
-class Unreachable(Exception):
-    """The tf.data service dispatcher did not accept a connection in time (exit 75)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,7 +72,7 @@ def wait_for_dispatcher(address: str, timeout: float) -> None:
     host, port = net.host_port(address)
     _, reason = net.wait_for_port(host, port, timeout)
     if reason:
-        raise Unreachable(
+        raise NotThereYet(
             f"the tf.data service dispatcher at {address} did not answer within {timeout:.0f} "
             f"s ({reason}): start it (or check --data_service_address); "
             "--peer_timeout_seconds sets the wait."
