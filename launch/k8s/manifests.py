@@ -374,9 +374,11 @@ def job_state(job: dict) -> str:
 _GO_STRUCT = re.compile(r"\b[a-z]+\.[A-Z]\w*\{")
 # klog's lines ("E1202 05:30:15.871708 7784 memcache.go:265] ..."): client-go's retries
 _KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ", re.M)
+# kubectl's own words when it reaches no API server (not "dial tcp" alone: a webhook the
+# server could not call says that too, and the server did answer then)
 _UNREACHABLE = re.compile(
     r"The connection to the server \S+ was refused|Unable to connect to the server"
-    r"|no configuration has been provided|dial tcp|i/o timeout|no such host"
+    r"|no configuration has been provided"
 )
 
 
