@@ -168,7 +168,12 @@ def test_report_figures_and_pictures(main_job, pairs, tmp_path):
     assert m["pairs"] == N and m["positives"] == int(labels.sum())
     assert abs(m["auc"] - auc_by_trapezoids(scores, labels)) < 1e-3
     assert abs(m["auc"] - auc_by_pairs(scores, labels)) < 1e-3
-    for key, threshold in (("at_0.5", 0.5), ("at_best_f1", m["at_best_f1"]["threshold"])):
+    # The best-F1 threshold is one pair's score as the report computed it; this test's own
+    # scores (another batching) may differ from it in the last bits, so it stands here as
+    # that pair's score in this test's numbers (a pair at the threshold counts as called).
+    best = scores[np.argmin(np.abs(scores - m["at_best_f1"]["threshold"]))]
+    assert abs(best - m["at_best_f1"]["threshold"]) < 1e-5
+    for key, threshold in (("at_0.5", 0.5), ("at_best_f1", best)):
         called = scores >= threshold
         tp = int(np.sum(called & (labels == 1)))
         assert m[key]["tp"] == tp and m[key]["fp"] == int(np.sum(called & (labels == 0)))
