@@ -59,12 +59,19 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
     archive = keras.export.ExportArchive()
     archive.track(clean)
 
-    def serve_bytes(input1, input2):
-        prob = clean({"input1": decode_batch(input1), "input2": decode_batch(input2)})
-        return {"probability": prob}
+    # The model is traced once, for float images; the bytes signature decodes and calls that
+    # same function (it traced the model again: an export took 3.6-3.9 CPU-s, now 2.6-3.2).
+    serve_float = tf.function(
+        lambda input1, input2: {"probability": clean({"input1": input1, "input2": input2})},
+        input_signature=[
+            tf.TensorSpec(image_spec.shape, tf.float32, "input1"),
+            tf.TensorSpec(image_spec.shape, tf.float32, "input2"),
+        ],
+        autograph=False,
+    )
 
-    def serve_float(input1, input2):
-        return {"probability": clean({"input1": input1, "input2": input2})}
+    def serve_bytes(input1, input2):
+        return serve_float(decode_batch(input1), decode_batch(input2))
 
     def embed(image):
         return {"embedding": tower(image)}
@@ -77,14 +84,7 @@ def export_saved_model(model: keras.Model, model_cfg: ModelConfig, export_dir: s
             tf.TensorSpec([None], tf.string, name="input2"),
         ],
     )
-    archive.add_endpoint(
-        "serving_float",
-        tf.function(serve_float, autograph=False),
-        input_signature=[
-            tf.TensorSpec(image_spec.shape, tf.float32, "input1"),
-            tf.TensorSpec(image_spec.shape, tf.float32, "input2"),
-        ],
-    )
+    archive.add_endpoint("serving_float", serve_float)
     archive.add_endpoint(
         "embedding",
         tf.function(embed, autograph=False),
