@@ -22,6 +22,7 @@ from trainer.data import DataError
 from trainer.data.read import pipeline, verify
 from trainer.data.service import client as service
 from trainer.run import resize
+from trainer.runtime import memory
 
 # FailedPrecondition: a file that ends early fails the reader's cardinality check (a gs://
 # file the start checks do not walk; see trainer.data.read.frames).
@@ -100,7 +101,15 @@ def train_iterator(
         logging.warning(
             "skipping %d corrupt records or file tails: %s", len(skipped), "; ".join(skipped[:10])
         )
-    return iter(dist)
+    return _iterate(dist)
+
+
+def _iterate(dist):
+    """``iter(dist)``, then glibc's malloc thresholds unpinned: making it had TensorFlow pin
+    them (trainer.runtime.memory says why that cost a third of a CPU run's time)."""
+    iterator = iter(dist)
+    memory.unpin_malloc_thresholds()
+    return iterator
 
 
 def _service_iterator(
@@ -109,7 +118,7 @@ def _service_iterator(
     """Every trainer worker reads one shared job of the tf.data service (its data workers
     decode); see trainer.data.service.client for what a resume reproduces."""
     logging.info("input from the tf.data service at %s, job %s", config.service_address, name)
-    return iter(
+    return _iterate(
         strategy.distribute_datasets_from_function(
             lambda ctx: service.train_stream(
                 source,
@@ -180,7 +189,7 @@ def _padded_eval(source, batch: int, worker: int, workers: int, num_batches: int
 
 def eval_iterator(strategy, source, *, per_replica_batch: int, num_batches: int, options):
     """The distributed iterator of padded eval batches (weights mark the real pairs)."""
-    return iter(
+    return _iterate(
         strategy.distribute_datasets_from_function(
             lambda ctx: _padded_eval(
                 source,
