@@ -273,6 +273,13 @@ def matmul_peak(dtype=tf.float32, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
+def median(values):
+    """The median of a list of figures (the mean of the middle two for an even count)."""
+    values = sorted(values)
+    n = len(values)
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     print(f"\n{title}")

@@ -22,7 +22,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench.harness import dataset_dir, print_table  # noqa: E402
+from bench.harness import dataset_dir, median, print_table  # noqa: E402
 
 STEP_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) step (\d+)/\d+ ")
 RUN = "import runpy, sys; sys.argv = ['trainer', *sys.argv[1:]]; "
@@ -73,12 +73,6 @@ def run_trainer(code: str, args) -> dict:
         faults=usage.ru_minflt,
         rss=usage.ru_maxrss / 1024,
     )
-
-
-def median(values):
-    values = sorted(values)
-    n = len(values)
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 def main():

@@ -23,7 +23,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench.harness import dataset_dir, print_table, write_json  # noqa: E402
+from bench.harness import dataset_dir, median, print_table, write_json  # noqa: E402
 
 # (label, trainer flags); intra 2 / inter 2 is TensorFlow's own default on 2 cores.
 VARIANTS = {
@@ -84,12 +84,6 @@ def run_trainer(data: str, flags: tuple, steps: int, batch: int, warmup: int) ->
         user=after.ru_utime - before.ru_utime,
         sys=after.ru_stime - before.ru_stime,
     )
-
-
-def median(values):
-    values = sorted(values)
-    n = len(values)
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
 
 
 def main():

@@ -6,7 +6,7 @@ the first time a GeneratorDataset kernel is built (``ApplyPython311MemoryPatch``
 gdb), and tf.distribute builds one for every distributed iterator (its multi-device
 iterator's per-device generators), so every training run gets it. The call also turns off
 glibc's own rule that raises the threshold to the size of what was freed (up to 32 MiB), so
-from then on every tensor of 128 KiB or more is a fresh mmap and munmap: an activation of
+thereafter every tensor of 128 KiB or more is a fresh mmap and munmap: an activation of
 this model's step is 0.16-26 MB, and a 100-step CPU run made ~300 mmap/munmap pairs a step,
 2.4 million page faults and spent a third of its CPU time in the kernel zeroing pages
 (bench/RESULTS.md). Setting the thresholds glibc's dynamic rule converges to (32 MiB, the
