@@ -7,8 +7,10 @@ the first tf.data fills are not counted).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -271,6 +273,21 @@ def matmul_peak(dtype=tf.float32, n: int = 2048, reps: int = 10) -> float:
         r = mm(a)
     r.numpy()
     return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+# A trainer progress line as the CLI prints it: "HH:MM:SS.fff step N/M ...".
+STEP_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) step (\d+)/\d+ ")
+
+
+def steady_rate(stderr: str, batch: int, first: int, last: int) -> float:
+    """Pairs/s of a trainer CLI run between its progress lines of steps ``first`` and
+    ``last`` (start-up, tracing and the end excluded)."""
+    stamps = {}
+    for line in stderr.splitlines():
+        m = STEP_LINE.match(line)
+        if m:
+            stamps[int(m.group(2))] = datetime.datetime.strptime(m.group(1), "%H:%M:%S.%f")
+    return (last - first) * batch / (stamps[last] - stamps[first]).total_seconds()
 
 
 def median(values):

@@ -12,9 +12,7 @@ python bench/malloc.py [--rounds 2] [--steps 200] [--batch 64] [--size 16]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,9 +20,8 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench.harness import dataset_dir, median, print_table  # noqa: E402
+from bench.harness import dataset_dir, median, print_table, steady_rate  # noqa: E402
 
-STEP_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) step (\d+)/\d+ ")
 RUN = "import runpy, sys; sys.argv = ['trainer', *sys.argv[1:]]; "
 VARIANTS = {
     "unpinned (now)": RUN + "runpy.run_module('trainer', run_name='__main__')",
@@ -32,15 +29,6 @@ VARIANTS = {
     + "import trainer.runtime.memory as m; m.unpin_malloc_thresholds = lambda: False; "
     + "runpy.run_module('trainer', run_name='__main__')",
 }
-
-
-def steady_rate(stderr: str, batch: int, first: int, last: int) -> float:
-    stamps = {}
-    for line in stderr.splitlines():
-        m = STEP_LINE.match(line)
-        if m:
-            stamps[int(m.group(2))] = datetime.datetime.strptime(m.group(1), "%H:%M:%S.%f")
-    return (last - first) * batch / (stamps[last] - stamps[first]).total_seconds()
 
 
 def run_trainer(code: str, args) -> dict:

@@ -12,9 +12,7 @@ python bench/threads.py [--rounds 3] [--steps 150] [--batch 64] [--hog 1]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -23,7 +21,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from bench.harness import dataset_dir, median, print_table, write_json  # noqa: E402
+from bench.harness import dataset_dir, median, print_table, steady_rate, write_json  # noqa: E402
 
 # (label, trainer flags); intra 2 / inter 2 is TensorFlow's own default on 2 cores.
 VARIANTS = {
@@ -32,7 +30,6 @@ VARIANTS = {
     "intra 2, inter 1": ("--intra_op_threads=2", "--inter_op_threads=1"),
     "intra 1, inter 1": ("--intra_op_threads=1", "--inter_op_threads=1"),
 }
-STEP_LINE = re.compile(r"^I\d{4} (\d\d:\d\d:\d\d\.\d+) .*\] step (\d+)/\d+ ")
 
 
 def start_hogs(per_core: int) -> list[subprocess.Popen]:
@@ -42,17 +39,6 @@ def start_hogs(per_core: int) -> list[subprocess.Popen]:
             code = f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"
             hogs.append(subprocess.Popen([sys.executable, "-c", code]))
     return hogs
-
-
-def steady_rate(stderr: str, batch: int, first: int, last: int) -> float:
-    """Pairs/s between the progress lines of steps ``first`` and ``last``."""
-    stamps = {}
-    for line in stderr.splitlines():
-        m = STEP_LINE.match(line)
-        if m:
-            stamps[int(m.group(2))] = datetime.datetime.strptime(m.group(1), "%H:%M:%S.%f")
-    seconds = (stamps[last] - stamps[first]).total_seconds()
-    return (last - first) * batch / seconds
 
 
 def run_trainer(data: str, flags: tuple, steps: int, batch: int, warmup: int) -> dict:
