@@ -40,9 +40,9 @@ def data(tmp_path_factory):
     # 8,192 training pairs: the convergence run's 500 steps of 64 are ~4 epochs of it. With
     # 4,096 (8 epochs) the run overfit (training loss 0.02-0.04) and its eval accuracy spread
     # from 0.914 to 0.957 over three runs, once 0.898 under its 0.9; with 8,192: 0.957-0.973.
-    # 8x8 pixels: a step costs half the CPU of 16x16 (the model is the same; its Inception
-    # modules keep the size), and one worker learns this set as well or better: eval accuracy
-    # 0.938/0.965/0.984 at steps 200/300/400 against 0.934/0.930/0.961 at 16x16.
+    # Those figures were at 16x16; at 8x8 a step costs half the CPU and the set is learnt as
+    # well or better: this run 0.973 and 0.984 over two runs; one worker 0.938/0.965/0.984 at
+    # steps 200/300/400 against 0.934/0.930/0.961 at 16x16 (bench/RESULTS.md, 2026-12-03).
     write_synthetic(path, num_train=8192, num_eval=256, image_size=8, num_shards=4, seed=5)
     return path
 
