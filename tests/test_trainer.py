@@ -597,6 +597,28 @@ def test_profile_steps_and_input_wait(small_data, tmp_path):
     assert len(waits) == 2 and all(0 <= w <= 100 for w in waits)
 
 
+def test_a_model_of_another_size_is_refused_before_the_built_in_set_is_made(tmp_path):
+    # A run trained on the user's 8x8 pairs, then run again without --data_dir: the built-in
+    # set (16x16) cannot feed that model, and is not generated just to be refused.
+    data, model_dir, cache = str(tmp_path / "d"), tmp_path / "m", tmp_path / "cache"
+    write_synthetic(data, num_train=32, num_eval=16, image_size=8, num_shards=1)
+    r = train_here(*small_flags(data, model_dir, "--train_steps=1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = sorted(os.listdir(model_dir / "checkpoints"))
+    said = (
+        f"error: {model_dir} holds a model of 8x8 images with 3 channels, and without "
+        "--data_dir the run reads the built-in set (16x16, 3 channels): give the --data_dir "
+        "of the model's data."
+    )
+    for mode in ("evaluate", "train"):
+        flags = (f"--model_dir={model_dir}", f"--mode={mode}", "--train_steps=2", "--noexport")
+        r = train_here(*flags, env={"XDG_CACHE_HOME": str(cache)})
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines()[-1] == said, mode
+        assert not cache.exists(), mode
+        assert sorted(os.listdir(model_dir / "checkpoints")) == before, mode
+
+
 def test_export_mode_from_latest_checkpoint(main_job, tmp_path, monkeypatch):
     empty, cache = tmp_path / "empty", tmp_path / "cache"
     for mode in ("export", "evaluate"):  # refused before any data is read or anything written

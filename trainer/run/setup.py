@@ -18,10 +18,10 @@ from absl import logging
 from trainer.common import net
 from trainer.common.console import plural
 from trainer.common.errors import NotThereYet
-from trainer.config import EVAL_MODES, Config, default_cache_dir
+from trainer.config import EVAL_MODES, Config, ConfigError, default_cache_dir
 from trainer.data.read.decode import ImageSpec
 from trainer.data.read.source import Source, open_splits
-from trainer.data.write.synthetic import builtin_data_dir
+from trainer.data.write.synthetic import BUILTIN_SET, builtin_data_dir
 from trainer.resolve import check_activation, resolve
 from trainer.run import checkpoint, continuous
 from trainer.runtime import storage, threads
@@ -105,9 +105,27 @@ def _data_of(config: Config, saved: bool):
             None,
             ImageSpec(*m.image_size, m.channels, ""),
         )
+    if not config.data.data_dir:
+        check_builtin_fits(config.train.model_dir)
     data_dir = config.data.data_dir or builtin_data_dir(default_cache_dir())
     train_source, eval_source = open_splits(data_dir, skip_corrupt=config.data.skip_corrupt)
     return data_dir, train_source, eval_source, train_source.spec
+
+
+def check_builtin_fits(model_dir: str) -> None:
+    """Without --data_dir a run reads the built-in set: a model_dir whose config.json holds a
+    model of another image size or channels is refused before that set is made (the model
+    check would refuse it afterwards, once the 9,216 pairs were generated into the cache)."""
+    saved = checkpoint.load_model_config(model_dir)
+    size, channels = BUILTIN_SET["image_size"], BUILTIN_SET["channels"]
+    if saved is None or (tuple(saved.image_size), saved.channels) == ((size, size), channels):
+        return
+    (h, w), c = saved.image_size, saved.channels
+    raise ConfigError(
+        f"{model_dir} holds a model of {h}x{w} images with {c} channels, and without "
+        f"--data_dir the run reads the built-in set ({size}x{size}, {channels} channels): "
+        "give the --data_dir of the model's data."
+    )
 
 
 def _model_and_data(config: Config):

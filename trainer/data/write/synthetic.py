@@ -147,7 +147,7 @@ BUILTIN_VERSION = "synthetic-v3-16px-8k"
 # host: at 16x16 a pair costs a quarter of a 32x32 one, and the default 300 steps of 64
 # (19,200 pairs, 2.3 epochs) reached eval accuracy 0.959-0.981 over three seeds, where
 # 400 steps of 32 at 32x32 (three times the compute) reached 0.932-0.964 (bench/RESULTS.md).
-BUILTIN_SET = dict(num_train=8192, num_eval=1024, image_size=16)
+BUILTIN_SET = dict(num_train=8192, num_eval=1024, image_size=16, channels=3)
 
 
 def builtin_data_dir(cache_dir: str) -> str:
