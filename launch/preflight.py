@@ -23,7 +23,8 @@ from google.cloud import storage
 
 from trainer.common.console import plural
 from trainer.common.errors import UsageError, first_line
-from trainer.runtime.storage import bucket_of, is_gcs
+from trainer.common.paths import bucket_of, is_gcs
+from trainer.common.paths import split_gs as _split_gs
 
 ANSWER_S = 30  # how long the checks retry a service that does not answer
 SKIP = "or pass --skip_preflight to start without the checks"
@@ -44,10 +45,10 @@ def split_gs(path: str) -> tuple[str, str]:
     """gs://bucket/some/prefix -> ("bucket", "some/prefix")."""
     if not path.startswith("gs://"):
         raise PreflightError(f"{path} is not a gs:// path.")
-    bucket, _, prefix = path[len("gs://") :].partition("/")
+    bucket, prefix = _split_gs(path)
     if not bucket:
         raise PreflightError(f"{path} names no bucket.")
-    return bucket, prefix.strip("/")
+    return bucket, prefix
 
 
 def make_client() -> storage.Client:
@@ -113,10 +114,15 @@ def resume_step(client, model_dir: str) -> int | None:
     bucket_name, prefix = split_gs(model_dir)
     blob = client.bucket(bucket_name).blob(f"{prefix}/checkpoints/checkpoint".lstrip("/"))
     try:
-        text = blob.download_as_text()
+        return checkpoint_step(blob.download_as_text())
     except gexc.NotFound:
         return None
-    match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', text, re.M)
+
+
+def checkpoint_step(state: str) -> int | None:
+    """The newest checkpoint's step named by the text of a checkpoints/checkpoint file (what
+    tf.train.latest_checkpoint reads), or None; read here without TensorFlow."""
+    match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', state, re.M)
     return int(match.group(1)) if match else None
 
 

@@ -232,6 +232,27 @@ def test_a_bucket_name_cloud_storage_refuses_is_said_before_asking_it(path, bad)
         assert said.startswith(f"--model_dir {path}")
 
 
+def test_a_gs_path_is_read_one_way_and_a_checkpoint_state_file_too():
+    """One reading of gs:// paths (trainer.common.paths) serves the trainer's storage checks
+    and launch's; the checkpoint state file's step is read alike by preflight and status."""
+    from launch.preflight import PreflightError, checkpoint_step, split_gs
+    from trainer.common.paths import bucket_of
+    from trainer.common.paths import split_gs as parts
+
+    assert parts("gs://models/runs/exp1/") == ("models", "runs/exp1")
+    assert parts("gs://models") == ("models", "")
+    assert bucket_of("gs://models/a/b") == "models" and bucket_of("gs:///x") == ""
+    assert split_gs("gs://models//runs/") == ("models", "runs")
+    for path, said in (("/local/m", "is not a gs:// path"), ("gs:///x", "names no bucket")):
+        with pytest.raises(PreflightError, match=said):
+            split_gs(path)
+    state = 'model_checkpoint_path: "ckpt-12"\nall_model_checkpoint_paths: "ckpt-8"\n'
+    assert checkpoint_step(state) == 12
+    assert checkpoint_step('model_checkpoint_path: "gs://m/r/checkpoints/ckpt-40"\n') == 40
+    assert checkpoint_step('all_model_checkpoint_paths: "ckpt-8"\n') is None
+    assert checkpoint_step("") is None
+
+
 def test_an_evaluator_never_joins_a_cluster():
     from trainer.config import ConfigError
     from trainer.runtime.strategy import choose_strategy

@@ -1,7 +1,7 @@
 """The side-car evaluator of a Kubernetes run (``launch k8s render|submit --evaluator``).
 
 One pod running ``trainer --mode=continuous_eval`` on the run's model_dir: it evaluates each
-checkpoint the workers write (trainer/run/evaluate.py), keeps ``eval/`` and, with
+checkpoint the workers write (trainer/run/continuous.py), keeps ``eval/`` and, with
 ``--best_metric``, ``export_best/``, and ends after the checkpoint of --train_steps. The workers
 then train with ``--eval_every_steps=0`` (unless the user set it), so no worker stops training
 to evaluate.

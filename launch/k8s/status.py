@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 
 from launch.k8s import manifests as k8s
 from trainer.common.errors import first_line
@@ -140,11 +139,11 @@ def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, log
 
 
 def read_storage(client, model_dir: str) -> dict:
-    """Newest checkpoint (step, time), the last eval and the best model's record (trainer/
-    best.py) from ``model_dir`` (gs://)."""
+    """Newest checkpoint (step, time), the last eval and the best model's record
+    (trainer/run/best.py) from ``model_dir`` (gs://)."""
     from google.api_core import exceptions as gexc
 
-    from launch.preflight import split_gs
+    from launch.preflight import checkpoint_step, split_gs
 
     out = {"model_dir": model_dir, "checkpoint": None, "eval": None, "best": None, "error": None}
     try:
@@ -154,9 +153,8 @@ def read_storage(client, model_dir: str) -> dict:
             state = bucket.blob(f"{prefix}/checkpoints/checkpoint".lstrip("/")).download_as_text()
         except gexc.NotFound:
             state = ""
-        match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', state, re.M)
-        if match:
-            step = int(match.group(1))
+        step = checkpoint_step(state)
+        if step is not None:
             index = bucket.get_blob(f"{prefix}/checkpoints/ckpt-{step}.index".lstrip("/"))
             out["checkpoint"] = (step, index.updated.timestamp() if index is not None else None)
         for key, path in (("eval", "eval/last.json"), ("best", "export_best/best.json")):

@@ -25,13 +25,25 @@ def is_gcs(path: str) -> bool:
     return str(path).startswith("gs://")
 
 
+def split_gs(path: str) -> tuple[str, str]:
+    """gs://bucket/some/prefix/ -> ("bucket", "some/prefix"): the one reading of a gs:// path
+    (a path not on gs:// is the caller's to refuse)."""
+    bucket, _, prefix = str(path)[len("gs://") :].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def bucket_of(path: str) -> str:
+    """gs://bucket/a/b -> bucket."""
+    return split_gs(path)[0]
+
+
 def bucket_problem(path: str, role: str) -> str:
     """'' when ``path`` is not on gs:// or names a bucket Cloud Storage accepts; else the
     sentence (without its full stop) saying what is wrong, for ``role`` (e.g. "--model_dir").
     Pure: a name no bucket can have is said before anything asks the service."""
     if not is_gcs(path):
         return ""
-    bucket = path[len("gs://") :].split("/", 1)[0]
+    bucket = bucket_of(path)
     if not bucket:
         return f"{role} {path} names no bucket"
     parts = bucket.split(".")

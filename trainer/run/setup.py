@@ -18,6 +18,7 @@ from absl import logging
 from trainer.common import net
 from trainer.common.console import plural
 from trainer.common.errors import NotThereYet
+from trainer.common.paths import bucket_of
 from trainer.config import EVAL_MODES, Config, ConfigError, default_cache_dir
 from trainer.data.read.decode import ImageSpec
 from trainer.data.read.source import Source, open_splits
@@ -48,7 +49,7 @@ def check_storage(config: Config) -> None:
     if config.mode != "export":  # training and evaluation write into model_dir
         storage.check_writable(model_dir, "model_dir")
     if storage.is_gcs(export_dir) and (
-        config.mode == "export" or storage.bucket_of(export_dir) != storage.bucket_of(model_dir)
+        config.mode == "export" or bucket_of(export_dir) != bucket_of(model_dir)
     ):
         storage.check_writable(export_dir, "export_dir")
     if storage.is_gcs(export_dir) and config.written_export_path:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 
 from trainer.common.errors import EXIT_RETRY, EXIT_USAGE, UsageError, first_line
-from trainer.common.paths import bucket_problem, is_gcs
+from trainer.common.paths import bucket_of, bucket_problem, is_gcs
 
 # The variables TensorFlow 2.21's GCS filesystem reads (strings in libtensorflow_framework).
 RETRY_VARS = (
@@ -100,11 +100,6 @@ def bound_tool_retries() -> dict[str, str]:
     from trainer.config import DEFAULT_STORAGE_TIMEOUT_S
 
     return apply_retry_env(DEFAULT_STORAGE_TIMEOUT_S)
-
-
-def bucket_of(path: str) -> str:
-    """gs://bucket/a/b -> bucket."""
-    return path[len("gs://") :].split("/", 1)[0]
 
 
 # ---- reading TensorFlow's errors ----------------------------------------------------------
