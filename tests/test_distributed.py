@@ -487,6 +487,33 @@ def test_bad_trainer_flag_is_refused_before_any_worker_starts(data, tmp_path):
     ]
 
 
+def test_a_model_dir_another_run_trains_in_is_refused_before_any_worker_starts(data, tmp_path):
+    """The test holds the folder's claim as a training chief does; launch local starts no
+    worker for it (each would load TensorFlow only for its chief to be refused) and writes
+    nothing there."""
+    from trainer.common import claim
+
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    out, err = Capture(), Capture()
+    with claim.claimed(str(model_dir)):
+        rc = run(
+            LocalConfig(workers=2, trainer_args=trainer_flags(data, model_dir)),
+            out=out,
+            err=err,
+        )
+    assert rc == 1
+    assert "[launch] starting" not in out.text
+    assert err.text.splitlines() == [
+        f"error: another run is training in {model_dir} (it holds the folder's lock): "
+        "wait until it ends, or give another --model_dir."
+    ]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json"]
+    claim.check_unclaimed(str(tmp_path / "none"))  # a missing folder: nobody holds it
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_worker_refusing_its_input_stops_the_group_without_restart(data, tmp_path):
     # Only the workers can know this one (the replica count is theirs): exit 1, no retry.
     out = Capture()

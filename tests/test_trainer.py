@@ -432,17 +432,17 @@ def test_a_second_run_in_a_model_dir_that_is_training_is_refused(small_data, tmp
     started there meanwhile is refused before it reads or writes anything, and runs once it
     is free. (That the kernel frees it when a chief is killed: the kill -9 tests of
     test_distributed.py, whose restarted chiefs must take it.)"""
-    from trainer.run import checkpoint
+    from trainer.common import claim
 
     model_dir = tmp_path / "m"
-    with checkpoint.claimed(str(model_dir)):  # a fresh folder: made for the lock
+    with claim.claimed(str(model_dir)):  # a fresh folder: made for the lock
         r = train_here(*small_flags(small_data, model_dir, "--train_steps=2"))
         assert r.returncode == 1 and os.listdir(model_dir) == [], r.stderr[-2000:]
     assert not model_dir.exists()  # the claim on a folder it made, left empty, takes it away
     r = train_here(*small_flags(small_data, model_dir, "--train_steps=2"))
     assert r.returncode == 0, r.stderr[-2000:]
     before = sorted(p.name for p in model_dir.rglob("*"))
-    with checkpoint.claimed(str(model_dir)):
+    with claim.claimed(str(model_dir)):
         r = train_here(*small_flags(small_data, model_dir, "--train_steps=4"))
         assert r.returncode == 1, r.stderr[-2000:]
         assert r.stderr.strip().splitlines()[-1] == (

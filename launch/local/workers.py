@@ -20,6 +20,7 @@ import time
 
 from launch.local.processes import free_ports, pump
 from trainer import flags as trainer_flags
+from trainer.common import claim
 from trainer.common.console import plural
 from trainer.common.errors import (
     EXIT_INTERRUPTED,
@@ -140,9 +141,9 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
     ``on_start(group)`` is called after each start (tests use it to kill a worker; the data
     service is ``group.data``). Bad trainer flags (the trainer's own parser and checks), local
     paths the workers would refuse (a --data_dir that is not there, a --model_dir or export
-    folder that cannot be one), gs:// paths the preflight refuses (unless
-    ``cfg.skip_preflight``) and the launcher's own errors go to ``err`` (stderr), before any
-    process starts.
+    folder that cannot be one, a --model_dir another run is training in), gs:// paths the
+    preflight refuses (unless ``cfg.skip_preflight``) and the launcher's own errors go to
+    ``err`` (stderr), before any process starts.
     """
     err = err or sys.stderr
     if cfg.data_workers and any(a.startswith("--data_service_address") for a in cfg.trainer_args):
@@ -156,6 +157,8 @@ def run(cfg: LocalConfig, out=sys.stdout, on_start=None, err=None) -> int:
         # what the workers would refuse first, known here without TensorFlow
         check_local_data(checked.data.data_dir)
         storage.check_local_outputs(checked.train.model_dir, checked.written_export_path)
+        if checked.mode == "train":  # a run training there now would refuse the chief later
+            claim.check_unclaimed(checked.train.model_dir)
         if not cfg.skip_preflight:
             _check_cloud_storage(cfg, checked, out, err)
     except UsageError as e:  # the preflight's too

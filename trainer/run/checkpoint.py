@@ -5,16 +5,12 @@ Layout: ``<model_dir>/checkpoints/ckpt-<step>`` (tf.train.CheckpointManager) and
 only after a save completes, and restore reads every tensor of a candidate before using it,
 so a checkpoint cut off mid-write (or damaged later) is skipped for the one before it.
 ``moving_average`` reads the average of the weights a checkpoint keeps (--ema_decay) for the
-modes and tools that use a model without its optimizer. ``claimed`` keeps a second training
-run out of a local model_dir while one trains there.
+modes and tools that use a model without its optimizer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
@@ -76,39 +72,6 @@ def _reading_advice(changed: dict) -> str:
     if len(flags) < len(changed):
         advice.append("give a --data_dir of the saved image size and channels")
     return " and ".join(advice)
-
-
-@contextlib.contextmanager
-def claimed(model_dir: str):
-    """The chief's claim on a local model_dir for the block: an exclusive lock (flock) on
-    the folder itself, so nothing is written for it; ConfigError when another process holds
-    it. Why: two runs in one model_dir (a second terminal, a forgotten background run) would
-    save over each other's checkpoints and export. The kernel drops the lock when the
-    process ends however it ends (kill -9 too), so a restarted run takes it at once. gs://
-    and ram:// folders have no locks: there, one run per model_dir is the user's rule (launch
-    k8s --replace deletes the old run first)."""
-    if "://" in model_dir:
-        yield
-        return
-    made = not os.path.isdir(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
-    fd = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another run is training in {model_dir} (it holds the folder's lock): wait "
-                "until it ends, or give another --model_dir."
-            ) from None
-        except OSError as e:  # a file system without locks (some network mounts)
-            log.warning("%s cannot be locked (%s): a second run there would not be stopped",
-                        model_dir, first_line(e))  # fmt: skip
-        yield
-    finally:
-        os.close(fd)  # and with it the lock
-        if made and not os.listdir(model_dir):  # a run refused before it wrote: no trace
-            os.rmdir(model_dir)
 
 
 def readable(prefix: str) -> bool:

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from trainer.common import claim
 from trainer.common.console import plural
 from trainer.common.errors import EXIT_OK
 from trainer.common.files import folder_written_whole
@@ -172,8 +173,8 @@ def train(setup: Setup) -> int:
     checkpoint.check_model_config(cfg.train.model_dir, cfg.model, write=False)
     # The chief claims the model_dir before it reads a checkpoint there, and holds it through
     # the export: a second run is refused before it says it resumed.
-    claim = checkpoint.claimed(cfg.train.model_dir) if p.is_chief else contextlib.nullcontext()
-    with claim:
+    held = claim.claimed(cfg.train.model_dir) if p.is_chief else contextlib.nullcontext()
+    with held:
         return _train_claimed(setup)
 
 
