@@ -22,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from trainer.common.files import folder_made_once  # noqa: E402
 from trainer.config import (
     DataConfig,
     ModelConfig,  # noqa: E402
@@ -39,17 +40,12 @@ CACHE = os.path.join(tempfile.gettempdir(), "inception-pair-bench")
 def dataset_dir(size: int, encoding: str, num_train: int) -> str:
     """A synthetic set for (size, encoding), written once per machine into a temp folder."""
     path = os.path.join(CACHE, f"syn-{size}-{encoding}-{num_train}")
-    if not os.path.exists(os.path.join(path, "dataset.json")):
-        write_synthetic(
-            path + ".tmp",
-            num_train=num_train,
-            num_eval=64,
-            image_size=size,
-            encoding=encoding,
-            num_shards=8,
-        )
-        os.rename(path + ".tmp", path)
-    return path
+    return folder_made_once(
+        path,
+        lambda tmp: write_synthetic(
+            tmp, num_train=num_train, num_eval=64, image_size=size, encoding=encoding, num_shards=8
+        ),
+    )
 
 
 def model_config(size: int, precision: str) -> ModelConfig:

@@ -456,3 +456,36 @@ def test_an_export_folder_is_replaced_beside_itself_and_only_over_a_saved_model(
         "export_dir gs://b/e holds other files (b, c, d and 1 more), not a SavedModel: the "
         "export replaces the whole folder, so give an empty or new folder."
     )
+
+
+def test_a_cache_folder_is_made_once_whole_and_a_lost_race_keeps_the_winners(tmp_path):
+    from trainer.common.files import folder_made_once
+
+    made = []
+
+    def make(tmp, name="a"):
+        made.append(tmp)
+        os.makedirs(tmp)
+        open(os.path.join(tmp, name), "w").close()
+
+    final = str(tmp_path / "cache" / "set")
+    assert folder_made_once(final, make) == final and os.listdir(final) == ["a"]
+    assert folder_made_once(final, make) == final and len(made) == 1  # there: not made again
+    assert sorted(os.listdir(tmp_path / "cache")) == ["set"]  # its temporary name is gone
+
+    def broken(tmp):
+        make(tmp)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        folder_made_once(str(tmp_path / "cache" / "other"), broken)
+    assert sorted(os.listdir(tmp_path / "cache")) == ["set"]  # a failed make leaves nothing
+
+    def raced(tmp):  # another process renames its copy into place while this one writes
+        make(tmp, "mine")
+        os.makedirs(tmp_path / "cache" / "third")
+        (tmp_path / "cache" / "third" / "theirs").write_text("x")
+
+    assert folder_made_once(str(tmp_path / "cache" / "third"), raced).endswith("third")
+    assert os.listdir(tmp_path / "cache" / "third") == ["theirs"]
+    assert sorted(os.listdir(tmp_path / "cache")) == ["set", "third"]

@@ -31,8 +31,8 @@ class Claimed(UsageError):
         )
 
 
-def _lock(fd: int, model_dir: str) -> bool:
-    """Takes the lock on the open folder ``fd``; False on a file system without locks."""
+def _lock(fd: int, model_dir: str) -> None:
+    """Takes the lock on the open folder ``fd`` (a warning on a file system without locks)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -40,8 +40,6 @@ def _lock(fd: int, model_dir: str) -> bool:
     except OSError as e:  # a file system without locks (some network mounts)
         log.warning("%s cannot be locked (%s): a second run there would not be stopped",
                     model_dir, first_line(e))  # fmt: skip
-        return False
-    return True
 
 
 @contextlib.contextmanager

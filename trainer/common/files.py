@@ -3,7 +3,8 @@
 Each write goes to ``<path>.tmp`` through TensorFlow's file system layer and is renamed over
 ``path`` when complete, so a reader (``launch k8s status``, a restarted evaluator, the
 trainer) never sees half a file; ``folder_written_whole`` does the same for a folder (a
-SavedModel), written beside the one it replaces and swapped in.
+SavedModel), written beside the one it replaces and swapped in; ``folder_made_once`` for a
+local cache folder that several processes may ask for at once (the built-in set, bench sets).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 
 from trainer.common.errors import UsageError
 from trainer.common.paths import join
@@ -108,6 +110,30 @@ def _rename_folder(src: str, dst: str) -> None:
         for name in files:
             tf.io.gfile.rename(f"{folder}/{name}", f"{target}/{name}", overwrite=True)
     tf.io.gfile.rmtree(base)
+
+
+def folder_made_once(final: str, make) -> str:
+    """The local folder ``final``, made by ``make(tmp)`` into a hidden sibling of its own and
+    renamed into place unless it is there already. Another process making it at the same
+    time wins or loses the rename; the loser's copy is removed and the winner's used. A
+    ``make`` that fails leaves nothing behind."""
+    if os.path.isdir(final):
+        return final
+    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+    tmp = beside(final, f"tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # a pid's leftover from a run killed mid-make
+    try:
+        make(tmp)
+        os.rename(tmp, final)
+    except OSError:
+        if not os.path.isdir(final):  # not a lost race: the make itself failed
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)  # gone when renamed; the loser's copy otherwise
+    return final
 
 
 def finite(value):

@@ -151,21 +151,14 @@ BUILTIN_SET = dict(num_train=8192, num_eval=1024, image_size=16, channels=3)
 
 
 def builtin_data_dir(cache_dir: str) -> str:
-    """The built-in synthetic set, generated once (atomically) into ``cache_dir``."""
+    """The built-in synthetic set, generated once (whole, then renamed) into ``cache_dir``."""
     import os
 
-    import tensorflow as tf
     from absl import logging
 
+    from trainer.common.files import folder_made_once
+
     final = os.path.join(cache_dir, BUILTIN_VERSION)
-    if os.path.exists(os.path.join(final, "dataset.json")):
-        return final
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{final}.tmp-{os.getpid()}"
-    logging.info("generating the built-in synthetic pair set into %s (once)", final)
-    write_synthetic(tmp, **BUILTIN_SET)
-    try:
-        os.rename(tmp, final)
-    except OSError:  # another worker finished first: use theirs
-        tf.io.gfile.rmtree(tmp)
-    return final
+    if not os.path.exists(os.path.join(final, "dataset.json")):
+        logging.info("generating the built-in synthetic pair set into %s (once)", final)
+    return folder_made_once(final, lambda tmp: write_synthetic(tmp, **BUILTIN_SET))
