@@ -42,14 +42,18 @@ class _Lines(logging.Handler):
         self.stream.write(record.getMessage() + "\n")
 
 
-def run_in_process(main, *args, env=None) -> subprocess.CompletedProcess:
+def run_in_process(main, *args, env=None, whole_env=False) -> subprocess.CompletedProcess:
     """``main(argv)`` (a command line's in-process entry, e.g. trainer.__main__.run_in_process)
     with its stdout, stderr and log lines captured, and os.environ as it was afterwards (a run
-    sets TensorFlow's GCS_* variables, which later subprocesses must not inherit). Shaped like
-    run_module's result, so a test reads both alike."""
+    sets TensorFlow's GCS_* variables, which later subprocesses must not inherit). ``env`` adds
+    to os.environ for the call, or is the call's whole environment with ``whole_env`` (as
+    subprocess.run's ``env``: a test may leave a variable out). Shaped like run_module's
+    result, so a test reads both alike."""
     from absl import logging as absl_logging
 
     saved_env = dict(os.environ)
+    if whole_env and env is not None:
+        os.environ.clear()
     os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()
     lines = _Lines(err)
@@ -75,11 +79,15 @@ def _call(main, argv) -> int:
         return e.code if isinstance(e.code, int) else 1
 
 
-def run_entry(entry: str, args) -> subprocess.CompletedProcess:
+def run_entry(entry: str, args, env=None) -> subprocess.CompletedProcess:
+    """The command line ``entry args`` in this process; ``env``, when given, is its whole
+    environment (as a subprocess's)."""
     module, name, with_prog = ENTRIES[entry]
     main = getattr(importlib.import_module(module), name)
     prefix = [entry] if with_prog else []
-    return run_in_process(lambda argv: _call(main, prefix + argv), *args)
+    return run_in_process(
+        lambda argv: _call(main, prefix + argv), *args, env=env, whole_env=env is not None
+    )
 
 
 if __name__ == "__main__":

@@ -430,6 +430,10 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
         (["-m", "trainer", "--flagfile=."], "--flagfile=. cannot be read (Is a directory)"),
         (["-m", "trainer", "--model_dir=gs://Runs/x"], "'Runs' is not a Cloud Storage bucket"),
         (["-m", "launch", "local", "--", "--train_steps=0"], "trainer flags: --train_steps=0"),
+        (  # launch k8s's one process (tests/test_k8s.py calls its main function in-process)
+            ["-m", "launch", "k8s", "render", "--name", "Bad_Name", "--image", "i:1"],
+            "--name='Bad_Name' is not a DNS-1123 label",
+        ),
         # a plain file check: said before TensorFlow loads and logs its first lines
         (["-m", "trainer", f"--data_dir={THIS_FILE}"], f"data_dir {THIS_FILE} is a file: give"),
     ]

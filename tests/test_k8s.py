@@ -18,6 +18,7 @@ import yaml
 from launch import preflight
 from launch.k8s import manifests as k8s
 from launch.local.processes import free_ports
+from tests.inprocess import run_entry
 from trainer.runtime import cluster as tfconfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -89,31 +90,11 @@ def rendered(s):
 
 @pytest.mark.parametrize("workers, gpus", [(1, 1), (1, 4), (4, 1), (2, 0)])
 def test_launch_render_passes_strict_schema_validation(workers, gpus, tmp_path):
-    r = subprocess.run(
-        [
-            PY,
-            "-m",
-            "launch",
-            "k8s",
-            "render",
-            "--name",
-            "exp1",
-            "--image",
-            "gcr.io/p/t:1",
-            "--workers",
-            str(workers),
-            "--gpus_per_worker",
-            str(gpus),
-            "--model_dir",
-            "gs://bkt/r",
-            "--namespace",
-            "ml",
-            "--",
-            "--train_steps=5",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = launch(
+        "k8s", "render", "--name", "exp1", "--image", "gcr.io/p/t:1", "--workers", workers,
+        "--gpus_per_worker", gpus, "--model_dir", "gs://bkt/r", "--namespace", "ml",
+        "--", "--train_steps=5",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     (tmp_path / "m.yaml").write_text(r.stdout)
     assert validate(tmp_path / "m.yaml").count("passed") == 4
@@ -342,7 +323,10 @@ def stub_kubectl(tmp_path, monkeypatch):
 
 
 def launch(*args, env=None):
-    return subprocess.run([PY, "-m", "launch", *args], capture_output=True, text=True, env=env)
+    """``launch args`` through its main function in this process (its process is not the
+    subject here: tests/test_hostile.py and test_distributed.py run the CLI as one); ``env``,
+    when given, is the whole environment, as a subprocess's."""
+    return run_entry("launch", [str(a) for a in args], env=env)
 
 
 def test_submit_status_logs_delete_call_kubectl(stub_kubectl):
