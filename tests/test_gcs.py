@@ -102,7 +102,9 @@ def _wait_down(sb, proc, what):
 # ---- the data tools ------------------------------------------------------------------------
 
 
-def test_data_tools_read_and_write_gs(gcs, tmp_path):
+def _upload_image_pairs(gcs) -> None:
+    """gs://raw/imgs: 8 pairs of flat PNGs (pair i: grey 10i, then 10i + 5; label i % 2) with
+    their pairs.csv, and a bad.csv naming a missing image."""
     raw = gcs.client.bucket("raw")
     rows = ["image_a,image_b,label"]
     for i in range(8):
@@ -111,6 +113,27 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
         rows.append(f"a{i}.png,b{i}.png,{i % 2}")
     raw.blob("imgs/pairs.csv").upload_from_string("\n".join(rows) + "\n")
     raw.blob("imgs/bad.csv").upload_from_string("a0.png,missing.png,1\n")
+
+
+def _converted_pair_ids(gcs, dest) -> set:
+    """The pair ids (grey level / 10) in gs://data/conv, each checked against its second image
+    and its label: the shards written to gs:// hold the pixels of the images read from it."""
+    from trainer.data.read import pipeline
+    from trainer.data.read.source import open_source
+
+    local = download(gcs, "data", "conv/", dest)
+    seen = set()
+    for split in ("train", "eval"):
+        for x, y in pipeline.eval_dataset(open_source(local, split), 4):
+            for a, b, label in zip(x["input1"].numpy(), x["input2"].numpy(), y.numpy()):
+                i = int(round(a.mean() * 255)) // 10
+                assert round(b.mean() * 255) == 10 * i + 5 and label == i % 2
+                seen.add(i)
+    return seen
+
+
+def test_data_tools_read_and_write_gs(gcs, tmp_path):
+    _upload_image_pairs(gcs)
     gcs.go_down_at("/b/gone/")  # the last call's first request: the endpoint gone from then on
     try:
         converted, verified, bad, nobucket, unverified, unanswered = in_namespace(
@@ -146,19 +169,7 @@ def test_data_tools_read_and_write_gs(gcs, tmp_path):
     r = verified
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 records" in r.stdout and "all records are good" in r.stdout
-    # The shards written to gs:// hold the pixels of the images read from gs://.
-    from trainer.data.read import pipeline
-    from trainer.data.read.source import open_source
-
-    local = download(gcs, "data", "conv/", tmp_path / "conv")
-    seen = set()
-    for split in ("train", "eval"):
-        for x, y in pipeline.eval_dataset(open_source(local, split), 4):
-            for a, b, label in zip(x["input1"].numpy(), x["input2"].numpy(), y.numpy()):
-                i = int(round(a.mean() * 255)) // 10
-                assert round(b.mean() * 255) == 10 * i + 5 and label == i % 2
-                seen.add(i)
-    assert seen == set(range(8))
+    assert _converted_pair_ids(gcs, tmp_path / "conv") == set(range(8))
     # Bad input on gs://: one sentence, exit 1, nothing written.
     r = bad
     assert r.returncode == 1 and "gs://raw/imgs/missing.png: file not found" in r.stderr
@@ -221,14 +232,21 @@ def test_resume_on_gs_is_bitwise_exact_after_kill_9_and_after_a_cut_save(gcs, tm
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def _upload_model_dir(gcs, model_dir, name: str) -> None:
+    """A local run's checkpoints and config.json into gs://models/<name>."""
+    models = gcs.client.bucket("models")
+    for folder, _, files in os.walk(model_dir / "checkpoints"):
+        for file in files:
+            models.blob(f"{name}/checkpoints/{file}").upload_from_filename(
+                os.path.join(folder, file)
+            )
+    models.blob(f"{name}/config.json").upload_from_filename(model_dir / "config.json")
+
+
 def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stub_kubectl):  # noqa: F811
     # A trained model_dir on gs://: the session's main job (built-in 16x16 set), uploaded.
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
-    models = gcs.client.bucket("models")
-    for folder, _, files in os.walk(main_job.model_dir / "checkpoints"):
-        for name in files:
-            models.blob(f"e/checkpoints/{name}").upload_from_filename(os.path.join(folder, name))
-    models.blob("e/config.json").upload_from_filename(main_job.model_dir / "config.json")
+    _upload_model_dir(gcs, main_job.model_dir, "e")
     a, b, _, _ = make_pair(16, 3, seed=5, index=0)
     raw = gcs.client.bucket("raw")
     raw.blob("pair/a.png").upload_from_string(_png(a))
@@ -379,7 +397,8 @@ def test_reads_short_outage_is_absorbed_lasting_one_exits_75(gcs):
 def test_launch_local_two_workers_write_only_the_chiefs_objects(gcs):
     r = gcs.run(
         [PY, "-m", "launch", "local", "--workers", "2", "--",
-         *_flags("gs://models/mw", "--train_steps=4", "--checkpoint_every_steps=2", "--export")]
+         *_flags("gs://models/mw", "--train_steps=4", "--checkpoint_every_steps=2", "--export",
+                 "--eval_every_steps=4")]  # the eval: eval/last.json is one of the chief's
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     # the launcher's own Cloud Storage checks, through google-cloud-storage in the namespace,
