@@ -46,21 +46,7 @@ def main():
     args = p.parse_args()
     gpus = len(tf.config.list_physical_devices("GPU"))
     strategy = _strategy()
-    runs = {}
-    for plan in COMPILE_PLANS:
-        model, optimizer = build_model_and_optimizer(
-            strategy, model_config(args.size, args.precision), 1e-3
-        )
-        loop = steps_lib.make_train_loop(
-            strategy=strategy,
-            model=model,
-            optimizer=optimizer,
-            global_batch=args.batch,
-            plan=plan,
-            loss_scale=args.precision == "mixed_float16",
-        )
-        ds = in_memory_dataset(args.size, args.batch)
-        runs[plan] = (loop, iter(strategy.experimental_distribute_dataset(ds)))
+    runs = {plan: _loop_and_input(strategy, plan, args) for plan in COMPILE_PLANS}
     stop, n = tf.constant(0.0), tf.constant(args.steps_per_loop)
 
     def rate(plan: str) -> float:
@@ -95,6 +81,23 @@ def main():
         ],  # fmt: skip
     )
     write_json(args.out, {"args": vars(args), "gpus": gpus, "samples": samples})
+
+
+def _loop_and_input(strategy, plan: str, args):
+    """A fresh model's compiled train loop under ``plan`` and an iterator over in-memory pairs."""
+    model, optimizer = build_model_and_optimizer(
+        strategy, model_config(args.size, args.precision), 1e-3
+    )
+    loop = steps_lib.make_train_loop(
+        strategy=strategy,
+        model=model,
+        optimizer=optimizer,
+        global_batch=args.batch,
+        plan=plan,
+        loss_scale=args.precision == "mixed_float16",
+    )
+    ds = in_memory_dataset(args.size, args.batch)
+    return loop, iter(strategy.experimental_distribute_dataset(ds))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ from bench.harness import (  # noqa: E402
 CASES = [(32, "raw", 8192), (32, "png", 8192), (128, "jpeg", 2048)]
 
 
+COLUMNS = [
+    "size",
+    "encoding",
+    "pipeline alone",
+    "model consumes",
+    "headroom",
+    "pipeline us CPU/pair",
+    "model us CPU/pair",
+    "CPU bound",
+    "train streaming",
+    "stream/memory",
+    "--cache/memory",
+    "noise (half spread)",
+]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=25, help="timed steps per round at 32x32")
@@ -40,81 +56,68 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", default="bench/out/input_pipeline.json")
     args = p.parse_args()
-    rows, results = [], []
-    for size, encoding, n in CASES:
-        path = dataset_dir(size, encoding, n)
-        steps = args.steps if size <= 32 else max(4, args.steps // 5)  # ~13x the work per pair
-        alone = pipeline_rate(streaming_dataset(path, args.batch), args.batch, 4 * args.steps)
-        pipe_cpu = pipeline_cpu_per_pair(path, args.batch, 2 * steps)
-        rates = trainer_rates(
-            {
-                "memory": decoded_in_memory(path, args.batch),
-                "stream": streaming_dataset(path, args.batch),
-                "cached": streaming_dataset(path, args.batch, cache=True),
-            },
-            size,
-            args.batch,
-            "float32",
-            False,
-            steps,
-            rounds=args.rounds,
-        )
-        memory, stream, cached = rates["memory"], rates["stream"], rates["cached"]
-        ratio, cached_ratio = paired_ratio("stream", "memory"), paired_ratio("cached", "memory")
-        model_cpu = harness.CPU_PER_PAIR["memory"]
-        bound = model_cpu / (model_cpu + pipe_cpu)
-        noise = max(harness.SPREAD[k] for k in rates) / 2
-        results.append(
-            dict(
-                size=size,
-                encoding=encoding,
-                pipeline=alone,
-                pipeline_cpu_per_pair=pipe_cpu,
-                model_cpu_per_pair=model_cpu,
-                cpu_bound_ratio=bound,
-                train_memory=memory,
-                train_stream=stream,
-                ratio=ratio,
-                train_cached=cached,
-                cached_ratio=cached_ratio,
-                rounds=dict(harness.ROUNDS),
-            )
-        )
-        rows.append(
-            [
-                f"{size}x{size}",
-                encoding,
-                f"{alone:,.0f}",
-                f"{memory:,.0f}",
-                f"{alone / memory:.0f}x",
-                f"{1e6 * pipe_cpu:,.0f}",
-                f"{1e6 * model_cpu:,.0f}",
-                f"{bound:.3f}",
-                f"{stream:,.0f}",
-                f"{ratio:.3f}",
-                f"{cached_ratio:.3f}",
-                f"±{100 * noise:.1f}%",
-            ]
-        )
+    results = [measure_case(size=size, encoding=enc, count=n, args=args) for size, enc, n in CASES]
     print_table(
         f"input pipeline (batch {args.batch}, float32, one CPU device, {args.rounds} rounds)",
-        [
-            "size",
-            "encoding",
-            "pipeline alone",
-            "model consumes",
-            "headroom",
-            "pipeline us CPU/pair",
-            "model us CPU/pair",
-            "CPU bound",
-            "train streaming",
-            "stream/memory",
-            "--cache/memory",
-            "noise (half spread)",
-        ],
-        rows,
+        COLUMNS,
+        [table_row(r) for r in results],
     )
     write_json(args.out, {"batch": args.batch, "steps": args.steps, "results": results})
+
+
+def measure_case(*, size: int, encoding: str, count: int, args) -> dict:
+    """One set: the pipeline alone, its CPU per pair, and the trainer fed from memory, from
+    the stream and from the cache, taking turns; the figures and the per-round ratios."""
+    path = dataset_dir(size, encoding, count)
+    steps = args.steps if size <= 32 else max(4, args.steps // 5)  # ~13x the work per pair
+    alone = pipeline_rate(streaming_dataset(path, args.batch), args.batch, 4 * args.steps)
+    pipe_cpu = pipeline_cpu_per_pair(path, args.batch, 2 * steps)
+    rates = trainer_rates(
+        {
+            "memory": decoded_in_memory(path, args.batch),
+            "stream": streaming_dataset(path, args.batch),
+            "cached": streaming_dataset(path, args.batch, cache=True),
+        },
+        size,
+        args.batch,
+        "float32",
+        False,
+        steps,
+        rounds=args.rounds,
+    )
+    model_cpu = harness.CPU_PER_PAIR["memory"]
+    return dict(
+        size=size,
+        encoding=encoding,
+        pipeline=alone,
+        pipeline_cpu_per_pair=pipe_cpu,
+        model_cpu_per_pair=model_cpu,
+        cpu_bound_ratio=model_cpu / (model_cpu + pipe_cpu),
+        train_memory=rates["memory"],
+        train_stream=rates["stream"],
+        ratio=paired_ratio("stream", "memory"),
+        train_cached=rates["cached"],
+        cached_ratio=paired_ratio("cached", "memory"),
+        rounds=dict(harness.ROUNDS),
+        noise=max(harness.SPREAD[k] for k in rates) / 2,
+    )
+
+
+def table_row(r: dict) -> list:
+    return [
+        f"{r['size']}x{r['size']}",
+        r["encoding"],
+        f"{r['pipeline']:,.0f}",
+        f"{r['train_memory']:,.0f}",
+        f"{r['pipeline'] / r['train_memory']:.0f}x",
+        f"{1e6 * r['pipeline_cpu_per_pair']:,.0f}",
+        f"{1e6 * r['model_cpu_per_pair']:,.0f}",
+        f"{r['cpu_bound_ratio']:.3f}",
+        f"{r['train_stream']:,.0f}",
+        f"{r['ratio']:.3f}",
+        f"{r['cached_ratio']:.3f}",
+        f"±{100 * r['noise']:.1f}%",
+    ]
 
 
 if __name__ == "__main__":

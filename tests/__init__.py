@@ -1,0 +1,1 @@
+"""The tests: tiny real data written by the tests, in-process where a process is not the subject."""

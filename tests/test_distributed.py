@@ -286,24 +286,28 @@ def test_a_run_resumes_on_fewer_then_more_workers_as_the_contract_says(tmp_path)
 
     three = Capture()
     assert run(LocalConfig(workers=3, trainer_args=flags(6, 9)), out=three) == 0, three.text[-3000:]
-    # The same on every worker: the chief says it, once.
-    assert re.findall(
-        r"\[worker (\d)\] \S+ a step now takes 9 pairs, the checkpoint's took 6", three.text
-    ) == ["0"]
-    assert re.findall(r"\[worker (\d)\] \S+ resumed on 3 workers after 1: step 4,", three.text) == [
-        "0"
-    ]
-    found = {int(w): m for w, *m in NEXT.findall(three.text)}
-    assert sorted(found) == [0, 1, 2]
-    for w, (n, start, epoch, ids) in found.items():
-        assert (n, start, epoch) == ("3", "8", "0")  # 24 pairs seen / 3 workers
-        assert [int(i) for i in ids.rstrip(", .").split(", ")] == _stream(source, w, 3, 11)[8:11]
+    _check_three_workers_read_on(three.text, source)
     assert _saved(model_dir) == {
         "step": 6,
         "optimizer/_iterations": 6,
         "examples_seen": 42,
         "size": [3, 9],
     }
+
+
+def _check_three_workers_read_on(text: str, source) -> None:
+    """The 3-worker resume after 1 worker at step 4 (24 pairs seen), its batch 9 against the
+    checkpoint's 6: the chief names both changes once; each worker reads its new share on at
+    pair 8 (24 / 3), the next pairs being those the contract's order gives."""
+    assert re.findall(
+        r"\[worker (\d)\] \S+ a step now takes 9 pairs, the checkpoint's took 6", text
+    ) == ["0"]
+    assert re.findall(r"\[worker (\d)\] \S+ resumed on 3 workers after 1: step 4,", text) == ["0"]
+    found = {int(w): m for w, *m in NEXT.findall(text)}
+    assert sorted(found) == [0, 1, 2]
+    for w, (n, start, epoch, ids) in found.items():
+        assert (n, start, epoch) == ("3", "8", "0")  # 24 pairs seen / 3 workers
+        assert [int(i) for i in ids.rstrip(", .").split(", ")] == _stream(source, w, 3, 11)[8:11]
 
 
 def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):

@@ -93,17 +93,15 @@ def check_best_export(model_dir, record: dict, metric: str, exported_steps: list
     assert np.abs(served - outputs_of_checkpoint(model_dir, other, x1, x2)).max() > 1e-4
 
 
-def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path):
-    model_dir = tmp_path / "m"
-    common = flags(data, model_dir, "--train_steps=12", "--best_metric=loss")
+def _evaluator_up(common):
+    """``trainer --mode=continuous_eval`` as a real process, once it says it waits or watches:
+    (the process, its stderr lines as they come, the thread reading them)."""
     evaluator = subprocess.Popen(
         [PY, "-m", "trainer", *common, "--mode=continuous_eval", "--eval_poll_seconds=0.2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    # The trainer starts once the evaluator is up, before the run has a config.json: the
-    # evaluator waits for it and takes the model flag it was not given (--head) from there.
     lines, up = [], threading.Event()
 
     def read_stderr():
@@ -111,11 +109,20 @@ def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path)
             lines.append(line)
             if "config.json" in line or "watching" in line:
                 up.set()
-        up.set()  # it ended: the assertions below say how
+        up.set()  # it ended: the test's assertions say how
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     up.wait()
+    return evaluator, lines, reader
+
+
+def test_evaluator_beside_trainer_evaluates_each_checkpoint_once(data, tmp_path):
+    model_dir = tmp_path / "m"
+    common = flags(data, model_dir, "--train_steps=12", "--best_metric=loss")
+    # The trainer starts once the evaluator is up, before the run has a config.json: the
+    # evaluator waits for it and takes the model flag it was not given (--head) from there.
+    evaluator, lines, reader = _evaluator_up(common)
     train = train_here(  # the trainer in this process, the evaluator a real one beside it
         *common,
         "--head=global_max",

@@ -692,8 +692,9 @@ def _pod(name, index, phase, created, restarts=0):
     }  # fmt: skip
 
 
-def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_path, monkeypatch):
-    server, client = gcs
+def _stub_a_running_job(tmp_path, monkeypatch) -> None:
+    """The kubectl stub answers for job exp1 (2 workers, model_dir gs://models/r9, both
+    active) and its pods: worker 0 running, worker 1 failed once and running again."""
     job = next(
         d for d in rendered(spec(workers=2, model_dir="gs://models/r9")) if d["kind"] == "Job"
     )
@@ -707,6 +708,26 @@ def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_p
     (tmp_path / "pods.json").write_text(json.dumps(pods))
     monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "job.json"))
     monkeypatch.setenv("KUBECTL_STUB_PODS", str(tmp_path / "pods.json"))
+
+
+def _write_what_the_chief_writes(bucket, run: str) -> None:
+    """A checkpoint state file of step 1200, eval/last.json of step 1000 and export_best's
+    best.json of step 800, as the trainer's chief writes them into gs://<bucket>/<run>."""
+    bucket.blob(f"{run}/checkpoints/checkpoint").upload_from_string(
+        'model_checkpoint_path: "ckpt-1200"\nall_model_checkpoint_paths: "ckpt-1200"\n'
+    )
+    bucket.blob(f"{run}/checkpoints/ckpt-1200.index").upload_from_string(b"x")
+    bucket.blob(f"{run}/eval/last.json").upload_from_string(json.dumps(
+        {"step": 1000, "time": 1796040000.0, "accuracy": 0.9375, "auc": 0.98125, "loss": 0.1875,
+         "pairs": 64.0}))  # fmt: skip
+    bucket.blob(f"{run}/export_best/best.json").upload_from_string(json.dumps(
+        {"step": 800, "metric": "auc", "metrics": {"accuracy": 0.875, "auc": 0.99, "loss": 0.25,
+         "pairs": 64.0}, "time": 1796030000.0}))  # fmt: skip
+
+
+def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_path, monkeypatch):
+    server, client = gcs
+    _stub_a_running_job(tmp_path, monkeypatch)
     env = {**os.environ, "STORAGE_EMULATOR_HOST": server.url}
     common = ["k8s", "status", "--name", "exp1", "--namespace", "ml"]
     r = launch(*common, env=env)
@@ -720,18 +741,7 @@ def test_status_shows_state_workers_checkpoint_and_eval(gcs, stub_kubectl, tmp_p
     assert "model_dir: gs://models/r9" in r.stdout
     assert "latest checkpoint: none yet" in r.stdout and "last eval: none yet" in r.stdout
     assert "logs: launch k8s logs --name exp1 --namespace ml --follow" in r.stdout
-    # what the trainer's chief writes into the model_dir
-    bucket = client.bucket("models")
-    bucket.blob("r9/checkpoints/checkpoint").upload_from_string(
-        'model_checkpoint_path: "ckpt-1200"\nall_model_checkpoint_paths: "ckpt-1200"\n'
-    )
-    bucket.blob("r9/checkpoints/ckpt-1200.index").upload_from_string(b"x")
-    bucket.blob("r9/eval/last.json").upload_from_string(json.dumps(
-        {"step": 1000, "time": 1796040000.0, "accuracy": 0.9375, "auc": 0.98125, "loss": 0.1875,
-         "pairs": 64.0}))  # fmt: skip
-    bucket.blob("r9/export_best/best.json").upload_from_string(json.dumps(
-        {"step": 800, "metric": "auc", "metrics": {"accuracy": 0.875, "auc": 0.99, "loss": 0.25,
-         "pairs": 64.0}, "time": 1796030000.0}))  # fmt: skip
+    _write_what_the_chief_writes(client.bucket("models"), "r9")
     r = launch(*common, env=env)
     assert r.returncode == 0, r.stderr
     assert re.search(

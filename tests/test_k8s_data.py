@@ -42,6 +42,18 @@ def test_data_service_validates_and_only_trainers_reach_it(tmp_path):
     assert not any("data_service" in a for a in evaluator_args)  # it reads eval data itself
 
     dispatcher, workers = deps["exp1-data-dispatcher"], deps["exp1-data-worker"]
+    _check_data_deployments(dispatcher, workers)
+    (disp,) = _pod_spec(dispatcher)["containers"]
+    service = services["exp1-data"]
+    assert service["spec"]["selector"] == dispatcher["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["ports"][0]["port"] == disp["ports"][0]["containerPort"] == 5050
+    assert {d["metadata"].get("namespace") for d in docs} == {"ml"}
+    _check_who_may_connect(jobs, dispatcher, workers, policies)
+
+
+def _check_data_deployments(dispatcher: dict, workers: dict) -> None:
+    """The dispatcher (one pod, Recreate) and the data workers (3 pods, 6 CPUs, announcing
+    their pod IP): CPU-only nodes, no token, the image's user."""
     assert dispatcher["spec"]["replicas"] == 1 and dispatcher["spec"]["strategy"] == {
         "type": "Recreate"
     }
@@ -73,12 +85,11 @@ def test_data_service_validates_and_only_trainers_reach_it(tmp_path):
         assert dep["spec"]["selector"]["matchLabels"].items() <= (
             dep["spec"]["template"]["metadata"]["labels"].items()
         )
-    service = services["exp1-data"]
-    assert service["spec"]["selector"] == dispatcher["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["ports"][0]["port"] == disp["ports"][0]["containerPort"] == 5050
-    assert {d["metadata"].get("namespace") for d in docs} == {"ml"}
 
-    # Who may connect: label sets of every pod kind of this run and of a stranger.
+
+def _check_who_may_connect(jobs: dict, dispatcher: dict, workers: dict, policies: dict) -> None:
+    """The NetworkPolicies against the label sets of every pod kind of this run and of a
+    stranger: trainers reach the service, data workers reach the dispatcher, no one else."""
     trainer = _pod_labels(jobs["exp1"], 0)
     evaluator = _pod_labels(jobs["exp1-evaluator"], 0)
     data_worker = workers["spec"]["template"]["metadata"]["labels"]
@@ -103,6 +114,7 @@ def test_data_service_validates_and_only_trainers_reach_it(tmp_path):
         assert not admitted("exp1-data-worker", outsider)
     for outsider in (evaluator, stranger):
         assert not admitted("exp1-data-dispatcher", outsider)
+    (work,) = _pod_spec(workers)["containers"]
     ports = {n: p["spec"]["ingress"][0]["ports"] for n, p in policies.items() if "data" in n}
     assert ports == {
         "exp1-data-dispatcher": [{"protocol": "TCP", "port": 5050}],

@@ -163,7 +163,11 @@ def test_the_export_serves_the_moving_average(small_data, tmp_path):
         expected = model.get_layer("output").get_weights()
     for got, want in zip(probe.get_layer("output").get_weights(), expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
-    # a flag asking for an average the checkpoint does not keep: one sentence, nothing written
+
+
+def test_an_average_the_checkpoint_does_not_keep_is_refused(small_data, tmp_path):
+    """--ema_decay given to --mode=export or evaluate of a run trained without it: one
+    sentence each, nothing written."""
     plain = tmp_path / "plain"
     r = train_here(*small_flags(small_data, plain, "--train_steps=2"))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -267,6 +267,27 @@ def _png(image):
     return tf.io.encode_png(image).numpy()
 
 
+def _served_without_this_package(export, folder, size: int) -> dict:
+    """In a fresh process that cannot import this package (only TensorFlow and the
+    SavedModel): serving_default's probabilities for the PNG pairs a<i>.png, b<i>.png (i < 4)
+    in ``folder``, the embedding's shape, and the signature names."""
+    script = (
+        "import sys, json; sys.modules['trainer'] = None\n"
+        "import tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(export)!r})\n"
+        "f = m.signatures['serving_default']\n"
+        f"read = lambda p: open({str(folder)!r} + '/' + p, 'rb').read()\n"
+        "a = tf.constant([read(f'a{i}.png') for i in range(4)])\n"
+        "b = tf.constant([read(f'b{i}.png') for i in range(4)])\n"
+        "out = f(input1=a, input2=b)['probability'].numpy()[:, 0].tolist()\n"
+        f"emb = m.signatures['embedding'](image=tf.zeros([2, {size}, {size}, 3]))['embedding']\n"
+        "print(json.dumps({'p': out, 'emb': list(emb.shape), 'sigs': sorted(m.signatures)}))\n"
+    )
+    r = subprocess.run([PY, "-c", script], capture_output=True, text=True, cwd=folder)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     model_dir, export = main_job.model_dir, main_job.export_dir
@@ -287,22 +308,7 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     for i, (a, b) in enumerate(pairs):
         (tmp_path / f"a{i}.png").write_bytes(_png(a))
         (tmp_path / f"b{i}.png").write_bytes(_png(b))
-    # A fresh process that cannot import this package: only TensorFlow and the SavedModel.
-    script = (
-        "import sys, json; sys.modules['trainer'] = None\n"
-        "import tensorflow as tf\n"
-        f"m = tf.saved_model.load({str(export)!r})\n"
-        "f = m.signatures['serving_default']\n"
-        f"read = lambda p: open({str(tmp_path)!r} + '/' + p, 'rb').read()\n"
-        "a = tf.constant([read(f'a{i}.png') for i in range(4)])\n"
-        "b = tf.constant([read(f'b{i}.png') for i in range(4)])\n"
-        "out = f(input1=a, input2=b)['probability'].numpy()[:, 0].tolist()\n"
-        f"emb = m.signatures['embedding'](image=tf.zeros([2, {size}, {size}, 3]))['embedding']\n"
-        "print(json.dumps({'p': out, 'emb': list(emb.shape), 'sigs': sorted(m.signatures)}))\n"
-    )
-    r = subprocess.run([PY, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = _served_without_this_package(export, tmp_path, size)
     np.testing.assert_allclose(got["p"], expected, atol=1e-5)
     assert got["emb"] == [2, 100]
     assert got["sigs"] == ["embedding", "serving_default", "serving_float"]
