@@ -52,6 +52,10 @@ class StartFailed(Exception):
 # (measured: a checkpoint save cut off by an outage). Each operation gets a third of the
 # budget, so no outage keeps a run waiting much longer than --storage_timeout_seconds.
 OPERATIONS_PER_FAILED_WRITE = 3
+# TensorFlow's retry loop (tsl::RetryingUtils::CallWithRetries) sleeps min(init << k, max)
+# plus a uniform random 0 to 1 s before its k-th retry: counted at its mean, or a small budget
+# is overrun several-fold (measured: 17 s for a 3 s --storage_timeout_seconds, before).
+RETRY_JITTER_MEAN_S = 0.5
 
 
 def retry_env(timeout_s: float, environ: Mapping[str, str]) -> dict[str, str]:
@@ -60,7 +64,8 @@ def retry_env(timeout_s: float, environ: Mapping[str, str]) -> dict[str, str]:
 
     One operation's budget is a third of it (see OPERATIONS_PER_FAILED_WRITE). Backoff starts
     at 1 s (less for small budgets) and doubles up to a quarter of the operation's budget (at
-    most TF's 32 s), with as many retries as it takes for the waits to fill that budget. A
+    most TF's 32 s), with as many retries as it takes for the waits, TensorFlow's random
+    addition to each included (RETRY_JITTER_MEAN_S), to fill that budget: one at least. A
     request that hangs instead of failing gives up after a tenth of it per attempt (at least
     5 s; at most TF's defaults, 120 s to connect and 60 s without progress).
     """
@@ -71,7 +76,7 @@ def retry_env(timeout_s: float, environ: Mapping[str, str]) -> dict[str, str]:
     longest = min(32.0, max(first, budget / 4))
     retries, waited, delay = 0, 0.0, first
     while waited < budget:
-        waited += min(delay, longest)
+        waited += min(delay, longest) + RETRY_JITTER_MEAN_S
         delay *= 2
         retries += 1
     attempt = max(5, int(budget // 10))
