@@ -54,7 +54,8 @@ class StartFailed(Exception):
 OPERATIONS_PER_FAILED_WRITE = 3
 # TensorFlow's retry loop (tsl::RetryingUtils::CallWithRetries) sleeps min(init << k, max)
 # plus a uniform random 0 to 1 s before its k-th retry: counted at its mean, or a small budget
-# is overrun several-fold (measured: 17 s for a 3 s --storage_timeout_seconds, before).
+# is overrun several-fold (measured before: the trainer, its start included, took 17 s to
+# refuse an unwritable bucket under --storage_timeout_seconds=3; 8 s with the mean counted).
 RETRY_JITTER_MEAN_S = 0.5
 
 
