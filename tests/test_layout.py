@@ -1,5 +1,6 @@
 """The package's shape, read from its source (no imports run): no import cycles, the launcher
-and the flag parser apart from TensorFlow, each module saying what it is for, short functions.
+and the flag parser apart from TensorFlow, each module saying what it is for, and short
+functions (at most 60 lines) in the package, bench/ and tests/.
 """
 
 import ast
