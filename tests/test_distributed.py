@@ -75,7 +75,8 @@ def trainer_flags(data, model_dir, *extra):
         "--eval_every_steps=0",  # no eval: these runs are about steps and checkpoints
         "--peer_timeout_seconds=120",  # generous: a slow, busy host must not look like a lost peer
         "--noexport",  # checkpoints are what these runs are about; one test asks for the export
-        *extra,
+        "--optimizer=sgd",  # cheaper to trace than Adam (tests.test_trainer.small_flags); the
+        *extra,  # tests that follow or converge ask for Adam (a later flag wins)
     )
 
 
@@ -121,6 +122,7 @@ def test_two_workers_converge_with_identical_weights_through_two_data_workers(da
                 # 0.977-0.992 at step 300 over three seeds (bench/RESULTS.md, 2026-12-07).
                 "--train_steps=300",
                 "--global_batch_size=64",
+                "--optimizer=adam",
                 "--learning_rate=4e-3",
                 "--lr_schedule=cosine",
                 "--warmup_steps=20",
@@ -173,6 +175,7 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
         "--shuffle_buffer=1",
         "--checkpoint_every_steps=100",
         "--eval_every_steps=8",  # the final eval: the one eval file read by record
+        "--optimizer=adam",  # the recipe's adamw, when given, comes later and wins
         *recipe,
     )
     # The one-worker reference in this process (its process is not the subject), the two

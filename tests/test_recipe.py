@@ -127,8 +127,8 @@ def test_the_export_serves_the_moving_average(small_data, tmp_path):
     r = train_here(*small_flags(small_data, tmp_path / "m", *flags))
     assert r.returncode == 0, r.stderr[-3000:]
     saved = checkpoint.load_model_config(str(tmp_path / "m"))
-    model, optimizer = build_model_and_optimizer(
-        tf.distribute.get_strategy(), saved, 1e-2, RecipeConfig(ema_decay=0.8)
+    model, optimizer = build_model_and_optimizer(  # as small_flags trains: SGD
+        tf.distribute.get_strategy(), saved, 1e-2, RecipeConfig(optimizer="sgd", ema_decay=0.8)
     )
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
         str(tmp_path / "m/checkpoints/ckpt-6")
@@ -228,10 +228,11 @@ def test_warm_start_begins_where_the_source_ended_and_refuses_another_model(smal
     assert "does not match" in last_line and "name D1/kernel" in last_line, last_line
     none = train_here(*small_flags(small_data, tmp_path / "d", f"--init_from={tmp_path}/x"))
     assert none.returncode == 1 and "holds no checkpoint" in none.stderr
-    # resuming a with another optimizer: one sentence, not a stranger's traceback
-    sgd = train_here(*small_flags(small_data, tmp_path / "a", "--train_steps=8", "--optimizer=sgd"))
-    last_line = sgd.stderr.strip().splitlines()[-1]
-    assert sgd.returncode == 1 and "checkpoint was trained with other --optimizer" in last_line
+    # resuming a (SGD: small_flags) with another optimizer: one sentence, not a traceback
+    resumed = small_flags(small_data, tmp_path / "a", "--train_steps=8", "--optimizer=adam")
+    adam = train_here(*resumed)
+    last_line = adam.stderr.strip().splitlines()[-1]
+    assert adam.returncode == 1 and "checkpoint was trained with other --optimizer" in last_line
 
 
 @pytest.mark.parametrize("name, cls", [("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")])
