@@ -164,43 +164,38 @@ RECIPE = (  # issue 24's flags that act across replicas: accumulation, clipping,
 )
 
 
-@pytest.mark.parametrize("recipe", [(), RECIPE], ids=["adam", "recipe"])
-def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, recipe):
-    """Same global batch, same records per step: 1 file, no shuffle, record-level sharding.
-    With the recipe: the update of two batches per step, clipped by the norm of the gradient
-    summed over both workers, is the one worker's update, and the workers stay identical."""
-    flags = (
-        "--train_steps=8",
-        "--global_batch_size=16",
-        "--shuffle_buffer=1",
-        "--checkpoint_every_steps=100",
-        "--eval_every_steps=8",  # the final eval: the one eval file read by record
-        "--optimizer=adam",  # the recipe's adamw, when given, comes later and wins
-        *recipe,
-    )
-    # The one-worker reference in this process (its process is not the subject), the two
-    # workers as real processes under `launch local`.
-    single = train_here(*trainer_flags(one_file_data, tmp_path / "a", *flags))
+FOLLOW = (  # same global batch, same records per step: 1 file, no shuffle, sharded by record
+    "--train_steps=8",
+    "--global_batch_size=16",
+    "--shuffle_buffer=1",
+    "--checkpoint_every_steps=100",
+    "--eval_every_steps=8",  # the final eval: the one eval file read by record
+    "--optimizer=adam",  # the recipe's adamw, when given, comes later and wins
+)
+
+
+def _one_and_two_workers(data, tmp_path, flags) -> tuple[str, str]:
+    """The one-worker reference in this process (its process is not the subject) and two
+    workers as real processes under `launch local`: (the one's stderr, the launcher's text)."""
+    single = train_here(*trainer_flags(data, tmp_path / "a", *flags))
     assert single.returncode == 0, single.stderr[-3000:]
     double = Capture()
-    assert (
-        run(
-            LocalConfig(
-                workers=2, trainer_args=trainer_flags(one_file_data, tmp_path / "b", *flags)
-            ),
-            out=double,
-        )
-        == 0
-    ), double.text[-3000:]
-    one, two = losses(single.stderr), losses(double.text, worker=0)
+    config = LocalConfig(workers=2, trainer_args=trainer_flags(data, tmp_path / "b", *flags))
+    assert run(config, out=double) == 0, double.text[-3000:]
+    return single.stderr, double.text
+
+
+def _check_two_workers_follow(single: str, double: str) -> dict:
+    """Worker 0's losses are the one worker's (2e-3 absolute per step: all-reduce changes the
+    summation order), worker 1's are worker 0's, both evals of their halves of the eval file
+    (by record) are the one worker's, and the weights end identical. The one's {step: loss}."""
+    one, two = losses(single), losses(double, worker=0)
     assert sorted(one) == sorted(two) == list(range(1, 9))
-    # Stated tolerance: 2e-3 absolute per step (all-reduce changes the summation order).
     np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
     assert len(set(one.values())) > 4  # the trajectory moves, so the comparison means something
-    assert losses(double.text, worker=1) == two
-    # Both workers' eval of their halves of the eval file (by record) is the one worker's.
-    evals = [EVAL.findall(t) for t in (single.stderr, double.text)]
-    assert len(evals[0]) == 1 and len(evals[1]) == 2, double.text[-3000:]
+    assert losses(double, worker=1) == two
+    evals = [EVAL.findall(t) for t in (single, double)]
+    assert len(evals[0]) == 1 and len(evals[1]) == 2, double[-3000:]
     (one_eval,), two_evals = evals
     assert two_evals[0] == two_evals[1] and two_evals[0][3] == one_eval[3] == "32"
     np.testing.assert_allclose(
@@ -208,15 +203,49 @@ def test_two_workers_follow_one_worker_loss_trajectory(one_file_data, tmp_path, 
     )
     for w in (0, 1):  # one file for two workers: said once by each, not at every use
         for split in ("training", "eval"):
-            said = re.findall(rf"\[worker {w}\] .*1 {split} file for 2 workers", double.text)
-            assert len(said) == 1, double.text[-3000:]
-    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", double.text))
+            said = re.findall(rf"\[worker {w}\] .*1 {split} file for 2 workers", double)
+            assert len(said) == 1, double[-3000:]
+    prints = dict(re.findall(r"worker (\d) final weights sha256 ([0-9a-f]{64})", double))
     assert set(prints) == {"0", "1"} and prints["0"] == prints["1"]
-    if recipe:  # the clipping binds: without it the one worker's trajectory is another
-        free = [f for f in flags if not f.startswith("--clip_norm")]
-        unclipped = train_here(*trainer_flags(one_file_data, tmp_path / "c", *free))
-        other = losses(unclipped.stderr)
-        assert max(abs(other[s] - one[s]) for s in one) > 1e-2
+    return one
+
+
+def test_two_workers_and_two_devices_follow_one_worker(one_file_data, tmp_path):
+    """MultiWorkerMirroredStrategy over two `launch local` workers, and MirroredStrategy over
+    two logical CPU devices (a process of its own: the devices are made at its start), follow
+    the one worker's loss trajectory."""
+    single, double = _one_and_two_workers(one_file_data, tmp_path, FOLLOW)
+    one = _check_two_workers_follow(single, double)
+    mirrored = subprocess.run(
+        [
+            PY,
+            "-m",
+            "trainer",
+            *trainer_flags(one_file_data, tmp_path / "c", *FOLLOW),
+            "--strategy=mirrored",
+            "--devices_per_worker=2",
+            "--eval_every_steps=0",  # its losses are the comparison
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert mirrored.returncode == 0, mirrored.stderr[-3000:]
+    assert "strategy mirrored: 2 replicas" in mirrored.stderr
+    two = losses(mirrored.stderr)
+    assert sorted(two) == list(range(1, 9))
+    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
+
+
+def test_two_workers_follow_one_worker_with_the_recipe(one_file_data, tmp_path):
+    """The update of two batches per step, clipped by the norm of the gradient summed over
+    both workers, is the one worker's update, and the workers stay identical."""
+    single, double = _one_and_two_workers(one_file_data, tmp_path, (*FOLLOW, *RECIPE))
+    one = _check_two_workers_follow(single, double)
+    # the clipping binds: without it the one worker's trajectory is another
+    free = [f for f in (*FOLLOW, *RECIPE) if not f.startswith("--clip_norm")]
+    unclipped = train_here(*trainer_flags(one_file_data, tmp_path / "c", *free))
+    other = losses(unclipped.stderr)
+    assert max(abs(other[s] - one[s]) for s in one) > 1e-2
 
 
 NEXT = re.compile(
@@ -311,35 +340,6 @@ def _check_three_workers_read_on(text: str, source) -> None:
     for w, (n, start, epoch, ids) in found.items():
         assert (n, start, epoch) == ("3", "8", "0")  # 24 pairs seen / 3 workers
         assert [int(i) for i in ids.rstrip(", .").split(", ")] == _stream(source, w, 3, 11)[8:11]
-
-
-def test_mirrored_over_two_cpu_devices_matches_one_device(one_file_data, tmp_path):
-    flags = ["--train_steps=6", "--global_batch_size=16", "--checkpoint_every_steps=100"]
-    # One device in this process; the logical devices of the mirrored run need a fresh one.
-    single = train_here(
-        *trainer_flags(one_file_data, tmp_path / "a", "--strategy=one_device", *flags)
-    )
-    mirrored = subprocess.run(
-        [
-            PY,
-            "-m",
-            "trainer",
-            *trainer_flags(
-                one_file_data,
-                tmp_path / "b",
-                "--strategy=mirrored",
-                "--devices_per_worker=2",
-                *flags,
-            ),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert single.returncode == 0 and mirrored.returncode == 0, mirrored.stderr[-3000:]
-    assert "strategy mirrored: 2 replicas" in mirrored.stderr
-    one, two = losses(single.stderr), losses(mirrored.stderr)
-    assert sorted(one) == sorted(two) == list(range(1, 7))
-    np.testing.assert_allclose([two[s] for s in one], [one[s] for s in one], atol=2e-3)
 
 
 def _kill_after_random_steps(
