@@ -59,8 +59,9 @@ def pinned_then_through_the_trainers_iterator(data: str) -> tuple[int, int]:
 def test_the_input_iterators_unpin_what_tensorflow_pinned(small_data):
     """In a fresh process (the subject is a process's allocator: a test process that has
     trained holds large free chunks that serve 1 MiB without any mmap, pinned or not)."""
-    code = (
-        "import json, sys; from tests import test_memory as t; "
+    code = (  # TensorFlow loaded as the trainer loads it (trainer.common.console)
+        "import json, sys; from trainer.common import console; console.load_tensorflow(); "
+        "from tests import test_memory as t; "
         "print(json.dumps(t.pinned_then_through_the_trainers_iterator(sys.argv[1])))"
     )
     root = pathlib.Path(__file__).parent.parent
