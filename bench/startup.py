@@ -9,6 +9,9 @@ its CLIs import it), and the whole process.
 
     git worktree add /tmp/before <commit>
     python bench/startup.py /tmp/before .       # each tree's trainer package is imported
+    python bench/startup.py . --variants "--optimizer=adam" "--optimizer=sgd"
+
+``--variants`` adds trainer flags: each tree runs each variant in turn, every round.
 
 It measures CPU time (not wall time), so a busy neighbour changes it little.
 """
@@ -40,7 +43,7 @@ except ImportError:
 import tensorflow, keras
 imported = cpu() - start
 sys.argv = ["trainer", "--train_steps=8", f"--model_dir={sys.argv[2]}", "--noexport",
-            "--log_every_steps=4"]
+            "--log_every_steps=4", *sys.argv[3:]]
 from trainer.__main__ import run
 try:
     run()
@@ -50,11 +53,11 @@ print("RESULT " + json.dumps({"import": imported, "total": cpu() - start}))
 """
 
 
-def one_run(tree: str) -> dict:
+def one_run(tree: str, flags: str = "") -> dict:
     folder = tempfile.mkdtemp(prefix="bench-startup-")
     try:
         r = subprocess.run(
-            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m"],
+            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m", *flags.split()],
             capture_output=True,
             text=True,
             cwd=folder,
@@ -71,18 +74,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--variants", nargs="+", default=[""], help="extra trainer flags, each one run")
     args = p.parse_args()
-    runs = {tree: [] for tree in args.trees}
+    runs = {(tree, flags): [] for tree in args.trees for flags in args.variants}
     for i in range(args.rounds):
-        for tree in args.trees:
-            runs[tree].append(one_run(tree))
-            print(f"round {i + 1}: {tree}: {runs[tree][-1]}", file=sys.stderr)
-    print("| tree | import CPU s (median) | process CPU s (median) | after import |")
-    print("|---|---|---|---|")
-    for tree, found in runs.items():
+        for (tree, flags), found in runs.items():
+            found.append(one_run(tree, flags))
+            print(f"round {i + 1}: {tree} {flags}: {found[-1]}", file=sys.stderr)
+    print("| tree | flags | import CPU s (median) | process CPU s (median) | after import |")
+    print("|---|---|---|---|---|")
+    for (tree, flags), found in runs.items():
         imported = statistics.median(r["import"] for r in found)
         total = statistics.median(r["total"] for r in found)
-        print(f"| {tree} | {imported:.2f} | {total:.2f} | {total - imported:.2f} |")
+        print(f"| {tree} | {flags} | {imported:.2f} | {total:.2f} | {total - imported:.2f} |")
 
 
 if __name__ == "__main__":
