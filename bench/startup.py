@@ -9,9 +9,11 @@ its CLIs import it), and the whole process.
 
     git worktree add /tmp/before <commit>
     python bench/startup.py /tmp/before .       # each tree's trainer package is imported
-    python bench/startup.py . --variants "--optimizer=adam" "--optimizer=sgd"
+    python bench/startup.py . --variants optimizer=adam optimizer=sgd
 
-``--variants`` adds trainer flags: each tree runs each variant in turn, every round.
+``--variants`` adds trainer flags (written without their dashes, several in one quoted
+variant: "optimizer=adam grad_accum_steps=4"): each tree runs each variant in turn, every
+round.
 
 It measures CPU time (not wall time), so a busy neighbour changes it little.
 """
@@ -57,7 +59,8 @@ def one_run(tree: str, flags: str = "") -> dict:
     folder = tempfile.mkdtemp(prefix="bench-startup-")
     try:
         r = subprocess.run(
-            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m", *flags.split()],
+            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m"]
+            + [f"--{flag}" for flag in flags.split()],
             capture_output=True,
             text=True,
             cwd=folder,
@@ -74,7 +77,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--variants", nargs="+", default=[""], help="extra trainer flags, each one run")
+    p.add_argument("--variants", nargs="+", default=[""], help="extra trainer flags without dashes")
     args = p.parse_args()
     runs = {(tree, flags): [] for tree in args.trees for flags in args.variants}
     for i in range(args.rounds):
