@@ -20,13 +20,13 @@ def batches(n=8):
     return tf.data.Dataset.from_tensors(({"input1": x1, "input2": x2}, y)).repeat()
 
 
-def loop_on(ds, plan="none", optimizer="sgd"):
+def loop_on(ds, plan="none", optimizer_name="sgd"):
     """A model and its compiled loop (SGD unless asked: the loop's timing is the subject, and
     Keras' Adam traces ~40 graph ops per variable)."""
     keras.utils.set_random_seed(1)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     model, optimizer = build_model_and_optimizer(
-        strategy, CFG, 1e-3, RecipeConfig(optimizer=optimizer)
+        strategy, CFG, 1e-3, RecipeConfig(optimizer=optimizer_name)
     )
     loop = steps_lib.make_train_loop(
         strategy=strategy,
@@ -44,7 +44,7 @@ def test_whole_step_plan_trains_like_the_uncompiled_step():
     and, to float tolerance, the same weights as the uncompiled loop."""
     results = {}
     for plan in ("none", "whole_step"):
-        model, loop, it, _ = loop_on(batches(), plan, optimizer="adam")  # the GPU default
+        model, loop, it, _ = loop_on(batches(), plan, optimizer_name="adam")  # the GPU default
         before = [w.numpy() for w in model.trainable_weights]
         out = loop(it, tf.constant(3), tf.constant(0.0))
         assert int(out.steps) == 3 and int(out.bad) == -1

@@ -292,15 +292,16 @@ def _served_without_this_package(export, folder, size: int) -> dict:
         "b = tf.constant([read(f'b{i}.png') for i in range(4)])\n"
         "out = f(input1=a, input2=b)['probability'].numpy()[:, 0].tolist()\n"
         f"emb = m.signatures['embedding'](image=tf.zeros([2, {size}, {size}, 3]))['embedding']\n"
-        "print(json.dumps({'p': out, 'emb': list(emb.shape), 'sigs': sorted(m.signatures)}))\n"
+        "print('SERVED ' + json.dumps({'p': out, 'emb': list(emb.shape),"
+        " 'sigs': sorted(m.signatures)}))\n"
         "from tensorflow.python.tools.saved_model_cli import main\n"
         f"sys.argv = ['saved_model_cli', 'show', '--dir', {str(export)!r}, '--all']\n"
         "sys.stdout.flush(); main()\n"
     )
     r = subprocess.run([PY, "-c", script], capture_output=True, text=True, cwd=folder)
     assert r.returncode == 0, r.stderr[-2000:]
-    first, cli = r.stdout.split("\n", 1)
-    return {**json.loads(first), "cli": cli}
+    served, cli = r.stdout.split("SERVED ", 1)[1].split("\n", 1)  # what follows: the CLI's
+    return {**json.loads(served), "cli": cli}
 
 
 def test_serving_signature_matches_in_process_model(main_job, tmp_path):
