@@ -444,6 +444,24 @@ def test_tensorflow_loads_with_the_collector_paused_and_leaves_it_as_it_was():
     ], r.stdout + r.stderr[-2000:]
 
 
+def test_numpy_gets_one_blas_thread_unless_the_user_chose():
+    """The package's import sets OPENBLAS_NUM_THREADS before NumPy loads (NumPy's BLAS pool
+    would be one spin-waiting thread per core, and nothing here uses it); a user's value wins.
+    Threads counted from /proc: the process's own and OpenBLAS's, before TensorFlow loads."""
+    script = (
+        "import os, trainer, numpy\n"
+        "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    ours = subprocess.run([PY, "-c", script], capture_output=True, text=True, env=env)
+    theirs = subprocess.run(
+        [PY, "-c", script], capture_output=True, text=True, env={**env, "OPENBLAS_NUM_THREADS": "2"}
+    )
+    assert ours.stdout.split() == ["1", "1"], ours.stdout + ours.stderr[-2000:]
+    setting, threads = theirs.stdout.split()
+    assert setting == "2" and int(threads) == min(2, os.cpu_count()), theirs.stdout
+
+
 def test_a_second_run_in_a_model_dir_that_is_training_is_refused(small_data, tmp_path):
     """The test holds the model_dir's claim as a training run's chief does (an flock on the
     folder, which conflicts between open files in one process as between processes); a run

@@ -3,7 +3,8 @@
 Importing the package loads no TensorFlow; its C++ INFO/WARNING lines (oneDNN notices, missing
 CUDA) drown the trainer's own progress output on CPU hosts, so they are off unless the user
 set TF_CPP_MIN_LOG_LEVEL (the lines it logs while loading, which no level hides, are kept
-back by trainer.common.console); errors still print.
+back by trainer.common.console); errors still print. NumPy's OpenBLAS gets one thread unless the
+user chose (OPENBLAS_NUM_THREADS): see below.
 """
 
 import os
@@ -16,3 +17,10 @@ TF_LOG_LEVEL_FROM_USER = (
 if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     os.environ["TRAINER_TF_LOG_LEVEL_SET"] = "1"
+
+# NumPy's OpenBLAS starts a pool of one thread per core when NumPy loads, and its own import
+# check (a dot product) wakes them to spin-wait: ~0.1 CPU-s in every trainer, data-service and
+# tool process here, and 95 idle threads per process on a 96-core GPU node. Nothing in this
+# package multiplies matrices with NumPy (TensorFlow's kernels have their own pools), so the
+# pool is waste; a user's own setting wins (bench/RESULTS.md, "NumPy's BLAS threads").
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
