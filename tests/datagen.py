@@ -59,3 +59,34 @@ def ids_of(dataset, batches):
     for inputs, _ in dataset.take(batches):
         out.append([pair_id(img) for img in inputs["input1"].numpy()])
     return out
+
+
+def good_records(n, size=SIZE, encoding="raw"):
+    """n id-coded serialized pairs (labels alternate), to break one of."""
+    out = []
+    for i in range(n):
+        a, b = pair_pixels(i, size)
+        out.append(
+            schema.encode_pair(
+                writer.encode_image(a, encoding),
+                writer.encode_image(b, encoding),
+                i % 2,
+                size,
+                size,
+                3,
+                encoding,
+            )
+        )
+    return out
+
+
+def corrupt(path, how):
+    """A TFRecord file truncated (to two thirds) or with four bytes flipped in a record body
+    (its CRC no longer matches)."""
+    data = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:  # flip bytes inside a record body: its CRC no longer matches
+        middle = len(data) // 2
+        data[middle : middle + 4] = bytes(x ^ 0xFF for x in data[middle : middle + 4])
+    open(path, "wb").write(bytes(data))

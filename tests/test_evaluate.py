@@ -1,6 +1,6 @@
 """Evaluation outside the training loop: a real evaluator process beside a trainer, evaluate
 mode, rotated checkpoints, and the best model kept as a SavedModel. Runs whose process is not
-the subject go through the trainer's command line in this process (tests.conftest.train_here)."""
+the subject go through the trainer's command line in this process (tests.runs.train_here)."""
 
 import json
 import re
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import train_here
+from tests.runs import outputs_of_export, tensorboard_steps, train_here
 
 PY = sys.executable
 
@@ -43,14 +43,6 @@ def eval_lines(text: str) -> list[tuple[int, dict]]:
     return [(int(s), {"loss": float(lo), "accuracy": float(a)}) for s, lo, a, _ in found]
 
 
-def tensorboard_steps(folder, tag="eval/loss") -> list[int]:
-    steps = []
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            steps += [event.step for v in event.summary.value if v.tag == tag]
-    return steps
-
-
 def outputs_of_checkpoint(model_dir, step, x1, x2):
     """The trained model of ckpt-<step>, rebuilt in this process, on (x1, x2)."""
     from trainer.run import checkpoint
@@ -60,11 +52,6 @@ def outputs_of_checkpoint(model_dir, step, x1, x2):
     prefix = f"{checkpoint.checkpoint_dir(str(model_dir))}/ckpt-{step}"
     tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     return model({"input1": x1, "input2": x2}).numpy()[:, 0]
-
-
-def outputs_of_export(folder, x1, x2):
-    fn = tf.saved_model.load(str(folder)).signatures["serving_float"]
-    return fn(input1=tf.constant(x1), input2=tf.constant(x2))["probability"].numpy()[:, 0]
 
 
 def expected_improvements(record: dict, metric: str) -> list[int]:

@@ -22,8 +22,8 @@ import tensorflow as tf
 
 from tests import inprocess
 from tests.gcs_sandbox import Sandbox
-from tests.test_k8s import applied, stub_kubectl  # noqa: F401  (fixture: the named kubectl stub)
-from tests.test_trainer import read_checkpoint, small_flags
+from tests.kube import applied
+from tests.runs import read_checkpoint, small_flags
 from trainer.data.write.synthetic import make_pair
 
 PY = sys.executable
@@ -243,7 +243,7 @@ def _upload_model_dir(gcs, model_dir, name: str) -> None:
     models.blob(f"{name}/config.json").upload_from_filename(model_dir / "config.json")
 
 
-def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stub_kubectl):  # noqa: F811
+def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stub_kubectl):
     # A trained model_dir on gs://: the session's main job (built-in 16x16 set), uploaded.
     assert main_job.result.returncode == 0, main_job.result.stderr[-2000:]
     _upload_model_dir(gcs, main_job.model_dir, "e")
@@ -304,7 +304,7 @@ def test_export_predict_inspect_and_preflight_on_gs(gcs, main_job, tmp_path, stu
     assert len(applied(stub_kubectl())) == 1
 
 
-def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubectl):  # noqa: F811
+def test_start_checks_exit_1_naming_the_bucket_and_write_nothing(gcs, stub_kubectl):
     # The last call's model_dir bucket lookup finds the endpoint gone (and all after it).
     gcs.go_down_at("/b/unreach")
     try:

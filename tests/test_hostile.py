@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from tests.conftest import PY, train_here
 from tests.inprocess import run_entry
+from tests.runs import PY, train_here
 
 LAST_LINE = re.compile(r"^([\w. -]+: )?error: \S")  # argparse names its program first
 

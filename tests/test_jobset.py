@@ -3,51 +3,23 @@ schema (../shared/crds, data read where it lies), the rest against the official 
 TF_CONFIG derived from the host names JobSet gives its pods."""
 
 import json
-import pathlib
 
 import pytest
 import yaml
 
 from launch.k8s import jobset
 from launch.k8s import manifests as k8s
-from tests.test_k8s import (  # noqa: F401  (stub_kubectl: the fixture of the named kubectl stub)
-    K8S,
-    _pod_labels,
-    _selects,
+from tests.kube import (
     launch,
+    pod_labels,
     render_with_evaluator,
+    rendered_jobset,
+    selects,
     spec,
-    stub_kubectl,
     validate,
+    validate_jobset,
 )
 from trainer.runtime import cluster as tfconfig
-
-# Data, read where it lies (not copied into the project): ../shared/crds beside the checkout,
-# or shared/crds inside it.
-_NAME = "shared/crds/jobset.x-k8s.io_jobsets.yaml"
-CRD = next(
-    (p / _NAME for p in pathlib.Path(__file__).resolve().parents[1:3] if (p / _NAME).exists()),
-    pathlib.Path(__file__).resolve().parents[2] / _NAME,
-)
-
-
-def _schema():
-    if not CRD.exists():  # data outside the project: say so, in one line
-        pytest.skip(f"JobSet's CRD schema is not at {CRD}: the JobSet is not validated here.")
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha2"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def _validate_jobset(doc):
-    import jsonschema
-
-    jsonschema.validate(doc, _schema(), cls=jsonschema.Draft7Validator)
-
-
-def rendered_jobset(s, max_restarts=5):
-    docs = k8s.render(s, k8s.kustomize(K8S, k8s.overlay_for(s.workers, s.gpus_per_worker)))
-    return jobset.to_jobset(docs, s.name, max_restarts)
 
 
 @pytest.mark.parametrize("workers, gpus", [(3, 1), (1, 0)])
@@ -61,7 +33,7 @@ def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, t
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     assert sorted(d["kind"] for d in docs) == jobset.KINDS
     (js,) = [d for d in docs if d["kind"] == "JobSet"]
-    _validate_jobset(js)
+    validate_jobset(js)
     others = [d for d in docs if d["kind"] != "JobSet"]
     (tmp_path / "m.yaml").write_text(k8s.to_yaml(others))
     assert validate(tmp_path / "m.yaml").count("passed") == 2
@@ -77,7 +49,7 @@ def test_jobset_validates_against_its_crd_and_the_rest_strictly(workers, gpus, t
     bad = json.loads(json.dumps(js))
     bad["spec"]["failurePolicy"]["rules"][0]["action"] = "RestartEverything"
     with pytest.raises(jsonschema.ValidationError):
-        _validate_jobset(bad)
+        validate_jobset(bad)
 
 
 def test_jobset_restarts_the_group_on_75_and_fails_at_once_on_1():
@@ -125,15 +97,15 @@ def test_jobset_network_policy_selects_the_jobsets_pods_only():
     }
 
     def pod(name, i):
-        return {**_pod_labels(child, i), jobset.JOBSET_NAME_LABEL: name}
+        return {**pod_labels(child, i), jobset.JOBSET_NAME_LABEL: name}
 
     own, stranger = [pod("exp1", i) for i in range(2)], pod("exp2", 0)
-    assert all(_selects(policy["podSelector"], p) for p in own)
-    assert all(_selects(policy["ingress"][0]["from"][0]["podSelector"], p) for p in own)
-    assert not _selects(policy["podSelector"], stranger)
+    assert all(selects(policy["podSelector"], p) for p in own)
+    assert all(selects(policy["ingress"][0]["from"][0]["podSelector"], p) for p in own)
+    assert not selects(policy["podSelector"], stranger)
 
 
-def test_submit_with_jobset_looks_up_and_deletes_the_jobset(stub_kubectl, tmp_path, monkeypatch):  # noqa: F811
+def test_submit_with_jobset_looks_up_and_deletes_the_jobset(stub_kubectl, tmp_path, monkeypatch):
     (tmp_path / "js.json").write_text(json.dumps({"status": {"conditions": [
         {"type": "Completed", "status": "True"}]}}))  # fmt: skip
     monkeypatch.setenv("KUBECTL_STUB_JOB", str(tmp_path / "js.json"))
@@ -164,7 +136,7 @@ def test_jobset_run_with_an_evaluator_beside_it(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(d["kind"] for d in docs) == sorted(jobset.KINDS + ["Job", "NetworkPolicy"])
     (js,) = [d for d in docs if d["kind"] == "JobSet"]
-    _validate_jobset(js)
+    validate_jobset(js)
     others = [d for d in docs if d["kind"] != "JobSet"]
     (tmp_path / "m.yaml").write_text(k8s.to_yaml(others))
     assert validate(tmp_path / "m.yaml").count("passed") == 4

@@ -7,15 +7,14 @@ import pytest
 import yaml
 
 from launch.k8s import manifests as k8s
-from tests.test_jobset import _validate_jobset
-from tests.test_k8s import (
-    _pod_labels,
-    _selects,
+from tests.kube import (
     k8s_expand,
     launch,
+    pod_labels,
     render_with_evaluator,
-    stub_kubectl,  # noqa: F401 - a fixture
+    selects,
     validate,
+    validate_jobset,
 )
 
 JOBSET_POD = {"jobset.sigs.k8s.io/jobset-name": "exp1"}  # what the JobSet controller adds
@@ -90,18 +89,18 @@ def _check_data_deployments(dispatcher: dict, workers: dict) -> None:
 def _check_who_may_connect(jobs: dict, dispatcher: dict, workers: dict, policies: dict) -> None:
     """The NetworkPolicies against the label sets of every pod kind of this run and of a
     stranger: trainers reach the service, data workers reach the dispatcher, no one else."""
-    trainer = _pod_labels(jobs["exp1"], 0)
-    evaluator = _pod_labels(jobs["exp1-evaluator"], 0)
+    trainer = pod_labels(jobs["exp1"], 0)
+    evaluator = pod_labels(jobs["exp1-evaluator"], 0)
     data_worker = workers["spec"]["template"]["metadata"]["labels"]
     dispatcher_pod = dispatcher["spec"]["template"]["metadata"]["labels"]
     stranger = {**trainer, "batch.kubernetes.io/job-name": "exp2", "job-name": "exp2"}
 
     def admitted(policy_name, labels):
         (rule,) = policies[policy_name]["spec"]["ingress"]
-        return any(_selects(s["podSelector"], labels) for s in rule["from"])
+        return any(selects(s["podSelector"], labels) for s in rule["from"])
 
     def selected(policy_name, labels):
-        return _selects(policies[policy_name]["spec"]["podSelector"], labels)
+        return selects(policies[policy_name]["spec"]["podSelector"], labels)
 
     assert selected("exp1-data-dispatcher", dispatcher_pod)
     assert not selected("exp1-data-dispatcher", data_worker)
@@ -128,7 +127,7 @@ def test_data_service_beside_a_jobset(tmp_path):
     r, docs = render_with_evaluator("--data_workers", "2", controller="jobset")
     assert r.returncode == 0, r.stderr
     (js,) = [d for d in docs if d["kind"] == "JobSet"]
-    _validate_jobset(js)
+    validate_jobset(js)
     (tmp_path / "m.yaml").write_text(k8s.to_yaml([d for d in docs if d["kind"] != "JobSet"]))
     assert validate(tmp_path / "m.yaml").count("passed") == 9
     pod = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
@@ -136,8 +135,8 @@ def test_data_service_beside_a_jobset(tmp_path):
     trainer = {**pod.get("metadata", {}).get("labels", {}), **JOBSET_POD}
     policy = _by_name(docs, "NetworkPolicy")["exp1-data-worker"]
     (source,) = policy["spec"]["ingress"][0]["from"]
-    assert _selects(source["podSelector"], trainer)
-    assert not _selects(source["podSelector"], {"batch.kubernetes.io/job-name": "exp1"})
+    assert selects(source["podSelector"], trainer)
+    assert not selects(source["podSelector"], {"batch.kubernetes.io/job-name": "exp1"})
 
 
 @pytest.mark.parametrize(
@@ -159,7 +158,7 @@ CONVERT = ["k8s", "convert", "--name", "conv1", "--image", "i:1", "--workers", "
 CONVERT += ["--pairs", "gs://bkt/pairs.csv", "--output_dir", "gs://bkt/ds", "--namespace", "ml"]
 
 
-def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: F811
+def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):
     r = launch(*CONVERT, "--dry_run", "--", "--image_size=64", "--num_shards=48", "--note=$(X)")
     assert r.returncode == 0, r.stderr
     (tmp_path / "m.yaml").write_text(r.stdout)
@@ -187,8 +186,8 @@ def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: 
             "--note=$(X)",
         ]  # fmt: skip
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
-    assert policy["spec"]["ingress"] == [] and _selects(
-        policy["spec"]["podSelector"], _pod_labels(job, 2)
+    assert policy["spec"]["ingress"] == [] and selects(
+        policy["spec"]["podSelector"], pod_labels(job, 2)
     )
     r = launch(*CONVERT)  # without --dry_run: looked up, then applied
     assert r.returncode == 0, r.stderr
@@ -206,7 +205,7 @@ def test_convert_job_gives_each_pod_its_slice(tmp_path, stub_kubectl):  # noqa: 
         (["--workers", "0"], "--workers=0 must be at least 1"),
     ],
 )
-def test_bad_convert_requests_submit_nothing(extra, fragment, stub_kubectl):  # noqa: F811
+def test_bad_convert_requests_submit_nothing(extra, fragment, stub_kubectl):
     r = launch(*CONVERT, *extra)
     assert r.returncode == 1 and r.stdout == "" and stub_kubectl() == []
     assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

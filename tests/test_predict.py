@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_in_process, run_module
+from tests.inprocess import run_in_process
+from tests.runs import run_module
 from trainer.data.write.synthetic import make_pair
 from trainer.tools import predict, report
 

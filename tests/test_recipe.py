@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import train_here
-from tests.test_evaluate import outputs_of_export, tensorboard_steps
-from tests.test_trainer import read_checkpoint, small_flags
+from tests.runs import (
+    outputs_of_export,
+    read_checkpoint,
+    small_flags,
+    tensorboard_steps,
+    train_here,
+)
 from trainer.config import Config, ConfigError, RecipeConfig, TrainConfig, validate
 from trainer.run import recipe as recipe_lib
 

@@ -9,8 +9,7 @@ import yaml
 from launch.k8s import scheduling
 from launch.k8s.manifests import SpecError
 from tests.inprocess import run_entry
-from tests.test_jobset import _validate_jobset
-from tests.test_k8s import stub_kubectl, validate  # noqa: F401  (a fixture)
+from tests.kube import validate, validate_jobset
 
 RUN = ["--name", "exp1", "--image", "gcr.io/p/t:1", "--model_dir", "gs://bkt/r",
        "--namespace", "ml"]  # fmt: skip
@@ -67,7 +66,7 @@ def test_queue_priority_and_spot_land_on_the_right_objects(controller, tmp_path)
     )
     assert child["activeDeadlineSeconds"] == 86400
     if controller == "jobset":
-        _validate_jobset(workers)
+        validate_jobset(workers)
         docs = [d for d in docs if d["kind"] != "JobSet"]
     (tmp_path / "m.yaml").write_text(yaml.safe_dump_all(docs))
     validate(tmp_path / "m.yaml")
@@ -152,7 +151,7 @@ def test_kueues_view_of_a_run_in_each_state(workload, says):
     assert "could not be read (no such resource)" in kueue.line(run, None, "no such resource")
 
 
-def test_status_of_a_queued_run_shows_its_workload(stub_kubectl, tmp_path, monkeypatch):  # noqa: F811
+def test_status_of_a_queued_run_shows_its_workload(stub_kubectl, tmp_path, monkeypatch):
     # the stub kubectl (tests/stubs/kubectl) answers with the JSON of the API's shape
     import json
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from launch.local.workers import LocalConfig, run
 from tests.datagen import pair_pixels, write_pairs
-from tests.test_distributed import Capture
+from tests.runs import Capture
 from trainer.config import DataConfig
 from trainer.data.read.source import open_source
 from trainer.data.service import client as service
@@ -172,7 +172,7 @@ def test_a_data_worker_says_it_waits_for_its_dispatcher_and_stops_on_sigterm():
 
 def test_an_unreachable_dispatcher_or_a_bad_address_writes_nothing(synthetic, tmp_path):
     from launch.local.processes import free_ports
-    from tests.conftest import run_module
+    from tests.runs import run_module
 
     (port,) = free_ports(1)  # nothing listens there
     model_dir = tmp_path / "m"
