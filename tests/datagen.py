@@ -30,19 +30,7 @@ def write_pairs(
     """Writes n id-coded pairs (or the given serialized records) and dataset.json."""
     tf.io.gfile.makedirs(directory)
     if records is None:
-        records = [
-            schema.encode_pair(
-                writer.encode_image(a, encoding),
-                writer.encode_image(b, encoding),
-                i % 2,
-                size,
-                size,
-                3,
-                encoding,
-                pair_id=str(i),
-            )
-            for i, (a, b) in ((i, pair_pixels(i, size)) for i in range(n))
-        ]
+        records = good_records(n, size, encoding, with_ids=True)
     files = writer.write_split(directory, split, iter(records), len(records), num_shards, gzip)
     schema.write_info(
         directory,
@@ -61,23 +49,22 @@ def ids_of(dataset, batches):
     return out
 
 
-def good_records(n, size=SIZE, encoding="raw"):
-    """n id-coded serialized pairs (labels alternate), to break one of."""
-    out = []
-    for i in range(n):
-        a, b = pair_pixels(i, size)
-        out.append(
-            schema.encode_pair(
-                writer.encode_image(a, encoding),
-                writer.encode_image(b, encoding),
-                i % 2,
-                size,
-                size,
-                3,
-                encoding,
-            )
+def good_records(n, size=SIZE, encoding="raw", with_ids=False):
+    """n id-coded serialized pairs (labels alternate; their pair_id fields set with
+    ``with_ids``): what write_pairs writes, or a list to break one of."""
+    return [
+        schema.encode_pair(
+            writer.encode_image(a, encoding),
+            writer.encode_image(b, encoding),
+            i % 2,
+            size,
+            size,
+            3,
+            encoding,
+            pair_id=str(i) if with_ids else "",
         )
-    return out
+        for i, (a, b) in ((i, pair_pixels(i, size)) for i in range(n))
+    ]
 
 
 def corrupt(path, how):

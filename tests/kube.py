@@ -162,6 +162,6 @@ def applied(calls):
 
 def launch(*args, env=None):
     """``launch args`` through its main function in this process (its process is not the
-    subject here: tests/test_hostile.py and test_distributed.py run the CLI as one); ``env``,
+    subject here: tests/test_hostile.py and test_group_faults.py run the CLI as one); ``env``,
     when given, is the whole environment, as a subprocess's."""
     return run_entry("launch", [str(a) for a in args], env=env)

@@ -30,7 +30,7 @@ def flags(data, model_dir, *extra):
         "--global_batch_size=16",
         "--learning_rate=0.005",
         "--noexport",
-        "--optimizer=sgd",  # not these runs' subject, and cheaper to trace (test_trainer)
+        "--optimizer=sgd",  # not these runs' subject, and cheaper to trace (tests.runs.small_flags)
         *extra,
     ]
 

@@ -155,7 +155,7 @@ def test_a_second_run_in_a_model_dir_that_is_training_is_refused(small_data, tmp
     folder, which conflicts between open files in one process as between processes); a run
     started there meanwhile is refused before it reads or writes anything, and runs once it
     is free. (That the kernel frees it when a chief is killed: the kill -9 tests of
-    test_distributed.py, whose restarted chiefs must take it.)"""
+    test_group_faults.py, whose restarted chiefs must take it.)"""
     from trainer.common import claim
 
     model_dir = tmp_path / "m"

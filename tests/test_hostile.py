@@ -104,7 +104,7 @@ def trainer(data_dir, model_dir, *flags):
         "--train_steps=4",
         "--global_batch_size=8",
         "--eval_every_steps=0",
-        "--optimizer=sgd",  # not these runs' subject, and cheaper to trace (test_trainer)
+        "--optimizer=sgd",  # not these runs' subject, and cheaper to trace (tests.runs.small_flags)
         *flags,
     )
 
@@ -431,7 +431,7 @@ def test_real_processes_answer_bad_input_in_one_line(tmp_path):
         (["-m", "trainer", "--flagfile=."], "--flagfile=. cannot be read (Is a directory)"),
         (["-m", "trainer", "--model_dir=gs://Runs/x"], "'Runs' is not a Cloud Storage bucket"),
         (["-m", "launch", "local", "--", "--train_steps=0"], "trainer flags: --train_steps=0"),
-        (  # launch k8s's one process (tests/test_k8s.py calls its main function in-process)
+        (  # launch k8s's one process (tests/test_k8s*.py call its main function in-process)
             ["-m", "launch", "k8s", "render", "--name", "Bad_Name", "--image", "i:1"],
             "--name='Bad_Name' is not a DNS-1123 label",
         ),
