@@ -2,7 +2,7 @@
 in this process (``train_here``) or as a process (``run_module``, ``run_trainer``: only where the
 process is the subject, and without a time limit: hosts differ by 3x and more), the flags of a
 short run and of a `launch local` group's, a checkpoint read back, a SavedModel's outputs,
-TensorBoard's steps, and a launcher's output captured."""
+TensorBoard's steps, a launcher's output captured, and what a refusal must look like."""
 
 import io
 import os
@@ -16,6 +16,7 @@ import tensorflow as tf
 from tests.inprocess import run_in_process
 
 PY = sys.executable
+LAST_LINE = re.compile(r"^([\w. -]+: )?error: \S")  # argparse names its program first
 LOSS = re.compile(r"step (\d+)/\d+ loss ([\d.]+)")  # a progress line's step and loss
 
 
@@ -113,3 +114,19 @@ class Capture(io.TextIOBase):
         with self.lock:
             self.text += s
         return len(s)
+
+
+def refused(r, says: str, *, nothing_at=(), unchanged=None):
+    """Exit 1, ``says`` in the one-sentence last line of stderr, no traceback, and no path of
+    ``nothing_at`` written (``unchanged``: (folder, its listing before))."""
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, (r.returncode, text[-2000:])
+    assert "Traceback" not in text and "stopped on an unexpected" not in text, text[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert LAST_LINE.match(last) and says in last, last
+    assert len(last) < 700, len(last)
+    for path in nothing_at:
+        assert not os.path.exists(path), f"{path} was written"
+    if unchanged:
+        folder, before = unchanged
+        assert sorted(os.listdir(folder)) == before
