@@ -22,5 +22,5 @@ if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
 # check (a dot product) wakes them to spin-wait: ~0.1 CPU-s in every trainer, data-service and
 # tool process here, and 95 idle threads per process on a 96-core GPU node. Nothing in this
 # package multiplies matrices with NumPy (TensorFlow's kernels have their own pools), so the
-# pool is waste; a user's own setting wins (bench/RESULTS.md, "NumPy's BLAS threads").
+# pool is waste; a user's own setting wins (bench/RESULTS.md, "NumPy's BLAS pool").
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
