@@ -1,6 +1,7 @@
 """Shared test fixtures: quiet TensorFlow, deterministic seeds, the main job run once, the sets
-more than one module trains on, the kubectl stub; the tests' order. The helpers tests share are
-in tests/runs.py (commands, flags, what a run leaves) and tests/kube.py (manifests).
+more than one module trains on, the storage namespace, the kubectl stub; the tests' order. The
+helpers tests share are in tests/runs.py (commands, flags, what a run leaves) and
+tests/kube.py (manifests).
 
 No test bounds training work by wall-clock time: hosts differ by 3x and more (DESIGN.md), so
 subprocesses run without a timeout and pytest-timeout's per-test limit (pyproject.toml) is
@@ -168,6 +169,33 @@ def main_job(request):
     their own; none of them may write into ``model_dir`` (copy it first).
     """
     return MainJob(_main_job_root(request.config))
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The storage namespace (tests/gcs_sandbox.py) with buckets data, models and raw, and
+    tests/runs.py's GCS_DATA (512 training, 64 eval pairs of 16x16) and GCS_BIG (one 3 MB
+    shard of 32x32) written in one process; once per test process. Where this host cannot make
+    the namespace it fails with one line saying why: the gs:// tests never skip."""
+    from tests.gcs_sandbox import Sandbox
+    from tests.runs import GCS_BIG, GCS_DATA, in_namespace
+
+    sandbox = Sandbox()
+    try:
+        for bucket in ("data", "models", "raw"):
+            sandbox.client.create_bucket(bucket)
+        results = in_namespace(
+            sandbox,
+            ("trainer.data", "synthetic", "--output_dir", GCS_DATA, "--num_train", "512",
+             "--num_eval", "64", "--image_size", "16", "--seed", "3"),
+            ("trainer.data", "synthetic", "--output_dir", GCS_BIG, "--num_train", "512",
+             "--num_eval", "32", "--image_size", "32", "--num_shards", "1"),
+        )  # fmt: skip
+        for r in results:
+            assert r.returncode == 0, r.stderr[-2000:]
+        yield sandbox
+    finally:
+        sandbox.close()
 
 
 @pytest.fixture

@@ -17,192 +17,31 @@ Instead the processes under test run in a namespace of their own (``unshare -Urn
 ``Sandbox.go_down()`` (or ``go_down_at(text)``) starts an outage: the front closes every
 connection without an answer, as when the endpoint is gone, until ``come_back()``.
 
-Run as a script (``python gcs_sandbox.py front DIR``) it is the front inside the namespace.
+The front is tests/gcs_front.py, started here inside the namespace; the two share the files
+of the sandbox's folder (the outage rule, the request log).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import http.server
 import os
 import shutil
 import socket
-import socketserver
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 
-# Limits on the sandbox's own plumbing, never on work under test: a request the server has not
-# answered (it hangs only when broken), the server's start, the front's exit once told to.
-UPSTREAM_TIMEOUT_S, SERVER_START_S, FRONT_EXIT_S = 600, 60, 10
+# Limits on the sandbox's own plumbing, never on work under test: the server's start, the
+# front's exit once told to.
+SERVER_START_S, FRONT_EXIT_S = 60, 10
 HOSTS = ("storage.googleapis.com", "www.googleapis.com", "oauth2.googleapis.com")
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+FRONT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_front.py")
 
 
 class SandboxUnavailable(RuntimeError):
     """This host cannot make the private namespace (the message says why, in one line)."""
-
-
-# ---- inside the namespace: the front ------------------------------------------------------
-
-
-def _loopback_up() -> None:
-    """`ip link set lo up` without iproute2 (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
-    import fcntl
-    import struct
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14s", b"lo", 0, b"\0" * 14)
-        flags = struct.unpack("16sH14s", fcntl.ioctl(s, 0x8913, req))[1]
-        fcntl.ioctl(s, 0x8914, struct.pack("16sH14s", b"lo", flags | 0x1, b"\0" * 14))
-
-
-def _bind_mount(source: str, target: str) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    ms_bind = 4096
-    if libc.mount(source.encode(), target.encode(), None, ms_bind, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"bind-mounting {source} over {target}: {os.strerror(err)}")
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=UPSTREAM_TIMEOUT_S)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self._path)
-
-
-def _read_body(handler) -> bytes:
-    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        chunks = []
-        while True:
-            size = int(handler.rfile.readline().split(b";")[0], 16)
-            if size == 0:
-                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            chunks.append(handler.rfile.read(size))
-            handler.rfile.readline()
-    length = int(handler.headers.get("Content-Length") or 0)
-    return handler.rfile.read(length) if length else b""
-
-
-_SEEN: dict[str, int] = {}
-
-
-def _outage(folder: str, path: str) -> bool:
-    """Whether this request falls in an outage. "down-after N TEXT" turns into "down" at the
-    N-th request whose path holds TEXT (that request included)."""
-    fault = os.path.join(folder, "fault")
-    try:
-        with open(fault) as f:
-            rule = f.read().strip()
-    except FileNotFoundError:
-        return False
-    if rule == "down":
-        return True
-    if rule.startswith("down-after "):
-        _, nth, text = rule[len("down-after ") :].split(" ", 2)  # an id, N, TEXT
-        if text in path:
-            _SEEN[rule] = _SEEN.get(rule, 0) + 1
-            if _SEEN[rule] >= int(nth):
-                with open(fault + ".tmp", "w") as f:
-                    f.write("down")
-                os.replace(fault + ".tmp", fault)
-                return True
-    return False
-
-
-def _log(folder: str, line: str) -> None:
-    with open(os.path.join(folder, "requests.log"), "a") as f:
-        f.write(line + "\n")
-
-
-def _front_handler(folder: str, scheme: str):
-    upstream = os.path.join(folder, "upstream.sock")
-
-    class Front(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Without it every answer waits ~40 ms (Nagle's algorithm against delayed ACKs:
-        # measured, 44 ms per request, 2 s per checkpoint save).
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args):  # quiet: the tests read the processes' own output
-            pass
-
-        def _drop(self):
-            _log(folder, f"dropped {self.command} {self.path} at {time.time():.3f}")
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-
-        def _forward(self):
-            if _outage(folder, urllib.parse.unquote(self.path)):
-                return self._drop()
-            body = _read_body(self)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            headers["Content-Length"] = str(len(body))
-            conn = _UnixHTTPConnection(upstream)
-            _log(folder, f"> {self.command} {self.path} at {time.time():.3f}")
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except OSError:  # the server is gone: fail as an unreachable endpoint does
-                return self._drop()
-            finally:
-                conn.close()
-            _log(folder, f"{self.command} {self.path} {resp.status} at {time.time():.3f}")
-            self.send_response_only(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() in _HOP_BY_HOP or k.lower() == "content-length":
-                    continue
-                if k.lower() == "location" and "/upload/" in v:
-                    v = f"{scheme}://{self.headers.get('Host')}/upload/" + v.split("/upload/", 1)[1]
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
-
-    return Front
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-def front_main(folder: str) -> None:
-    """Inside the namespace: loopback, hosts file, the HTTPS and HTTP fronts; runs until its
-    standard input closes (the test ended or died)."""
-    _loopback_up()
-    hosts = os.path.join(folder, "hosts")
-    with open(hosts, "w") as f:
-        f.write("127.0.0.1 localhost " + " ".join(HOSTS) + "\n::1 localhost\n")
-    _bind_mount(hosts, "/etc/hosts")
-    tls = _Server(("0.0.0.0", 443), _front_handler(folder, "https"))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem"))
-    tls.socket = context.wrap_socket(tls.socket, server_side=True)
-    plain = _Server(("0.0.0.0", 80), _front_handler(folder, "http"))
-    for server in (tls, plain):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    sys.stdin.read()  # EOF: the owner is gone
 
 
 # ---- outside: the relay, the namespace, the fixture ----------------------------------------
@@ -292,6 +131,12 @@ def _certificate(folder: str) -> None:
     )  # fmt: skip
 
 
+def _hosts_file(folder: str) -> None:
+    """The hosts file the front bind-mounts over /etc/hosts inside the namespace."""
+    with open(os.path.join(folder, "hosts"), "w") as f:
+        f.write("127.0.0.1 localhost " + " ".join(HOSTS) + "\n::1 localhost\n")
+
+
 def _start_server(backend: str, root: str):
     """fake-gcs-server from its PyPI wrapper, with the backend chosen here.
 
@@ -330,10 +175,11 @@ class Sandbox:
         self._rules = 0
         try:
             _certificate(self.folder)
+            _hosts_file(self.folder)
             self.server = _start_server(backend, self.folder)
             self.relay = _Relay(os.path.join(self.folder, "upstream.sock"), self.server.port)
             self._front = subprocess.Popen(
-                [*unshare, sys.executable, os.path.abspath(__file__), "front", self.folder],
+                [*unshare, sys.executable, FRONT, "front", self.folder],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             line = self._front.stdout.readline()
@@ -382,6 +228,16 @@ class Sandbox:
     def names(self, bucket: str, prefix: str = "") -> list[str]:
         return sorted(b.name for b in self.client.list_blobs(bucket, prefix=prefix))
 
+    def download(self, bucket: str, prefix: str, dest) -> str:
+        """Copies gs://bucket/prefix... into dest (folder markers left out); returns dest."""
+        for blob in self.client.list_blobs(bucket, prefix=prefix):
+            if blob.name.endswith("/"):
+                continue
+            local = os.path.join(dest, os.path.relpath(blob.name, prefix))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            blob.download_to_filename(local)
+        return str(dest)
+
     def _fault(self, rule: str | None) -> None:
         path = os.path.join(self.folder, "fault")
         if rule is None:
@@ -410,6 +266,13 @@ class Sandbox:
                 return f.read().strip() == "down"
         except FileNotFoundError:
             return False
+
+    def wait_down(self, proc: subprocess.Popen, what: str) -> float:
+        """Waits until an outage began while ``proc`` runs; returns its time.monotonic()."""
+        while not self.is_down():
+            assert proc.poll() is None, f"the run ended before the outage ({what})"
+            time.sleep(0.02)
+        return time.monotonic()
 
     def come_back(self) -> None:
         self._fault(None)
@@ -440,7 +303,3 @@ class Sandbox:
         if self.server is not None:
             self.server.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["front"]:
-    front_main(sys.argv[2])

@@ -1,10 +1,12 @@
 """How tests run the package's commands and read what a run leaves, in one home: a command line
 in this process (``train_here``) or as a process (``run_module``, ``run_trainer``: only where the
-process is the subject, and without a time limit: hosts differ by 3x and more), the flags of a
-short run and of a `launch local` group's, a checkpoint read back, a SavedModel's outputs,
+process is the subject, and without a time limit: hosts differ by 3x and more), commands in the
+storage namespace (``in_namespace``, ``start_in_namespace``), the flags of a short run, of one
+on gs:// and of a `launch local` group's, a checkpoint read back, a SavedModel's outputs,
 TensorBoard's steps, a launcher's output captured, and what a refusal must look like."""
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -13,6 +15,7 @@ import threading
 
 import tensorflow as tf
 
+from tests import inprocess
 from tests.inprocess import run_in_process
 
 PY = sys.executable
@@ -42,6 +45,37 @@ def run_module(module: str, *args, cwd=None, env=None) -> subprocess.CompletedPr
 def run_trainer(*flags, cwd=None, env=None):
     """The trainer as a real process (for tests whose subject is the process)."""
     return run_module("trainer", *flags, cwd=cwd, env=env)
+
+
+def in_namespace(sb, *calls, env=None) -> list[subprocess.CompletedProcess]:
+    """Command lines ((entry, args...) with an entry of tests/inprocess.py) run one after the
+    other in one process inside the storage namespace ``sb`` (tests/gcs_sandbox.py): one
+    TensorFlow start for all of them."""
+    plan = [[entry, [str(a) for a in args]] for entry, *args in calls]
+    r = sb.run([PY, inprocess.__file__, json.dumps(plan)], env=env)
+    found = [line[len(inprocess.RESULT) :] for line in r.stdout.splitlines()]
+    results = [json.loads(line) for line in found if line.startswith("[")]
+    assert len(results) == len(plan), r.stderr[-3000:]
+    return [subprocess.CompletedProcess(c[0], *res) for c, res in zip(plan, results)]
+
+
+# The storage namespace's sets (conftest's gcs fixture): the small one most runs train on, and
+# one 3 MB shard (32x32) for reads that fail in the middle of an epoch.
+GCS_DATA, GCS_BIG = "gs://data/syn", "gs://data/big"
+# Short enough that a failing test does not wait out TF's ~195 s per operation.
+GCS_QUICK = "--storage_timeout_seconds=20"
+
+
+def gcs_flags(model_dir, *extra, data=GCS_DATA):
+    """A short run's flags on gs://, with a storage timeout a failing test does not wait out."""
+    return small_flags(data, model_dir, GCS_QUICK, *extra)
+
+
+def start_in_namespace(sb, model_dir, *extra, data=GCS_DATA) -> subprocess.Popen:
+    """The trainer as a process inside the storage namespace, its stderr piped."""
+    return sb.popen(
+        [PY, "-m", "trainer", *gcs_flags(model_dir, *extra, data=data)], stderr=subprocess.PIPE
+    )
 
 
 def small_flags(data, model_dir, *extra):
