@@ -4,7 +4,8 @@ whose process is not the subject (one TensorFlow start for many calls).
 As a script, ``python tests/inprocess.py CALLS_JSON`` runs several calls in one process and
 prints one JSON line per call (exit status, stdout, stderr): tests/runs.py's ``in_namespace``
 runs it for the storage namespace's tests, since a command must run inside the namespace but
-need not have a process of its own. CALLS_JSON is a list of [entry, [args...]] with entry one of ENTRIES.
+need not have a process of its own. CALLS_JSON is a list of [entry, [args...]] with entry one
+of ENTRIES.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from launch.k8s import manifests as k8s
+from launch.k8s import kubectl
 from tests.kube import DELETE_FLAGS, DELETED, HOSTILE_ARGS, launch
 
 
@@ -138,10 +138,10 @@ SUCCEEDED = {"spec": {"completions": 3}, "status": {"conditions": [
 
 
 def test_job_state_in_words():
-    assert k8s.job_state(RUNNING) == "running (2 of 3 workers active)"
-    assert k8s.job_state(FAILED) == "failed at index 1 (PodFailurePolicy)"
-    assert k8s.job_state(SUCCEEDED) == "succeeded"
-    assert k8s.job_state({"spec": {"completions": 2}, "status": {}}) == "pending"
+    assert kubectl.job_state(RUNNING) == "running (2 of 3 workers active)"
+    assert kubectl.job_state(FAILED) == "failed at index 1 (PodFailurePolicy)"
+    assert kubectl.job_state(SUCCEEDED) == "succeeded"
+    assert kubectl.job_state({"spec": {"completions": 2}, "status": {}}) == "pending"
 
 
 def _submit_existing(tmp_path, monkeypatch, job, *extra):
@@ -230,7 +230,7 @@ IMMUTABLE = (
 
 
 def test_api_server_errors_are_reduced_to_their_message(tmp_path, monkeypatch, stub_kubectl):
-    assert k8s.api_error(IMMUTABLE) == (
+    assert kubectl.api_error(IMMUTABLE) == (
         'The Job "exp1" is invalid: spec.template: Invalid value: (...): field is immutable'
     )
     (tmp_path / "err.txt").write_text(IMMUTABLE)

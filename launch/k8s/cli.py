@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 
+from launch.k8s import kubectl
 from launch.k8s import manifests as k8s
 from trainer import flags as trainer_flags
 from trainer.common.cli import DefaultsShown
@@ -232,7 +233,8 @@ def _kubectl(argv: list[str], stdin: str | None = None, capture: bool = False):
     )  # fmt: skip
     if r.returncode:
         verb = next(a for a in argv[1:] if not a.startswith("--"))
-        raise KubectlError(f"kubectl {verb}: {k8s.api_error(r.stderr) or f'exit {r.returncode}'}")
+        said = kubectl.api_error(r.stderr) or f"exit {r.returncode}"
+        raise KubectlError(f"kubectl {verb}: {said}")
     if not capture:
         sys.stderr.write(r.stderr)
     return r.stdout if capture else 0
@@ -240,7 +242,7 @@ def _kubectl(argv: list[str], stdin: str | None = None, capture: bool = False):
 
 def _existing_job(args) -> dict | None:
     out = _kubectl(
-        k8s.lookup_argv(args.name, args.context, args.namespace, args.controller), capture=True
+        kubectl.lookup_argv(args.name, args.context, args.namespace, args.controller), capture=True
     )
     return json.loads(out) if out.strip() else None
 
@@ -251,7 +253,7 @@ def _exists_sentence(args, job: dict) -> str:
     flags = "".join(
         f" --{k} {v}" for k, v in (("context", args.context), ("namespace", args.namespace)) if v
     )
-    state = k8s.job_state(job)
+    state = kubectl.job_state(job)
     return (
         f"{args.controller} {args.name} already exists{where} ({state}): delete it with "
         f"`launch k8s delete --name {args.name}{controller}{flags}` or submit with --replace; "
@@ -264,11 +266,11 @@ def _delete_and_wait(args, existing: dict) -> None:
 
     print(status.replace_line(existing, args.name, args.workers, args.model_dir))
     print(f"replacing job {args.name}: deleting it and waiting until its pods are gone")
-    for argv in k8s.commands(
+    for argv in kubectl.commands(
         "delete", args.name, args.context, args.namespace, controller=args.controller
     ):
         _kubectl(argv)
-    _kubectl(k8s.wait_pods_gone_argv(args.name, args.context, args.namespace, args.controller))
+    _kubectl(kubectl.wait_pods_gone_argv(args.name, args.context, args.namespace, args.controller))
 
 
 def _status(args) -> str:
@@ -282,7 +284,7 @@ def _status(args) -> str:
     label = k8s.CONTROLLERS[args.controller][1]
     pods = json.loads(
         _kubectl(
-            k8s.kubectl_argv(
+            kubectl.argv(
                 args.context,
                 args.namespace,
                 "get",
@@ -324,7 +326,7 @@ def _kueue(args, run) -> str:
     if not kueue.queue_of(run):
         return ""
     try:
-        argv = k8s.kubectl_argv(args.context, args.namespace, "get", "workloads", "-o", "json")
+        argv = kubectl.argv(args.context, args.namespace, "get", "workloads", "-o", "json")
         found = kueue.line(run, json.loads(_kubectl(argv, capture=True) or "{}"))
     except (KubectlError, ValueError) as e:
         found = kueue.line(run, None, first_line(e, 160))
@@ -348,7 +350,7 @@ def main(args, trainer_args) -> int:
             if existing is not None:
                 _delete_and_wait(args, existing)
             return _kubectl(
-                k8s.kubectl_argv(args.context, args.namespace, "apply", "-f", "-"), manifests
+                kubectl.argv(args.context, args.namespace, "apply", "-f", "-"), manifests
             )
         if trainer_args:
             raise k8s.SpecError(f"{args.action} takes no trainer flags (got {trainer_args}).")
@@ -357,7 +359,7 @@ def main(args, trainer_args) -> int:
         if args.action == "status":
             sys.stdout.write(_status(args))
             return 0
-        for argv in k8s.commands(
+        for argv in kubectl.commands(
             args.action, args.name, args.context, args.namespace, args.follow, args.controller
         ):
             _kubectl(argv)  # its output to the terminal as it comes; a failure in one sentence

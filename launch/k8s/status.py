@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from launch.k8s import manifests as k8s
+from launch.k8s import kubectl
 from trainer.common.errors import first_line
 
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
@@ -109,7 +109,7 @@ def _figures(metrics: dict) -> str:
 def screen(name: str, controller: str, run: dict, pods: dict, storage: dict, logs: str) -> str:
     """The whole status screen as text. ``storage``: {"model_dir", "checkpoint": (step, time)
     or None, "eval": dict or None, "best": dict or None, "error": str or None}."""
-    lines = [f"{controller} {name}: {k8s.job_state(run)}", "workers:"]
+    lines = [f"{controller} {name}: {kubectl.job_state(run)}", "workers:"]
     lines += workers(pods, worker_count(run))
     lines.append(f"model_dir: {storage.get('model_dir') or 'unknown'}")
     if storage.get("error"):
