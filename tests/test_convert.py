@@ -8,7 +8,7 @@ from trainer.data import DataError, schema
 from trainer.data.__main__ import main as data_main
 from trainer.data.read import pipeline
 from trainer.data.read.source import open_source
-from trainer.data.write import convert
+from trainer.data.write import convert, pairs_csv
 
 
 def _image(path, value, fmt, size=8):
@@ -88,9 +88,9 @@ def test_missing_and_unreadable_images_are_all_reported_first(tmp_path, capsys):
 def test_bad_csv_lines(tmp_path):
     (tmp_path / "p.csv").write_text("a.png,b.png,1\nonly,two\nx.png,y.png,maybe\n")
     with pytest.raises(DataError, match="line 2: expected 3 fields.*line 3: label 'maybe'"):
-        convert.read_pairs_csv(str(tmp_path / "p.csv"))
+        pairs_csv.read_pairs_csv(str(tmp_path / "p.csv"))
     with pytest.raises(DataError, match="does not exist"):
-        convert.read_pairs_csv(str(tmp_path / "none.csv"))
+        pairs_csv.read_pairs_csv(str(tmp_path / "none.csv"))
 
 
 def test_dataset_json_is_written_last(tmp_path, monkeypatch):
@@ -156,7 +156,7 @@ def test_parallel_conversion_equals_the_serial_order_and_the_images(tmp_path):
     assert notes == [notes[0]] * 2 and notes[0].startswith("re-encoding as PNG")
     assert serial == parallel and serial.encoding == "png" and serial.channels == 3
     assert _shards(tmp_path / "serial") == _shards(tmp_path / "parallel")  # byte for byte
-    rows = {r.line: r for r in convert.read_pairs_csv(pairs)}
+    rows = {r.line: r for r in pairs_csv.read_pairs_csv(pairs)}
     for split in ("train", "eval"):
         got = _parsed(tmp_path / "parallel", split)
         lines = [int(pid.split(":line")[1]) for pid, *_ in got]

@@ -150,7 +150,7 @@ def test_best_model_rule_and_checkpoints_to_evaluate():
 
 def test_pairs_csv_with_and_without_labels(tmp_path):
     from trainer.data.schema import DataError
-    from trainer.data.write.convert import read_pairs_csv
+    from trainer.data.write.pairs_csv import read_pairs_csv
 
     def rows(text, **kw):
         (tmp_path / "p.csv").write_text(text)

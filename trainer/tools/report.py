@@ -268,9 +268,9 @@ def _main(argv) -> int:
         storage.check_local_folder(FLAGS.output_dir, "--output_dir")
         storage.require_bucket(FLAGS.output_dir, "output_dir")
         if FLAGS.pairs:  # before the model loads: a CSV without labels cannot be reported on
-            from trainer.data.write import convert
+            from trainer.data.write import pairs_csv
 
-            if convert.read_pairs_csv(FLAGS.pairs, labels_required=False)[0].label is None:
+            if pairs_csv.read_pairs_csv(FLAGS.pairs, labels_required=False)[0].label is None:
                 raise scoring.ScoringError(
                     f"{FLAGS.pairs} has no label column: a report compares scores with labels."
                 )

@@ -25,7 +25,7 @@ from trainer.data import schema
 from trainer.data.read import pipeline, verify
 from trainer.data.read.source import open_source
 from trainer.data.schema import DataError
-from trainer.data.write import convert
+from trainer.data.write import image_pass, pairs_csv
 from trainer.model.export import image_decoder
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -150,7 +150,7 @@ def score_csv(
     """Scores every row of a pairs CSV (``image_a,image_b[,label]``, paths local or gs://)."""
     fn, (h, w, c) = load_model(saved_model)
     try:
-        rows = convert.read_pairs_csv(pairs, labels_required=False)
+        rows = pairs_csv.read_pairs_csv(pairs, labels_required=False)
     except DataError as e:
         raise ScoringError(str(e)) from None
     has_labels = rows[0].label is not None
@@ -199,14 +199,14 @@ def score_csv(
     return Scored(ids, scores, labels, bad, wrong.worst_first(), seconds)
 
 
-def _why_bad(row: convert.Row) -> str:
+def _why_bad(row: pairs_csv.Row) -> str:
     """The CSV line, column, path and reason of a row the pipeline dropped."""
     for column, path, given in (
         ("image_a", row.image_a, row.given_a),
         ("image_b", row.image_b, row.given_b),
     ):
         try:
-            convert._load(path)
+            image_pass.load_image(path)
         except ValueError as e:
             return f"line {row.line} {column} {given}: {e}"
     return f"line {row.line}: unreadable"

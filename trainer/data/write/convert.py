@@ -1,7 +1,8 @@
 """Converts a CSV of image pairs (``image_a_path,image_b_path,label``) into paired TFRecords.
 
-Every image is checked before anything is written: all missing or unreadable files are
-reported together, with their CSV row numbers. Relative paths are relative to the CSV's folder.
+Every image is checked before anything is written (trainer.data.write.pairs_csv): all missing
+or unreadable files are reported together, with their CSV row numbers. Relative paths are
+relative to the CSV's folder.
 The image work runs on every core (trainer.data.write.image_pass) and the records keep the
 CSV's order. ``--num_workers W --worker_index I`` converts slice I of W
 (trainer.data.write.slices): W machines write one dataset together, shard names and bytes
@@ -10,164 +11,21 @@ identical to one run's.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-from trainer.common.console import plural
 from trainer.common.paths import join
 from trainer.data import schema
 from trainer.data.read.verify import DataError
 from trainer.data.write import image_pass as images
+from trainer.data.write import pairs_csv
 from trainer.data.write import shards as writer
 from trainer.data.write import slices as parts
+from trainer.data.write.pairs_csv import Row
 
-KEEP = "keep"
-
-
-LABELS = (0, 1)  # the model is binary (a sigmoid output): 0 different, 1 follows
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    line: int  # 1-based line in the CSV
-    image_a: str  # resolved: relative paths joined to the CSV's folder
-    image_b: str
-    label: int | None  # None: a CSV without labels (batch prediction)
-    given_a: str = ""  # as written in the CSV
-    given_b: str = ""
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def _is_header(number: int, fields: list[str]) -> bool:
-    """The first line is a header when its label is not a number or, without a label
-    column, when neither field names an image file."""
-    if number != 1:
-        return False
-    if len(fields) == 3:
-        return not fields[2].strip().lstrip("-").isdigit()
-    return not any(f.strip().lower().endswith(IMAGE_SUFFIXES) for f in fields)
-
-
-def read_pairs_csv(path: str, labels_required: bool = True) -> list[Row]:
-    """Rows of a pairs CSV (``image_a,image_b,label``; the label column may be left out
-    when not ``labels_required``, on every row); a header line is allowed. Raises DataError
-    naming every bad line."""
-    if not tf.io.gfile.exists(path):
-        raise DataError(f"pairs file {path} does not exist.")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        lines = list(csv.reader(io.StringIO(_text(path, f.read()))))
-    base = path.rsplit("/", 1)[0] if "/" in path else "."
-    allowed = (3,) if labels_required else (2, 3)
-    rows, problems, width = [], [], None
-    for number, fields in enumerate(lines, start=1):
-        if not fields or all(not x.strip() for x in fields):
-            continue
-        if len(fields) not in allowed or (width is not None and len(fields) != width):
-            expected = width or " or ".join(map(str, allowed))
-            problems.append(f"line {number}: expected {expected} fields, found {len(fields)}")
-            continue
-        if _is_header(number, fields):
-            continue
-        width = len(fields)
-        a, b = fields[0].strip(), fields[1].strip()
-        label = None
-        if width == 3:
-            text = fields[2].strip()
-            if not text.lstrip("-").isdigit():
-                problems.append(f"line {number}: label {text!r} is not an integer")
-                continue
-            label = int(text)
-            if label not in LABELS:
-                problems.append(
-                    f"line {number}: label {label} is not 0 or 1 (the model is binary: 0 "
-                    "different, 1 follows)"
-                )
-                continue
-        rows.append(Row(number, _resolve(base, a), _resolve(base, b), label, a, b))
-    if problems:
-        raise DataError(f"{path} has {plural(len(problems), 'bad line')}: {_some(problems)}.")
-    if not rows:
-        raise DataError(f"{path} holds no pairs.")
-    return rows
-
-
-def _text(path: str, data: bytes) -> str:
-    """The CSV's bytes as text (UTF-8, with or without a byte-order mark); DataError naming
-    the first line that is not UTF-8."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(
-            f"{path} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at column "
-            f"{column}): save the CSV as UTF-8."
-        ) from None
-
-
-def _some(problems: list[str], shown: int = 10) -> str:
-    """The first ``shown`` problems and how many more: a message stays a few lines long."""
-    more = len(problems) - shown
-    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
-
-
-def _resolve(base: str, p: str) -> str:
-    return p if _absolute(p) else join(base, p)
-
-
-_load = images.load_image  # batch scoring re-reads a bad row's image for its reason
-
-
-def _check(rows: list[Row], parallelism: int) -> images.Survey:
-    """Surveys every image of ``rows`` once; raises naming every fault, with its CSV row."""
-    paths = list(dict.fromkeys(p for r in rows for p in (r.image_a, r.image_b)))
-    found = images.survey(paths, parallelism)
-    problems = [
-        f"row {row.line} {column} {path}: {found.faults[path]}"
-        for row in rows
-        for column, path in (("image_a", row.image_a), ("image_b", row.image_b))
-        if path in found.faults
-    ]
-    if problems:
-        missing = {p for p, fault in found.faults.items() if fault == "file not found"}
-        relative = [
-            given
-            for r in rows
-            for given, path in ((r.given_a, r.image_a), (r.given_b, r.image_b))
-            if not _absolute(given) and path in missing
-        ]
-        where = (
-            f" (relative paths are read from the CSV's folder, e.g. {relative[0]!r} as "
-            f"{_resolve_in(rows, relative[0])})"
-            if relative
-            else ""
-        )
-        counted = "1 image is" if len(problems) == 1 else f"{len(problems)} images are"
-        raise DataError(
-            f"{counted} missing or unreadable, nothing was written{where}: {_some(problems)}."
-        )
-    return found
-
-
-def _absolute(path: str) -> bool:
-    return path.startswith("/") or "://" in path
-
-
-def _resolve_in(rows: list[Row], given: str) -> str:
-    """The path a row's given (relative) path was read from."""
-    for r in rows:
-        if r.given_a == given:
-            return r.image_a
-        if r.given_b == given:
-            return r.image_b
-    return given
+KEEP = "keep"  # --encoding keep: the records hold the files' own bytes
 
 
 def _layout(encoding: str, image_size, found: images.Survey, num_workers: int, say):
@@ -209,9 +67,9 @@ def _layout(encoding: str, image_size, found: images.Survey, num_workers: int, s
 
 
 def _split_rows(pairs, eval_pairs, eval_fraction, seed):
-    rows = read_pairs_csv(pairs)
+    rows = pairs_csv.read_pairs_csv(pairs)
     if eval_pairs:
-        return rows, read_pairs_csv(eval_pairs)
+        return rows, pairs_csv.read_pairs_csv(eval_pairs)
     order = np.random.default_rng(seed).permutation(len(rows))
     n_eval = int(round(len(rows) * eval_fraction))
     return [rows[i] for i in sorted(order[n_eval:])], [rows[i] for i in sorted(order[:n_eval])]
@@ -370,7 +228,7 @@ def convert(
     train_rows, eval_rows = _split_rows(pairs, eval_pairs, eval_fraction, seed)
     splits = {"train": train_rows, "eval": eval_rows}
     plans, mine = _slice_plans(splits, num_shards, gzip, num_workers, worker_index)
-    found = _check([r for rows in mine.values() for r in rows], parallelism)
+    found = pairs_csv.check_images([r for rows in mine.values() for r in rows], parallelism)
     out_encoding, (height, width), channels = _layout(encoding, image_size, found, num_workers, say)
     # Kept bytes are checked against the one size; re-encoded images resized only if needed.
     resize = any((h, w) != (height, width) for h, w, _ in found.shapes)
@@ -393,7 +251,7 @@ def convert(
         _remove_own(output_dir, plans, created)
         raise DataError(
             f"{len(bad.problems)} images failed to decode, nothing was written: "
-            f"{_some(bad.problems)}."
+            f"{pairs_csv.some(bad.problems)}."
         ) from None
     info = schema.DatasetInfo(
         height=int(height),
@@ -403,6 +261,6 @@ def convert(
         compression="GZIP" if gzip else "",
         counts=counts,
         files=files,
-        label_names=tuple(str(i) for i in LABELS),
+        label_names=tuple(str(i) for i in pairs_csv.LABELS),
     )
     return _finish(output_dir, info, num_workers, worker_index)
