@@ -8,6 +8,7 @@ import types
 
 import pytest
 
+from trainer import checks
 from trainer import config as C
 from trainer.resolve import check_activation, resolve
 
@@ -91,8 +92,8 @@ def test_validate_refuses_each_value_no_run_can_use(change, message):
             values = dataclasses.replace(getattr(config, part), **values)
         config = dataclasses.replace(config, **{part: values})
     with pytest.raises(C.ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
-        C.validate(config)
-    assert C.validate(C.Config()) == C.Config()  # and the defaults pass
+        checks.validate(config)
+    assert checks.validate(C.Config()) == C.Config()  # and the defaults pass
 
 
 def test_an_export_that_would_replace_the_runs_own_files_is_refused():
@@ -108,7 +109,7 @@ def test_an_export_that_would_replace_the_runs_own_files_is_refused():
             data=C.DataConfig(data_dir=data_dir),
         )
         try:
-            C.validate(config)
+            checks.validate(config)
         except C.ConfigError as e:
             return str(e)
         return ""
@@ -135,10 +136,10 @@ def test_an_export_that_would_replace_the_runs_own_files_is_refused():
 
 
 def test_flag_forms_are_parsed_once():
-    assert C.parse_steps_per_loop("auto") == 0 and C.parse_steps_per_loop("25") == 25
-    assert C.parse_profile_steps([]) == () and C.parse_profile_steps(["3", "9"]) == (3, 9)
+    assert checks.parse_steps_per_loop("auto") == 0 and checks.parse_steps_per_loop("25") == 25
+    assert checks.parse_profile_steps([]) == () and checks.parse_profile_steps(["3", "9"]) == (3, 9)
     with pytest.raises(C.ConfigError, match="--profile_steps=9,3 is invalid"):
-        C.parse_profile_steps(["9", "3"])
+        checks.parse_profile_steps(["9", "3"])
 
 
 def test_resolve_fills_in_what_the_data_and_devices_decide():
@@ -169,7 +170,7 @@ def test_resolve_refuses_a_batch_that_does_not_divide_and_an_unknown_activation(
 
 def test_the_largest_values_a_run_can_use_pass():
     edge = C.TrainConfig(seed=2**32 - 1, train_steps=2**57 - 1, global_batch_size=64)
-    assert C.validate(C.Config(train=edge)).train.seed == 2**32 - 1
+    assert checks.validate(C.Config(train=edge)).train.seed == 2**32 - 1
 
 
 def test_json_files_hold_no_bare_nan(tmp_path):

@@ -180,7 +180,8 @@ def test_pairs_csv_with_and_without_labels(tmp_path):
 
 
 def test_steps_per_loop_and_compile_plans_per_device():
-    from trainer.config import ConfigError, parse_steps_per_loop
+    from trainer.checks import parse_steps_per_loop
+    from trainer.config import ConfigError
     from trainer.runtime.strategy import compile_plan, steps_per_loop
 
     assert steps_per_loop(parse_steps_per_loop("auto"), 0) == 10

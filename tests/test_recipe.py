@@ -16,7 +16,8 @@ from tests.runs import (
     tensorboard_steps,
     train_here,
 )
-from trainer.config import Config, ConfigError, RecipeConfig, TrainConfig, validate
+from trainer.checks import validate
+from trainer.config import Config, ConfigError, RecipeConfig, TrainConfig
 from trainer.run import recipe as recipe_lib
 
 RECIPE = [  # every recipe flag at once

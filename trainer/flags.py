@@ -2,7 +2,7 @@
 
 The only module that touches FLAGS for training. Each tool (trainer-data, predict, report,
 inspect) defines its own flags in its own module. A flag's value is checked by
-trainer.config.validate (and what depends on the data and devices by trainer.resolve), never
+trainer.checks.validate (and what depends on the data and devices by trainer.resolve), never
 here, so a Config made in code gets the same checks.
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 
 from absl import flags
 
+from trainer import checks
 from trainer import config as C
 from trainer.model import options
 
@@ -245,11 +246,11 @@ def config_from_flags(f=FLAGS) -> C.Config:
     train = _from_flags(
         C.TrainConfig,
         f,
-        steps_per_loop=C.parse_steps_per_loop(f.steps_per_loop),
-        profile_steps=C.parse_profile_steps(f.profile_steps),
+        steps_per_loop=checks.parse_steps_per_loop(f.steps_per_loop),
+        profile_steps=checks.parse_profile_steps(f.profile_steps),
         recipe=_from_flags(C.RecipeConfig, f, [("decay_steps", "lr_decay_steps")]),
     )
-    return C.validate(
+    return checks.validate(
         _from_flags(
             C.Config,
             f,

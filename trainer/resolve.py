@@ -1,6 +1,6 @@
 """The resolve step: fills in what depends on the data and the devices, and checks it, once.
 
-After trainer.config.validate (the checks that need neither) and before anything is written
+After trainer.checks.validate (the checks that need neither) and before anything is written
 or built: the model's image size and channels come from the dataset, steps per loop and the
 XLA plan from the devices, the global batch must divide over the replicas, and the model
 must fit in memory (the flatten head grows with the image). Returns a new
