@@ -67,6 +67,14 @@ def test_serving_signature_matches_in_process_model(main_job, tmp_path):
     x2 = np.stack([b for _, b in pairs]).astype("float32") / 255
     expected = model({"input1": x1, "input2": x2}).numpy()[:, 0]
     assert np.ptp(expected) > 0.01  # distinct pairs, distinct scores: the comparison bites
+    # Each weight saved once (Keras' ExportArchive kept two copies of each: twice the bytes).
+    saved = tf.train.load_checkpoint(str(export / "variables/variables"))
+    sizes = [
+        int(np.prod(shape))
+        for name, shape in saved.get_variable_to_shape_map().items()
+        if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    ]
+    assert len(sizes) == len(model.weights) and sum(sizes) == model.count_params()
     for i, (a, b) in enumerate(pairs):
         (tmp_path / f"a{i}.png").write_bytes(_png(a))
         (tmp_path / f"b{i}.png").write_bytes(_png(b))

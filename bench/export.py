@@ -1,0 +1,84 @@
+"""The SavedModel export's CPU-seconds and size, for two source trees side by side.
+
+Each round, in a fresh process per tree and image size: the tree's model built with fresh
+weights (its trainer.run.programs.build_model), then its
+trainer.model.export.export_saved_model timed (user + sys CPU of that call alone) and the
+folder it wrote measured. Rounds alternate the trees; the table gives medians.
+
+    git worktree add /tmp/before <commit>
+    python bench/export.py /tmp/before . [--sizes 16 32] [--rounds 3]
+
+It measures CPU time (not wall time), so a busy neighbour changes it little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[1])
+from trainer.common.console import load_tensorflow
+load_tensorflow()
+from trainer.config import ModelConfig
+from trainer.model.export import export_saved_model
+from trainer.run.programs import build_model
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+size, out = int(sys.argv[2]), sys.argv[3]
+config = ModelConfig(image_size=(size, size), channels=3)
+model = build_model(config)
+start = cpu()
+export_saved_model(model, config, out, build_model)
+seconds = cpu() - start
+written = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+print("RESULT " + json.dumps({"cpu": seconds, "mb": written / 1e6}))
+"""
+
+
+def one_export(tree: str, size: int) -> dict:
+    folder = tempfile.mkdtemp(prefix="bench-export-")
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD, os.path.abspath(tree), str(size), f"{folder}/export"],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    if r.returncode or not lines:
+        sys.exit(f"the export of {tree} failed: {r.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[16, 32], help="image sides")
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    runs = {(tree, size): [] for size in args.sizes for tree in args.trees}
+    for i in range(args.rounds):
+        for (tree, size), found in runs.items():
+            found.append(one_export(tree, size))
+            print(f"round {i + 1}: {tree} {size}x{size}: {found[-1]}", file=sys.stderr)
+    print("| tree | image | export CPU s (median) | SavedModel MB |")
+    print("|---|---|---|---|")
+    for (tree, size), found in runs.items():
+        seconds = statistics.median(r["cpu"] for r in found)
+        mb = statistics.median(r["mb"] for r in found)
+        print(f"| {tree} | {size}x{size} | {seconds:.2f} | {mb:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
