@@ -14,17 +14,17 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.children import run_child  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys
-sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
 from trainer.common.console import load_tensorflow
 load_tensorflow()
 from trainer.config import ModelConfig
@@ -33,7 +33,7 @@ from trainer.run.programs import build_model
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-size, out = int(sys.argv[2]), sys.argv[3]
+size, out = int(sys.argv[3]), sys.argv[1] + "/export"
 config = ModelConfig(image_size=(size, size), channels=3)
 model = build_model(config)
 start = cpu()
@@ -45,20 +45,7 @@ print("RESULT " + json.dumps({"cpu": seconds, "mb": written / 1e6}))
 
 
 def one_export(tree: str, size: int) -> dict:
-    folder = tempfile.mkdtemp(prefix="bench-export-")
-    try:
-        r = subprocess.run(
-            [sys.executable, "-c", CHILD, os.path.abspath(tree), str(size), f"{folder}/export"],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-        )
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
-    if r.returncode or not lines:
-        sys.exit(f"the export of {tree} failed: {r.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_child(CHILD, os.path.abspath(tree), str(size), what=f"the export of {tree}")
 
 
 def main():

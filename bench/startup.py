@@ -21,17 +21,17 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.children import run_child  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys, time
-sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -44,7 +44,7 @@ except ImportError:
     pass
 import tensorflow, keras
 imported = cpu() - start
-sys.argv = ["trainer", "--train_steps=8", f"--model_dir={sys.argv[2]}", "--noexport",
+sys.argv = ["trainer", "--train_steps=8", f"--model_dir={sys.argv[1]}/m", "--noexport",
             "--log_every_steps=4", *sys.argv[3:]]
 from trainer.__main__ import run
 try:
@@ -56,21 +56,8 @@ print("RESULT " + json.dumps({"import": imported, "total": cpu() - start}))
 
 
 def one_run(tree: str, flags: str = "") -> dict:
-    folder = tempfile.mkdtemp(prefix="bench-startup-")
-    try:
-        r = subprocess.run(
-            [sys.executable, "-c", CHILD, os.path.abspath(tree), f"{folder}/m"]
-            + [f"--{flag}" for flag in flags.split()],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-        )
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
-    if r.returncode or not lines:
-        sys.exit(f"the trainer of {tree} failed: {r.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    extra = [f"--{flag}" for flag in flags.split()]
+    return run_child(CHILD, os.path.abspath(tree), *extra, what=f"the trainer of {tree}")
 
 
 def main():
