@@ -20,7 +20,7 @@ def batches(n=8):
     return tf.data.Dataset.from_tensors(({"input1": x1, "input2": x2}, y)).repeat()
 
 
-def loop_on(ds, plan="none", optimizer_name="sgd"):
+def loop_on(ds, plan="none", optimizer_name="sgd", *, global_batch=8, accum_steps=1):
     """A model and its compiled loop (SGD unless asked: the loop's timing is the subject, and
     Keras' Adam traces ~40 graph ops per variable)."""
     keras.utils.set_random_seed(1)
@@ -32,9 +32,10 @@ def loop_on(ds, plan="none", optimizer_name="sgd"):
         strategy=strategy,
         model=model,
         optimizer=optimizer,
-        global_batch=8,
+        global_batch=global_batch,
         plan=plan,
         loss_scale=False,
+        accum_steps=accum_steps,
     )
     return model, loop, iter(strategy.experimental_distribute_dataset(ds)), strategy
 
@@ -55,6 +56,36 @@ def test_whole_step_plan_trains_like_the_uncompiled_step():
     apart = [np.abs(a - b).max() for a, b in zip(*(r[1] for r in results.values()))]
     trained = [np.abs(a - b).max() for a, b in zip(results["whole_step"][1], before)]
     assert max(apart) < 1e-4 < min(trained)  # every weight moved, both plans alike
+
+
+def test_accumulated_batches_update_as_one_batch_of_their_size():
+    """--grad_accum_steps=4 over batches of 4 pairs (the first, then a graph loop over three)
+    is one update of the 16 pairs together: the same weights and sums to float tolerance,
+    uncompiled and as the GPU's whole-step XLA cluster."""
+    rng = np.random.default_rng(0)
+    x = {name: rng.random((16, 16, 16, 3), dtype=np.float32) for name in ("input1", "input2")}
+    y = rng.integers(0, 2, 16).astype(np.int32)
+    whole = tf.data.Dataset.from_tensors((x, y)).repeat()
+    quarters = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat()
+    results, start = {}, None
+    for name, ds, batch, accum, plan in (
+        ("one batch", whole, 16, 1, "none"),
+        ("four", quarters, 4, 4, "none"),
+        ("four, XLA", quarters, 4, 4, "whole_step"),
+    ):
+        model, loop, it, _ = loop_on(ds, plan, global_batch=batch, accum_steps=accum)
+        start = start or [w.numpy() for w in model.trainable_weights]  # the same seed each
+        out = loop(it, tf.constant(1), tf.constant(0.0))
+        assert int(out.steps) == 1
+        after = [w.numpy() for w in model.trainable_weights]
+        results[name] = np.array([float(v) for v in out.sums]), after
+    one_sums, one_weights = results.pop("one batch")
+    assert one_sums[3] == 16  # pairs counted
+    assert min(np.abs(a - b).max() for a, b in zip(one_weights, start)) > 0  # every weight moved
+    for name, (sums, weights) in results.items():
+        np.testing.assert_allclose(sums, one_sums, rtol=1e-5, err_msg=name)
+        apart = max(np.abs(a - b).max() for a, b in zip(weights, one_weights))
+        assert apart < 1e-6, (name, apart)
 
 
 def test_input_wait_is_the_time_spent_waiting_for_batches():
