@@ -1,6 +1,7 @@
-"""A bench's measurement in a fresh process (no TensorFlow in the bench's own): runs a child
-script in a temporary folder and returns the JSON of its last ``RESULT `` line, or ends the
-bench with the child's error (bench/startup.py, bench/export.py)."""
+"""A bench's measurements in fresh processes (no TensorFlow in the bench's own): a child script
+run in a temporary folder, the JSON of its last ``RESULT `` line returned (or the bench ended
+with the child's error), and rounds that measure every case in turn (bench/startup.py,
+bench/export.py)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def run_child(code: str, *args: str, what: str) -> dict:
     if r.returncode or not lines:
         sys.exit(f"{what} failed: {r.stderr[-2000:]}")
     return json.loads(lines[-1][len(MARK) :])
+
+
+def in_rounds(cases: list[tuple], measure, rounds: int) -> dict:
+    """{case: [its result in each round]}: ``measure(*case)`` for every case in turn, ``rounds``
+    times, so a drift of the host reaches every case alike; each result said on stderr."""
+    found = {case: [] for case in cases}
+    for i in range(rounds):
+        for case in cases:
+            found[case].append(measure(*case))
+            print(f"round {i + 1}: {case}: {found[case][-1]}", file=sys.stderr)
+    return found

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import run_child  # noqa: E402
+from bench.children import in_rounds, run_child  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys
@@ -54,11 +54,8 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[16, 32], help="image sides")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    runs = {(tree, size): [] for size in args.sizes for tree in args.trees}
-    for i in range(args.rounds):
-        for (tree, size), found in runs.items():
-            found.append(one_export(tree, size))
-            print(f"round {i + 1}: {tree} {size}x{size}: {found[-1]}", file=sys.stderr)
+    cases = [(tree, size) for size in args.sizes for tree in args.trees]
+    runs = in_rounds(cases, one_export, args.rounds)
     print("| tree | image | export CPU s (median) | SavedModel MB |")
     print("|---|---|---|---|")
     for (tree, size), found in runs.items():

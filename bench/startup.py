@@ -27,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import run_child  # noqa: E402
+from bench.children import in_rounds, run_child  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -66,11 +66,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=[""], help="extra trainer flags without dashes")
     args = p.parse_args()
-    runs = {(tree, flags): [] for tree in args.trees for flags in args.variants}
-    for i in range(args.rounds):
-        for (tree, flags), found in runs.items():
-            found.append(one_run(tree, flags))
-            print(f"round {i + 1}: {tree} {flags}: {found[-1]}", file=sys.stderr)
+    cases = [(tree, flags) for tree in args.trees for flags in args.variants]
+    runs = in_rounds(cases, one_run, args.rounds)
     print("| tree | flags | import CPU s (median) | process CPU s (median) | after import |")
     print("|---|---|---|---|---|")
     for (tree, flags), found in runs.items():
