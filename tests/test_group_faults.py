@@ -157,16 +157,17 @@ def test_rendezvous_meets_three_peers_and_times_out_alone():
         rendezvous.meet([f"localhost:{p}" for p in free_ports(2)], 0, timeout=1)  # subject
 
 
-def test_bad_trainer_flag_is_refused_before_any_worker_starts(group_data, tmp_path):
+def _group(**config) -> tuple[int, Capture, Capture]:
+    """`launch local` with LocalConfig(**config) in this process: (exit status, out, err)."""
     out, err = Capture(), Capture()
-    rc = run(
-        LocalConfig(
-            workers=2,
-            max_restarts=3,
-            trainer_args=group_flags(group_data, tmp_path / "m", "--global_batch_size=-2"),
-        ),
-        out=out,
-        err=err,
+    return run(LocalConfig(**config), out=out, err=err), out, err
+
+
+def test_bad_trainer_flag_is_refused_before_any_worker_starts(group_data, tmp_path):
+    rc, out, err = _group(
+        workers=2,
+        max_restarts=3,
+        trainer_args=group_flags(group_data, tmp_path / "m", "--global_batch_size=-2"),
     )
     assert rc == 1
     assert "[launch] starting" not in out.text and not (tmp_path / "m").exists()
@@ -186,13 +187,8 @@ def test_a_model_dir_another_run_trains_in_is_refused_before_any_worker_starts(
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    out, err = Capture(), Capture()
     with claim.claimed(str(model_dir)):
-        rc = run(
-            LocalConfig(workers=2, trainer_args=group_flags(group_data, model_dir)),
-            out=out,
-            err=err,
-        )
+        rc, out, err = _group(workers=2, trainer_args=group_flags(group_data, model_dir))
     assert rc == 1
     assert "[launch] starting" not in out.text
     assert err.text.splitlines() == [
@@ -206,14 +202,10 @@ def test_a_model_dir_another_run_trains_in_is_refused_before_any_worker_starts(
 
 def test_a_worker_refusing_its_input_stops_the_group_without_restart(group_data, tmp_path):
     # Only the workers can know this one (the replica count is theirs): exit 1, no retry.
-    out = Capture()
-    rc = run(
-        LocalConfig(
-            workers=2,
-            max_restarts=3,
-            trainer_args=group_flags(group_data, tmp_path / "m", "--global_batch_size=7"),
-        ),
-        out=out,
+    rc, out, _ = _group(
+        workers=2,
+        max_restarts=3,
+        trainer_args=group_flags(group_data, tmp_path / "m", "--global_batch_size=7"),
     )
     assert rc == 1
     assert out.text.count("[launch] starting") == 1
@@ -221,15 +213,11 @@ def test_a_worker_refusing_its_input_stops_the_group_without_restart(group_data,
 
 
 def test_cpu_replicas_per_worker_are_refused_under_multi_worker(group_data, tmp_path):
-    out = Capture()
-    rc = run(
-        LocalConfig(
-            workers=2,
-            devices_per_worker=2,
-            max_restarts=0,
-            trainer_args=group_flags(group_data, tmp_path / "m"),
-        ),
-        out=out,
+    rc, out, _ = _group(
+        workers=2,
+        devices_per_worker=2,
+        max_restarts=0,
+        trainer_args=group_flags(group_data, tmp_path / "m"),
     )
     assert rc == 1
     assert "--devices_per_worker=2 does not apply to multi_worker on CPU" in out.text

@@ -182,20 +182,24 @@ def _clip(grads, clip_norm: float, scale):
     return [g * tf.cast(factor, g.dtype) for g in grads]
 
 
+def _count(labels):
+    return tf.cast(tf.shape(labels)[0], tf.float32)
+
+
 def _accumulate(forward_backward, batches, variables):
     """(gradients, loss, reg, correct, count) summed over ``batches`` in their order; with more
     than one batch, in a graph loop from zeros, so the step holds one copy of the forward and
     backward pass whatever --grad_accum_steps is (unrolled, the trace, the graph and XLA's
     compile grew with it: bench/RESULTS.md). The sums are a Python loop's to the bit (0 + g is
-    g; the order is the batches')."""
-    count_of = lambda labels: tf.cast(tf.shape(labels)[0], tf.float32)  # noqa: E731
+    g; the order is the batches'). The loop picks batch i by index (a switch, not a stack of
+    the batches: no copy of the step's images)."""
     if len(batches) == 1:
-        (inputs, labels), = batches
-        return (*forward_backward(inputs, labels), count_of(labels))
-    stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts), *batches)
+        ((inputs, labels),) = batches
+        return (*forward_backward(inputs, labels), _count(labels))
+    branches = [lambda batch=batch: batch for batch in batches]
 
     def body(i, grads, loss, reg, correct, count):
-        inputs, labels = tf.nest.map_structure(lambda t: t[i], stacked)
+        inputs, labels = tf.switch_case(i, branches)
         g, batch_loss, batch_reg, batch_correct = forward_backward(inputs, labels)
         return (
             i + 1,
@@ -203,7 +207,7 @@ def _accumulate(forward_backward, batches, variables):
             loss + batch_loss,
             reg + batch_reg,
             correct + batch_correct,
-            count + count_of(labels),
+            count + _count(labels),
         )
 
     zero = tf.constant(0.0)
