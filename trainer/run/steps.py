@@ -182,42 +182,6 @@ def _clip(grads, clip_norm: float, scale):
     return [g * tf.cast(factor, g.dtype) for g in grads]
 
 
-def _count(labels):
-    return tf.cast(tf.shape(labels)[0], tf.float32)
-
-
-def _accumulate(forward_backward, batches, variables):
-    """(gradients, loss, reg, correct, count) summed over ``batches`` in their order; with more
-    than one batch, in a graph loop from zeros, so the step holds one copy of the forward and
-    backward pass whatever --grad_accum_steps is (unrolled, the trace, the graph and XLA's
-    compile grew with it: bench/RESULTS.md). The sums are a Python loop's to the bit (0 + g is
-    g; the order is the batches'). The loop picks batch i by index (a switch, not a stack of
-    the batches: no copy of the step's images)."""
-    if len(batches) == 1:
-        ((inputs, labels),) = batches
-        return (*forward_backward(inputs, labels), _count(labels))
-    branches = [lambda batch=batch: batch for batch in batches]
-
-    def body(i, grads, loss, reg, correct, count):
-        inputs, labels = tf.switch_case(i, branches)
-        g, batch_loss, batch_reg, batch_correct = forward_backward(inputs, labels)
-        return (
-            i + 1,
-            [a + b for a, b in zip(grads, g)],
-            loss + batch_loss,
-            reg + batch_reg,
-            correct + batch_correct,
-            count + _count(labels),
-        )
-
-    zero = tf.constant(0.0)
-    start = (tf.constant(0), [tf.zeros_like(v) for v in variables], zero, zero, zero, zero)
-    _, *sums = tf.while_loop(
-        lambda i, *_: i < len(batches), body, start, maximum_iterations=len(batches)
-    )
-    return tuple(sums)
-
-
 def _replica_step(strategy, model, optimizer, recipe: _StepRecipe):
     """The per-replica step -> its StepSums as a vector, compiled as ``recipe.plan`` says:
     the gradients of ``recipe.accum_steps`` batches, averaged, clipped, applied once."""
@@ -243,9 +207,12 @@ def _replica_step(strategy, model, optimizer, recipe: _StepRecipe):
     @graph_fn
     def replica_step(batches, stop):
         n = len(batches)
-        grads, loss, reg, correct, count = _accumulate(
-            forward_backward, batches, model.trainable_variables
-        )
+        grads, loss, reg, correct, count = None, 0.0, 0.0, 0.0, 0.0
+        for inputs, labels in batches:
+            g, batch_loss, batch_reg, batch_correct = forward_backward(inputs, labels)
+            grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+            loss, reg, correct = loss + batch_loss, reg + batch_reg, correct + batch_correct
+            count += tf.cast(tf.shape(labels)[0], tf.float32)
         if n > 1:
             grads = [g / n for g in grads]
         if recipe.clip_norm:
