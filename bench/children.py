@@ -1,10 +1,11 @@
 """A bench's measurements in fresh processes (no TensorFlow in the bench's own): a child script
 run in a temporary folder, the JSON of its last ``RESULT `` line returned (or the bench ended
-with the child's error), and rounds that measure every case in turn (bench/startup.py,
-bench/export.py)."""
+with the child's error); rounds that measure every case in turn; the command line and the
+Markdown table such a bench shares (bench/startup.py, bench/export.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -39,3 +40,18 @@ def in_rounds(cases: list[tuple], measure, rounds: int) -> dict:
             found[case].append(measure(*case))
             print(f"round {i + 1}: {case}: {found[case][-1]}", file=sys.stderr)
     return found
+
+
+def trees_parser(doc: str) -> argparse.ArgumentParser:
+    """A bench's command line: the source trees it compares and ``--rounds``; the bench adds
+    its own options."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
+    p.add_argument("--rounds", type=int, default=3)
+    return p
+
+
+def print_markdown(header: list[str], rows: list[list[str]]) -> None:
+    """The table as bench/RESULTS.md holds it (a header, its rule, a line a row)."""
+    for line in (header, ["---"] * len(header), *rows):
+        print("| " + " | ".join(line) + " |")

@@ -13,14 +13,13 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import in_rounds, run_child  # noqa: E402
+from bench.children import in_rounds, print_markdown, run_child, trees_parser  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys
@@ -49,19 +48,17 @@ def one_export(tree: str, size: int) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
+    p = trees_parser(__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[16, 32], help="image sides")
-    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     cases = [(tree, size) for size in args.sizes for tree in args.trees]
     runs = in_rounds(cases, one_export, args.rounds)
-    print("| tree | image | export CPU s (median) | SavedModel MB |")
-    print("|---|---|---|---|")
+    rows = []
     for (tree, size), found in runs.items():
         seconds = statistics.median(r["cpu"] for r in found)
         mb = statistics.median(r["mb"] for r in found)
-        print(f"| {tree} | {size}x{size} | {seconds:.2f} | {mb:.2f} |")
+        rows.append([tree, f"{size}x{size}", f"{seconds:.2f}", f"{mb:.2f}"])
+    print_markdown(["tree", "image", "export CPU s (median)", "SavedModel MB"], rows)
 
 
 if __name__ == "__main__":

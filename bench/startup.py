@@ -20,14 +20,13 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import in_rounds, run_child  # noqa: E402
+from bench.children import in_rounds, print_markdown, run_child, trees_parser  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -61,19 +60,18 @@ def one_run(tree: str, flags: str = "") -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("trees", nargs="+", help="source trees (folders holding trainer/)")
-    p.add_argument("--rounds", type=int, default=3)
+    p = trees_parser(__doc__)
     p.add_argument("--variants", nargs="+", default=[""], help="extra trainer flags without dashes")
     args = p.parse_args()
     cases = [(tree, flags) for tree in args.trees for flags in args.variants]
     runs = in_rounds(cases, one_run, args.rounds)
-    print("| tree | flags | import CPU s (median) | process CPU s (median) | after import |")
-    print("|---|---|---|---|---|")
+    rows = []
     for (tree, flags), found in runs.items():
         imported = statistics.median(r["import"] for r in found)
         total = statistics.median(r["total"] for r in found)
-        print(f"| {tree} | {flags} | {imported:.2f} | {total:.2f} | {total - imported:.2f} |")
+        rows.append([tree, flags, f"{imported:.2f}", f"{total:.2f}", f"{total - imported:.2f}"])
+    header = ["tree", "flags", "import CPU s (median)", "process CPU s (median)", "after import"]
+    print_markdown(header, rows)
 
 
 if __name__ == "__main__":
