@@ -34,11 +34,7 @@ def commands(
     selector = f"{label}={name}"
     if action == "logs":
         extra = ["--follow", "--max-log-requests=64"] if follow else []
-        return [
-            argv(
-                context, namespace, "logs", "-l", selector, "--prefix", "--tail=-1", *extra
-            )
-        ]
+        return [argv(context, namespace, "logs", "-l", selector, "--prefix", "--tail=-1", *extra)]
     if action == "delete":
         return [
             argv(
@@ -70,9 +66,7 @@ def commands(
 def lookup_argv(name: str, context="", namespace="", controller="job") -> list[str]:
     """``kubectl get job|jobset NAME -o json``; prints nothing when there is none."""
     resource = CONTROLLERS[controller][0]
-    return argv(
-        context, namespace, "get", resource, name, "-o", "json", "--ignore-not-found"
-    )
+    return argv(context, namespace, "get", resource, name, "-o", "json", "--ignore-not-found")
 
 
 def wait_pods_gone_argv(name: str, context="", namespace="", controller="job") -> list[str]:
