@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,11 @@ def in_rounds(cases: list[tuple], measure, rounds: int) -> dict:
             found[case].append(measure(*case))
             print(f"round {i + 1}: {case}: {found[case][-1]}", file=sys.stderr)
     return found
+
+
+def medians(found: list[dict]) -> dict:
+    """{key: its median over one case's rounds} (the results ``in_rounds`` kept for it)."""
+    return {key: statistics.median(r[key] for r in found) for key in found[0]}
 
 
 def trees_parser(doc: str) -> argparse.ArgumentParser:

@@ -14,12 +14,11 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import in_rounds, print_markdown, run_child, trees_parser  # noqa: E402
+from bench.children import in_rounds, medians, print_markdown, run_child, trees_parser  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys
@@ -55,9 +54,8 @@ def main():
     runs = in_rounds(cases, one_export, args.rounds)
     rows = []
     for (tree, size), found in runs.items():
-        seconds = statistics.median(r["cpu"] for r in found)
-        mb = statistics.median(r["mb"] for r in found)
-        rows.append([tree, f"{size}x{size}", f"{seconds:.2f}", f"{mb:.2f}"])
+        m = medians(found)
+        rows.append([tree, f"{size}x{size}", f"{m['cpu']:.2f}", f"{m['mb']:.2f}"])
     print_markdown(["tree", "image", "export CPU s (median)", "SavedModel MB"], rows)
 
 

@@ -21,12 +21,11 @@ It measures CPU time (not wall time), so a busy neighbour changes it little.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.children import in_rounds, print_markdown, run_child, trees_parser  # noqa: E402
+from bench.children import in_rounds, medians, print_markdown, run_child, trees_parser  # noqa: E402
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -67,9 +66,9 @@ def main():
     runs = in_rounds(cases, one_run, args.rounds)
     rows = []
     for (tree, flags), found in runs.items():
-        imported = statistics.median(r["import"] for r in found)
-        total = statistics.median(r["total"] for r in found)
-        rows.append([tree, flags, f"{imported:.2f}", f"{total:.2f}", f"{total - imported:.2f}"])
+        m = medians(found)
+        after = m["total"] - m["import"]
+        rows.append([tree, flags, f"{m['import']:.2f}", f"{m['total']:.2f}", f"{after:.2f}"])
     header = ["tree", "flags", "import CPU s (median)", "process CPU s (median)", "after import"]
     print_markdown(header, rows)
 
